@@ -1,0 +1,70 @@
+"""Frozen configuration, checked when built; values found at run time live elsewhere."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = ["DEFAULT_MODEL_NAME", "Device", "Dtype", "EngineConfig", "ModelConfig", "ServerConfig"]
+
+Dtype = Literal["auto", "float32", "bfloat16"]
+Device = Literal["auto", "cpu", "cuda"]
+
+# The model served when `--model` is not given (see headrace.model.source).
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    # A local Hugging Face directory, a local .gguf file, a hub id, or None for the default.
+    model: str | None = None
+    # Names clients may use for the model; empty means one name derived from `model`.
+    served_model_names: tuple[str, ...] = ()
+    # Weight and activation dtype; "auto" is bfloat16 on CUDA, float32 on the CPU.
+    dtype: Dtype = "auto"
+    # Where the model runs; "auto" is CUDA when available.
+    device: Device = "auto"
+    # Cap on prompt + completion tokens; None means the model's own context length.
+    max_model_len: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"dtype must be auto, float32 or bfloat16, not {self.dtype!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, not {self.device!r}")
+        if self.max_model_len is not None and self.max_model_len < 16:
+            raise ValueError(f"max_model_len must be at least 16, not {self.max_model_len}")
+        if any(not name.strip() for name in self.served_model_names):
+            raise ValueError("served model names must not be empty")
+        if len(set(self.served_model_names)) != len(self.served_model_names):
+            raise ValueError("served model names must be distinct")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    # Most sequences decoded together in one step.
+    max_num_seqs: int = 16
+    # Most tokens (prefill chunks + decodes) computed in one step.
+    max_num_batched_tokens: int = 512
+
+    def __post_init__(self) -> None:
+        if self.max_num_seqs < 1:
+            raise ValueError(f"max_num_seqs must be positive, not {self.max_num_seqs}")
+        if self.max_num_batched_tokens < self.max_num_seqs:
+            raise ValueError("max_num_batched_tokens must be at least max_num_seqs")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    # Address to listen on.
+    host: str = "127.0.0.1"
+    # TCP port to listen on; 0 picks a free one.
+    port: int = 8000
+    # Bearer keys accepted on /v1 routes; empty means no authentication.
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in 0..65535, not {self.port}")
+        if any(not key for key in self.api_keys):
+            raise ValueError("API keys must not be empty")

@@ -1,0 +1,33 @@
+"""The face the engine shows to the serving layer (and the shape a fake engine takes in tests)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from headrace.engine.outputs import EngineStats, SamplingParams, TokenOutput
+
+__all__ = ["EngineClient"]
+
+
+class EngineClient(Protocol):
+    # Most tokens, prompt and completion together, one sequence may hold.
+    max_model_len: int
+
+    def generate(
+        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
+    ) -> AsyncIterator[TokenOutput]:
+        """Queue a request and yield its tokens as steps produce them.
+
+        The last output carries a finish_reason. Closing the iterator early (a client that went
+        away) aborts the request.
+        """
+        ...
+
+    def abort(self, request_id: str) -> None:
+        """Drop the request and free its state before the next engine step."""
+        ...
+
+    def stats(self) -> EngineStats:
+        """Running and waiting request counts, as of the last step."""
+        ...

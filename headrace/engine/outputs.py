@@ -1,0 +1,54 @@
+"""What the engine takes per request and what it hands back per step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = ["EngineStats", "FinishReason", "SamplingParams", "TokenOutput"]
+
+# "stop": an end-of-sequence token; "length": max_tokens or the context ran out;
+# "abort": the request was aborted.
+FinishReason = Literal["stop", "length", "abort"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    # Most tokens to generate.
+    max_tokens: int
+    # Softmax temperature; 0 means greedy.
+    temperature: float = 1.0
+    # Nucleus sampling: keep the smallest set of tokens whose probability reaches top_p.
+    top_p: float = 1.0
+    # Seed of the request's own generator; None draws from the engine's.
+    seed: int | None = None
+    # Tokens that end the sequence (the model's EOS tokens).
+    stop_token_ids: frozenset[int] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be positive, not {self.max_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must not be negative, not {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], not {self.top_p}")
+
+
+@dataclass(frozen=True)
+class TokenOutput:
+    # Tokens generated since the previous output of this request.
+    token_ids: list[int]
+    # Set on the request's last output.
+    finish_reason: FinishReason | None
+    # Tokens in the prompt.
+    num_prompt_tokens: int
+    # Tokens generated so far, these included.
+    num_generated_tokens: int
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    # Requests in the running batch.
+    running: int
+    # Requests waiting to be admitted.
+    waiting: int
