@@ -13,7 +13,13 @@ from torch import Tensor, nn
 
 from headrace.model.attention import AttentionBatch, attend, write_kv
 
-__all__ = ["LlamaConfig", "LlamaForCausalLM", "RopeScaling"]
+__all__ = [
+    "LlamaConfig",
+    "LlamaForCausalLM",
+    "RopeScaling",
+    "rope_inverse_frequencies",
+    "rope_tables",
+]
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,16 @@ def rope_inverse_frequencies(config: LlamaConfig) -> Tensor:
     scaled = torch.where(wavelen > low_wavelen, inv_freq / scaling.factor, inv_freq)
     medium = (wavelen <= low_wavelen) & (wavelen >= high_wavelen)
     return torch.where(medium, blended, scaled).float()
+
+
+def rope_tables(config: LlamaConfig) -> tuple[Tensor, Tensor]:
+    # -> cos, sin: [P, D] in float32
+    angles = torch.outer(
+        torch.arange(config.max_position_embeddings, dtype=torch.float32),
+        rope_inverse_frequencies(config),
+    )  # [P, D/2]
+    angles = torch.cat((angles, angles), dim=-1)  # [P, D]
+    return angles.cos(), angles.sin()
 
 
 def rotate_half(x: Tensor) -> Tensor:
@@ -155,6 +171,9 @@ class LlamaDecoderLayer(nn.Module):
 
 
 class LlamaModel(nn.Module):
+    rope_cos: Tensor  # [P, D]
+    rope_sin: Tensor  # [P, D]
+
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
@@ -162,13 +181,9 @@ class LlamaModel(nn.Module):
             LlamaDecoderLayer(config) for _ in range(config.num_hidden_layers)
         )
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        angles = torch.outer(
-            torch.arange(config.max_position_embeddings, dtype=torch.float32),
-            rope_inverse_frequencies(config),
-        )  # [P, D/2]
-        angles = torch.cat((angles, angles), dim=-1)  # [P, D]
-        self.register_buffer("rope_cos", angles.cos(), persistent=False)
-        self.register_buffer("rope_sin", angles.sin(), persistent=False)
+        cos, sin = rope_tables(config)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
 
     def forward(
         self, input_ids: Tensor, batch: AttentionBatch, kv_caches: list[tuple[Tensor, Tensor]]
@@ -195,7 +210,7 @@ class LlamaForCausalLM(nn.Module):
         self, input_ids: Tensor, batch: AttentionBatch, kv_caches: list[tuple[Tensor, Tensor]]
     ) -> Tensor:
         # input_ids: [T] -> hidden states [T, C]
-        return self.model(input_ids, batch, kv_caches)  # type: ignore[no-any-return]
+        return self.model(input_ids, batch, kv_caches)
 
     def compute_logits(self, hidden: Tensor) -> Tensor:
         # hidden: [N, C] -> [N, V] in float32

@@ -1,0 +1,140 @@
+"""Runs the engine's step loop on its own thread and streams each request's tokens to asyncio.
+
+The event loop never waits on the model: requests and aborts cross to the engine thread
+through a command queue read between steps, and each step's outputs cross back with
+`call_soon_threadsafe` into one asyncio queue per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from headrace.engine.llm_engine import LLMEngine, RequestOutput
+from headrace.engine.outputs import EngineStats, SamplingParams, TokenOutput
+
+__all__ = ["AsyncEngine", "EngineError"]
+
+logger = logging.getLogger("headrace.engine")
+
+
+class EngineError(RuntimeError):
+    """The engine failed while running a request."""
+
+
+@dataclass(frozen=True)
+class _Add:
+    # Id of the new request.
+    request_id: str
+    # Its prompt.
+    prompt_token_ids: list[int]
+    # How to sample it.
+    params: SamplingParams
+
+
+@dataclass(frozen=True)
+class _Abort:
+    # Id of the request to drop.
+    request_id: str
+
+
+_Command = _Add | _Abort | None  # None asks the thread to stop
+
+
+class AsyncEngine:
+    """An `EngineClient` over an `LLMEngine` stepping on a background thread."""
+
+    def __init__(self, engine: LLMEngine) -> None:
+        self.max_model_len = engine.max_model_len
+        self._engine = engine
+        self._commands: queue.SimpleQueue[_Command] = queue.SimpleQueue()
+        self._streams: dict[str, asyncio.Queue[TokenOutput | EngineError]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stats = EngineStats(running=0, waiting=0)
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="headrace-engine", daemon=True)
+        self._thread.start()
+
+    def shutdown(self) -> None:
+        if self._thread is not None:
+            self._commands.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def stats(self) -> EngineStats:
+        return self._stats
+
+    async def generate(
+        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
+    ) -> AsyncIterator[TokenOutput]:
+        if request_id in self._streams:
+            raise ValueError(f"request id {request_id} is already in use")
+        stream: asyncio.Queue[TokenOutput | EngineError] = asyncio.Queue()
+        self._streams[request_id] = stream
+        self._commands.put(_Add(request_id, prompt_token_ids, params))
+        finished = False
+        try:
+            while not finished:
+                item = await stream.get()
+                if isinstance(item, EngineError):
+                    finished = True
+                    raise item
+                finished = item.finish_reason is not None
+                yield item
+        finally:
+            del self._streams[request_id]
+            if not finished:
+                self.abort(request_id)
+
+    def abort(self, request_id: str) -> None:
+        self._commands.put(_Abort(request_id))
+
+    def _run(self) -> None:
+        engine = self._engine
+        while True:
+            # Block for a command only when there is nothing to step.
+            commands = [] if engine.has_work else [self._commands.get()]
+            while not self._commands.empty():
+                commands.append(self._commands.get_nowait())
+            for command in commands:
+                if command is None:
+                    return
+                if isinstance(command, _Add):
+                    engine.add_request(command.request_id, command.prompt_token_ids, command.params)
+                else:
+                    engine.abort(command.request_id)
+            try:
+                outputs = engine.step()
+            except Exception as exc:
+                logger.exception("engine step failed")
+                self._fail_all(exc)
+                continue
+            self._stats = engine.stats()
+            if outputs:
+                self._publish(outputs)
+
+    def _fail_all(self, exc: Exception) -> None:
+        error = EngineError(f"engine step failed: {exc}")
+        failed = self._engine.abort_all()
+        self._stats = self._engine.stats()
+        self._deliver([(request_id, error) for request_id in failed])
+
+    def _publish(self, outputs: list[RequestOutput]) -> None:
+        self._deliver([(out.request_id, out.output) for out in outputs])
+
+    def _deliver(self, items: list[tuple[str, TokenOutput | EngineError]]) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._put, items)
+
+    def _put(self, items: list[tuple[str, TokenOutput | EngineError]]) -> None:
+        for request_id, item in items:
+            stream = self._streams.get(request_id)
+            if stream is not None:  # None: the consumer has already gone away
+                stream.put_nowait(item)

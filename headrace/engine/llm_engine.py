@@ -1,0 +1,117 @@
+"""The engine step: schedule, run the model, hand out what each request produced."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from headrace.config import EngineConfig
+from headrace.engine.kv_cache import KVCache
+from headrace.engine.outputs import EngineStats, SamplingParams, TokenOutput
+from headrace.engine.request import Request
+from headrace.engine.runner import ModelRunner
+from headrace.engine.scheduler import Scheduler
+from headrace.model.llama import LlamaForCausalLM
+
+__all__ = ["LLMEngine", "RequestOutput"]
+
+
+@dataclass(frozen=True)
+class RequestOutput:
+    # The request the output belongs to.
+    request_id: str
+    # What it produced in this step.
+    output: TokenOutput
+
+
+class LLMEngine:
+    def __init__(
+        self,
+        model: LlamaForCausalLM,
+        config: EngineConfig,
+        *,
+        max_model_len: int,
+        kv_dtype: torch.dtype,
+        device: torch.device,
+    ) -> None:
+        self.max_model_len = max_model_len
+        self.device = device
+        model_config = model.config
+        self.kv_cache = KVCache(
+            num_layers=model_config.num_hidden_layers,
+            num_slots=config.max_num_seqs,
+            max_len=max_model_len,
+            num_kv_heads=model_config.num_key_value_heads,
+            head_dim=model_config.head_dim,
+            dtype=kv_dtype,
+            device=device,
+        )
+        self.scheduler = Scheduler(config, self.kv_cache)
+        self.runner = ModelRunner(model, self.kv_cache, device)
+        self._requests: dict[str, Request] = {}
+
+    @property
+    def has_work(self) -> bool:
+        return self.scheduler.has_work
+
+    def stats(self) -> EngineStats:
+        return EngineStats(running=len(self.scheduler.running), waiting=len(self.scheduler.waiting))
+
+    def add_request(
+        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
+    ) -> None:
+        assert request_id not in self._requests, f"duplicate request id {request_id}"
+        assert 0 < len(prompt_token_ids) < self.max_model_len, "prompt must fit the context"
+        generator = None
+        if params.seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(params.seed)
+        request = Request(request_id, prompt_token_ids, params, generator=generator)
+        self._requests[request_id] = request
+        self.scheduler.add(request)
+
+    def abort(self, request_id: str) -> None:
+        request = self._requests.pop(request_id, None)
+        if request is not None:
+            self.scheduler.finish(request)
+
+    def abort_all(self) -> list[str]:
+        """Abort every request; return their ids."""
+        request_ids = list(self._requests)
+        for request_id in request_ids:
+            self.abort(request_id)
+        return request_ids
+
+    def step(self) -> list[RequestOutput]:
+        scheduled = self.scheduler.schedule()
+        if scheduled.is_empty:
+            return []
+        tokens = self.runner.execute(scheduled)
+        for chunk in scheduled.prefills:
+            chunk.request.num_computed_tokens += chunk.num_tokens
+        for request in scheduled.decodes:
+            request.num_computed_tokens += 1
+        return [self._append(request, token) for request, token in tokens.items()]
+
+    def _append(self, request: Request, token: int) -> RequestOutput:
+        request.num_generated_tokens += 1
+        params = request.params
+        new_tokens: list[int] = []
+        if token in params.stop_token_ids:
+            request.finish_reason = "stop"
+        else:
+            request.output_token_ids.append(token)
+            new_tokens.append(token)
+            out_of_room = request.num_tokens >= self.max_model_len
+            if request.num_generated_tokens >= params.max_tokens or out_of_room:
+                request.finish_reason = "length"
+        if request.finish_reason is not None:
+            del self._requests[request.request_id]
+            self.scheduler.finish(request)
+        output = TokenOutput(
+            token_ids=new_tokens,
+            finish_reason=request.finish_reason,
+            num_prompt_tokens=len(request.prompt_token_ids),
+            num_generated_tokens=request.num_generated_tokens,
+        )
+        return RequestOutput(request.request_id, output)

@@ -1,0 +1,61 @@
+"""A request's state inside the engine, from arrival to its last token."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import torch
+
+from headrace.engine.outputs import FinishReason, SamplingParams
+
+__all__ = ["Request", "RequestStatus"]
+
+
+class RequestStatus(enum.Enum):
+    WAITING = enum.auto()
+    RUNNING = enum.auto()
+    FINISHED = enum.auto()
+
+
+@dataclass(eq=False)
+class Request:
+    # The caller's id, unique among live requests.
+    request_id: str
+    # The prompt's tokens.
+    prompt_token_ids: list[int]
+    # How to pick tokens and when to stop.
+    params: SamplingParams
+    # Tokens generated so far (end-of-sequence tokens are not appended).
+    output_token_ids: list[int] = field(default_factory=list)
+    # Tokens whose keys and values are in the cache.
+    num_computed_tokens: int = 0
+    # Tokens generated, end-of-sequence included.
+    num_generated_tokens: int = 0
+    # Where the request is in its life.
+    status: RequestStatus = RequestStatus.WAITING
+    # Why it finished, once it has.
+    finish_reason: FinishReason | None = None
+    # The KV-cache slot it holds while running.
+    slot: int | None = None
+    # Its own random generator when the request carries a seed.
+    generator: torch.Generator | None = None
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prompt_token_ids) + len(self.output_token_ids)
+
+    @property
+    def last_token_id(self) -> int:
+        return self.output_token_ids[-1] if self.output_token_ids else self.prompt_token_ids[-1]
+
+    @property
+    def is_prefilling(self) -> bool:
+        return self.num_computed_tokens < len(self.prompt_token_ids)
+
+    def token_ids(self, start: int, end: int) -> list[int]:
+        """The request's tokens (prompt, then output) in [start, end)."""
+        prompt_len = len(self.prompt_token_ids)
+        if end <= prompt_len:
+            return self.prompt_token_ids[start:end]
+        return (self.prompt_token_ids + self.output_token_ids)[start:end]

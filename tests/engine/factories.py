@@ -1,0 +1,93 @@
+"""Small engines and requests for engine tests."""
+
+from __future__ import annotations
+
+import torch
+
+from headrace.config import EngineConfig
+from headrace.engine.kv_cache import KVCache
+from headrace.engine.llm_engine import LLMEngine
+from headrace.engine.outputs import SamplingParams
+from headrace.engine.request import Request
+from headrace.engine.scheduler import Scheduler
+from headrace.model.llama import LlamaConfig, LlamaForCausalLM
+
+CPU = torch.device("cpu")
+
+
+def make_model_config(**overrides: object) -> LlamaConfig:
+    fields: dict[str, object] = dict(
+        vocab_size=96,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+        max_position_embeddings=128,
+        tie_word_embeddings=False,
+    )
+    fields.update(overrides)
+    return LlamaConfig(**fields)  # type: ignore[arg-type]
+
+
+def make_model(seed: int = 0, **overrides: object) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(make_model_config(**overrides))
+    for param in model.parameters():
+        torch.nn.init.normal_(param, std=0.5)
+    return model.eval()
+
+
+def make_engine(
+    model: LlamaForCausalLM | None = None,
+    *,
+    max_num_seqs: int = 4,
+    max_num_batched_tokens: int = 64,
+    max_model_len: int = 128,
+) -> LLMEngine:
+    return LLMEngine(
+        model or make_model(),
+        EngineConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens),
+        max_model_len=max_model_len,
+        kv_dtype=torch.float32,
+        device=CPU,
+    )
+
+
+def make_params(**overrides: object) -> SamplingParams:
+    fields: dict[str, object] = dict(max_tokens=8, temperature=0.0)
+    fields.update(overrides)
+    return SamplingParams(**fields)  # type: ignore[arg-type]
+
+
+def make_request(request_id: str = "r", prompt_len: int = 5, **params: object) -> Request:
+    prompt = [(7 * i + 3) % 96 for i in range(prompt_len)]
+    return Request(request_id, prompt, make_params(**params))
+
+
+def make_scheduler(
+    *, max_num_seqs: int = 4, max_num_batched_tokens: int = 16, num_slots: int | None = None
+) -> Scheduler:
+    cache = KVCache(
+        num_layers=1,
+        num_slots=num_slots or max_num_seqs,
+        max_len=64,
+        num_kv_heads=1,
+        head_dim=2,
+        dtype=torch.float32,
+        device=CPU,
+    )
+    config = EngineConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens)
+    return Scheduler(config, cache)
+
+
+def run_to_completion(engine: LLMEngine) -> dict[str, list[int]]:
+    """Step until idle; return every request's generated tokens."""
+    tokens: dict[str, list[int]] = {}
+    while engine.has_work:
+        for out in engine.step():
+            tokens.setdefault(out.request_id, []).extend(out.output.token_ids)
+    return tokens
