@@ -1,0 +1,215 @@
+"""Build a LlamaForCausalLM from a local checkpoint: a Hugging Face directory or a .gguf file.
+
+The model is built on the meta device and every parameter is then assigned straight from
+the checkpoint, converted to the wanted dtype and device one tensor at a time, so memory
+never holds more than the model plus one tensor in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gguf
+import torch
+from safetensors import safe_open
+from torch import Tensor, nn
+
+from headrace.model.gguf_file import gguf_config, gguf_weights
+from headrace.model.llama import LlamaConfig, LlamaForCausalLM, RopeScaling, rope_tables
+
+__all__ = ["load_model", "read_config"]
+
+logger = logging.getLogger("headrace.model")
+
+# Architectures (config.json "architectures" / "model_type") the Llama code serves.
+_ARCHITECTURES = {
+    "LlamaForCausalLM": "llama",
+    "MistralForCausalLM": "mistral",
+    "Qwen2ForCausalLM": "qwen2",
+}
+
+
+def read_config(path: Path) -> LlamaConfig:
+    """The model shape of a Hugging Face directory (its config.json) or of a .gguf file."""
+    if _is_gguf(path):
+        return gguf_config(gguf.GGUFReader(path))
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise ValueError(f"{path} has no config.json")
+    try:
+        raw = json.loads(config_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{config_file} is not valid JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ValueError(f"{config_file} does not hold a JSON object")
+    try:
+        return _config_from_hf(raw)
+    except KeyError as exc:
+        raise ValueError(f"{config_file} lacks {exc.args[0]!r}") from exc
+
+
+def load_model(path: Path, dtype: torch.dtype, device: torch.device) -> LlamaForCausalLM:
+    """Every weight of the checkpoint at `path`, in `dtype` on `device`, ready for inference."""
+    weights: Iterator[tuple[str, Tensor]]
+    if _is_gguf(path):
+        reader = gguf.GGUFReader(path)
+        config = gguf_config(reader)
+        weights = gguf_weights(reader, config)
+    else:
+        config = read_config(path)
+        weights = _safetensors_weights(path)
+    logger.info("loading %s (%d layers) as %s on %s", path, config.num_hidden_layers, dtype, device)
+    with torch.device("meta"):
+        model = LlamaForCausalLM(config)
+    _assign_weights(model, weights, dtype, device)
+    cos, sin = rope_tables(config)
+    model.model.rope_cos = cos.to(device)
+    model.model.rope_sin = sin.to(device)
+    return model.eval()
+
+
+def _is_gguf(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() == ".gguf"
+
+
+def _config_from_hf(raw: dict[str, Any]) -> LlamaConfig:
+    family = _family(raw)
+    if raw.get("hidden_act", "silu") != "silu":
+        raise ValueError(f"unsupported hidden_act {raw['hidden_act']!r}; only silu is supported")
+    if raw.get("mlp_bias", False):
+        raise ValueError("MLP biases (mlp_bias: true) are not supported")
+    if family == "llama" and raw.get("attention_bias", False):
+        raise ValueError("attention_bias on a Llama model (o_proj bias) is not supported")
+    hidden_size = int(raw["hidden_size"])
+    num_heads = int(raw["num_attention_heads"])
+    rope = raw.get("rope_parameters") or {}
+    rope_theta = raw.get("rope_theta", rope.get("rope_theta", 10000.0))
+    max_positions = int(raw.get("max_position_embeddings", 2048))
+    window = _sliding_window(raw, family)
+    if window is not None and window < max_positions:
+        # Full attention equals sliding-window attention while the context fits the window.
+        logger.info("sliding window of %d tokens: context capped at %d", window, window)
+        max_positions = window
+    return LlamaConfig(
+        vocab_size=int(raw["vocab_size"]),
+        hidden_size=hidden_size,
+        intermediate_size=int(raw["intermediate_size"]),
+        num_hidden_layers=int(raw["num_hidden_layers"]),
+        num_attention_heads=num_heads,
+        num_key_value_heads=int(raw.get("num_key_value_heads") or num_heads),
+        head_dim=int(raw.get("head_dim") or hidden_size // num_heads),
+        rms_norm_eps=float(raw.get("rms_norm_eps", 1e-6)),
+        rope_theta=float(rope_theta),
+        max_position_embeddings=max_positions,
+        # Llama, Mistral and Qwen2 configs all default to untied heads.
+        tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
+        attention_bias=family == "qwen2",
+        rope_scaling=_rope_scaling(raw.get("rope_scaling") or rope),
+    )
+
+
+def _family(raw: dict[str, Any]) -> str:
+    architectures = raw.get("architectures") or []
+    supported = ", ".join(_ARCHITECTURES)
+    if architectures:
+        if architectures[0] not in _ARCHITECTURES:
+            raise ValueError(
+                f"unsupported architecture {architectures[0]!r}; supported: {supported}"
+            )
+        return _ARCHITECTURES[architectures[0]]
+    model_type = raw.get("model_type")
+    if model_type not in _ARCHITECTURES.values():
+        raise ValueError(f"unsupported model_type {model_type!r}; supported: {supported}")
+    return str(model_type)
+
+
+def _sliding_window(raw: dict[str, Any], family: str) -> int | None:
+    window = raw.get("sliding_window")
+    if window is None or family == "llama":
+        return None
+    if family == "qwen2" and not raw.get("use_sliding_window", False):
+        return None
+    return int(window)
+
+
+def _rope_scaling(rope: dict[str, Any]) -> RopeScaling | None:
+    kind = rope.get("rope_type", rope.get("type"))
+    if kind in (None, "default"):
+        return None
+    if kind != "llama3":
+        raise ValueError(f"unsupported rope scaling {kind!r}; only llama3 scaling is supported")
+    return RopeScaling(
+        factor=float(rope["factor"]),
+        low_freq_factor=float(rope["low_freq_factor"]),
+        high_freq_factor=float(rope["high_freq_factor"]),
+        original_max_position_embeddings=int(rope["original_max_position_embeddings"]),
+    )
+
+
+def _safetensors_weights(path: Path) -> Iterator[tuple[str, Tensor]]:
+    for file in _safetensors_files(path):
+        with safe_open(file, framework="pt", device="cpu") as shard:
+            for name in shard.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                yield name, shard.get_tensor(name)
+
+
+def _safetensors_files(path: Path) -> list[Path]:
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        files = [path / name for name in sorted(set(weight_map.values()))]
+        absent = [file.name for file in files if not file.is_file()]
+        if absent:
+            raise ValueError(f"{path} lacks shards named in its index: {', '.join(absent)}")
+        return files
+    single = path / "model.safetensors"
+    if single.is_file():
+        return [single]
+    raise ValueError(f"{path} has neither model.safetensors nor model.safetensors.index.json")
+
+
+def _assign_weights(
+    model: LlamaForCausalLM,
+    weights: Iterator[tuple[str, Tensor]],
+    dtype: torch.dtype,
+    device: torch.device,
+) -> None:
+    tied = model.config.tie_word_embeddings
+    params = dict(model.named_parameters())  # a tied head appears once, as the embedding
+    loaded: set[str] = set()
+    unexpected: list[str] = []
+    for name, tensor in weights:
+        if name.endswith("rotary_emb.inv_freq") or (tied and name == "lm_head.weight"):
+            continue
+        param = params.get(name)
+        if param is None:
+            unexpected.append(name)
+            continue
+        if tensor.shape != param.shape:
+            raise ValueError(
+                f"{name} has shape {tuple(tensor.shape)} in the checkpoint, "
+                f"the model expects {tuple(param.shape)}"
+            )
+        module_name, _, leaf = name.rpartition(".")
+        value = nn.Parameter(tensor.to(device=device, dtype=dtype), requires_grad=False)
+        setattr(model.get_submodule(module_name), leaf, value)
+        loaded.add(name)
+    missing = sorted(set(params) - loaded)
+    if missing or unexpected:
+        raise ValueError(
+            "checkpoint does not match the model: "
+            f"missing {_listing(missing)}; unexpected {_listing(sorted(unexpected))}"
+        )
+    if tied:
+        model.lm_head.weight = model.model.embed_tokens.weight
+
+
+def _listing(names: list[str], limit: int = 8) -> str:
+    if not names:
+        return "none"
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown} and {len(names) - limit} more"

@@ -1,0 +1,207 @@
+"""Tiny transformers reference models, GGUF files made from them, and one-sequence batches."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import gguf
+import numpy as np
+import torch
+import transformers
+from torch import Tensor
+
+from headrace.model.attention import AttentionBatch, PrefillSpan
+from headrace.model.llama import LlamaConfig, LlamaForCausalLM
+
+# Small enough to be instant, big enough for grouped-query attention and several heads.
+TINY: dict[str, Any] = dict(
+    vocab_size=160,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=128,
+)
+
+LLAMA3_SCALING: dict[str, Any] = dict(
+    rope_type="llama3",
+    factor=8.0,
+    low_freq_factor=1.0,
+    high_freq_factor=4.0,
+    original_max_position_embeddings=8192,
+)
+
+
+def make_hf_model(kind: str = "llama", seed: int = 0, **overrides: Any) -> Any:
+    """A random float32 transformers model: llama, llama3 (rope scaling), mistral or qwen2."""
+    fields = {**TINY, **overrides}
+    if kind == "llama3" and "max_position_embeddings" not in overrides:
+        fields["max_position_embeddings"] = 16384  # past the original 8192
+    if kind == "llama":
+        config: Any = transformers.LlamaConfig(**fields)
+    elif kind == "llama3":
+        rope = {**LLAMA3_SCALING, "rope_theta": 500000.0}
+        config = transformers.LlamaConfig(rope_parameters=rope, **fields)
+    elif kind == "mistral":
+        config = transformers.MistralConfig(**fields)
+    elif kind == "qwen2":
+        config = transformers.Qwen2Config(**fields)
+    else:
+        raise ValueError(kind)
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)  # type: ignore[no-untyped-call]
+    with torch.no_grad():
+        for param in model.parameters():  # larger than the default init, so errors show
+            param.normal_(std=0.3)
+    return model.eval()
+
+
+def save_hf(model: Any, path: Path, **kwargs: Any) -> Path:
+    model.save_pretrained(path, safe_serialization=True, **kwargs)
+    return path
+
+
+@torch.no_grad()
+def hf_logits(model: Any, ids: Tensor) -> Tensor:
+    # ids: [T] -> [T, V]
+    return model(ids.unsqueeze(0)).logits[0].float()  # type: ignore[no-any-return]
+
+
+def llama_cpp_permute(weight: Tensor, num_heads: int) -> Tensor:
+    # What llama.cpp's convert_hf_to_gguf.py does to Llama q/k rows.
+    return (
+        weight.reshape(num_heads, 2, weight.shape[0] // num_heads // 2, *weight.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weight.shape)
+    )
+
+
+def llama3_rope_factors(theta: float, head_dim: int) -> np.ndarray[Any, Any]:
+    # What llama.cpp's converter stores as rope_freqs.weight for Llama 3.1 scaling.
+    freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    s = LLAMA3_SCALING
+    low_wavelen = s["original_max_position_embeddings"] / s["low_freq_factor"]
+    high_wavelen = s["original_max_position_embeddings"] / s["high_freq_factor"]
+    factors = []
+    for freq in freqs.tolist():
+        wavelen = 2 * math.pi / freq
+        if wavelen < high_wavelen:
+            factors.append(1.0)
+        elif wavelen > low_wavelen:
+            factors.append(s["factor"])
+        else:
+            smooth = (s["original_max_position_embeddings"] / wavelen - s["low_freq_factor"]) / (
+                s["high_freq_factor"] - s["low_freq_factor"]
+            )
+            factors.append(1 / ((1 - smooth) / s["factor"] + smooth))
+    return np.array(factors, dtype=np.float32)
+
+
+_GGUF_NAMES = {
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+    "input_layernorm": "attn_norm",
+    "post_attention_layernorm": "ffn_norm",
+}
+
+
+def gguf_name(hf_name: str) -> str:
+    top = {
+        "model.embed_tokens.weight": "token_embd.weight",
+        "model.norm.weight": "output_norm.weight",
+        "lm_head.weight": "output.weight",
+    }
+    if hf_name in top:
+        return top[hf_name]
+    _, _, layer, rest = hf_name.split(".", 3)
+    module, _, kind = rest.rpartition(".")
+    return f"blk.{layer}.{_GGUF_NAMES[module]}.{kind}"
+
+
+def write_gguf(
+    model: Any,
+    path: Path,
+    arch: str = "llama",
+    quantize: gguf.GGMLQuantizationType | None = None,
+    rope_freqs: np.ndarray[Any, Any] | None = None,
+) -> Path:
+    """The model as llama.cpp's converter would write it (float32, or 2-D weights quantized)."""
+    c = model.config
+    head_dim = c.hidden_size // c.num_attention_heads
+    writer = gguf.GGUFWriter(path, arch)
+    writer.add_block_count(c.num_hidden_layers)
+    writer.add_context_length(c.max_position_embeddings)
+    writer.add_embedding_length(c.hidden_size)
+    writer.add_feed_forward_length(c.intermediate_size)
+    writer.add_head_count(c.num_attention_heads)
+    writer.add_head_count_kv(c.num_key_value_heads)
+    writer.add_rope_freq_base(float(c.rope_parameters["rope_theta"]))
+    writer.add_layer_norm_rms_eps(c.rms_norm_eps)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_vocab_size(c.vocab_size)
+    if rope_freqs is not None:
+        writer.add_tensor("rope_freqs.weight", rope_freqs)
+    tied = c.tie_word_embeddings
+    for name, tensor in model.state_dict().items():
+        if tied and name == "lm_head.weight":
+            continue
+        if arch == "llama" and ".q_proj." in name:
+            tensor = llama_cpp_permute(tensor, c.num_attention_heads)
+        elif arch == "llama" and ".k_proj." in name:
+            tensor = llama_cpp_permute(tensor, c.num_key_value_heads)
+        array = tensor.float().numpy()
+        if quantize is not None and array.ndim == 2:
+            packed = gguf.quants.quantize(array, quantize)
+            writer.add_tensor(gguf_name(name), packed, raw_dtype=quantize)
+        else:
+            writer.add_tensor(gguf_name(name), array)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def new_kv_cache(
+    config: LlamaConfig, max_len: int = 64, slots: int = 1
+) -> list[tuple[Tensor, Tensor]]:
+    shape = (slots, config.num_key_value_heads, max_len, config.head_dim)
+    return [(torch.zeros(shape), torch.zeros(shape)) for _ in range(config.num_hidden_layers)]
+
+
+def prefill_batch(length: int, cached_len: int = 0, slot: int = 0) -> AttentionBatch:
+    return AttentionBatch(
+        token_slots=torch.full((length,), slot, dtype=torch.long),
+        positions=torch.arange(cached_len, cached_len + length),
+        decode_slots=torch.empty(0, dtype=torch.long),
+        decode_mask=torch.empty(0, 1, 1, 0, dtype=torch.bool),
+        decode_max_len=0,
+        prefills=(PrefillSpan(slot=slot, token_offset=0, cached_len=cached_len, length=length),),
+    )
+
+
+def decode_batch(position: int, slot: int = 0) -> AttentionBatch:
+    return AttentionBatch(
+        token_slots=torch.tensor([slot]),
+        positions=torch.tensor([position]),
+        decode_slots=torch.tensor([slot]),
+        decode_mask=torch.ones(1, 1, 1, position + 1, dtype=torch.bool),
+        decode_max_len=position + 1,
+        prefills=(),
+    )
+
+
+@torch.no_grad()
+def run(
+    model: LlamaForCausalLM, ids: Tensor, batch: AttentionBatch, kv: list[tuple[Tensor, Tensor]]
+) -> Tensor:
+    # ids: [T] -> logits [T, V]
+    return model.compute_logits(model(ids, batch, kv))

@@ -1,0 +1,112 @@
+"""headrace's Llama family against transformers, through the loader, in float32."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from headrace.model.attention import AttentionBatch, PrefillSpan
+from headrace.model.llama import LlamaForCausalLM
+from headrace.model.loader import load_model
+from tests.model.factories import (
+    decode_batch,
+    hf_logits,
+    make_hf_model,
+    new_kv_cache,
+    prefill_batch,
+    run,
+    save_hf,
+)
+
+CPU = torch.device("cpu")
+TOLERANCE = 1e-4
+KINDS = {
+    "llama": ("llama", {}),
+    "llama-tied": ("llama", {"tie_word_embeddings": True}),
+    "llama3-rope-scaling": ("llama3", {}),
+    "mistral": ("mistral", {}),
+    "qwen2-qkv-bias": ("qwen2", {}),
+}
+
+
+@pytest.fixture(scope="module", params=list(KINDS))
+def pair(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    kind, overrides = KINDS[request.param]
+    reference = make_hf_model(kind, **overrides)
+    path = save_hf(reference, tmp_path_factory.mktemp(request.param))
+    return reference, load_model(path, torch.float32, CPU)
+
+
+def prompt(length: int = 14, seed: int = 1) -> torch.Tensor:
+    return torch.randint(0, 160, (length,), generator=torch.Generator().manual_seed(seed))
+
+
+def full_logits(model: LlamaForCausalLM, ids: torch.Tensor) -> torch.Tensor:
+    return run(model, ids, prefill_batch(len(ids)), new_kv_cache(model.config))
+
+
+def test_full_prefill_matches_transformers(pair: Any) -> None:
+    reference, model = pair
+    ids = prompt()
+    expected = hf_logits(reference, ids)
+    assert (full_logits(model, ids) - expected).abs().max().item() < TOLERANCE
+
+
+def test_chunked_prefill_matches_one_prefill(pair: Any) -> None:
+    _, model = pair
+    ids = prompt()
+    expected = full_logits(model, ids)
+    kv = new_kv_cache(model.config)
+    first = run(model, ids[:5], prefill_batch(5), kv)
+    second = run(model, ids[5:], prefill_batch(len(ids) - 5, cached_len=5), kv)
+    assert (torch.cat((first, second)) - expected).abs().max().item() < TOLERANCE
+
+
+def test_decoding_token_by_token_matches_one_prefill(pair: Any) -> None:
+    _, model = pair
+    ids = prompt()
+    expected = full_logits(model, ids)
+    kv = new_kv_cache(model.config)
+    rows = [run(model, ids[:3], prefill_batch(3), kv)]
+    for position in range(3, len(ids)):
+        rows.append(run(model, ids[position : position + 1], decode_batch(position), kv))
+    assert (torch.cat(rows) - expected).abs().max().item() < TOLERANCE
+
+
+def test_decodes_and_prefill_in_one_batch_match_separate_runs(pair: Any) -> None:
+    _, model = pair
+    a, b = prompt(9, seed=2), prompt(11, seed=3)
+    expected_a, expected_b = full_logits(model, a), full_logits(model, b)
+    kv = new_kv_cache(model.config, slots=3)
+    run(model, a[:8], prefill_batch(8, slot=2), kv)
+    # a's last token decodes while b's prompt prefills, in one flat batch.
+    batch = AttentionBatch(
+        token_slots=torch.tensor([2] + [0] * len(b)),
+        positions=torch.cat((torch.tensor([8]), torch.arange(len(b)))),
+        decode_slots=torch.tensor([2]),
+        decode_mask=torch.ones(1, 1, 1, 9, dtype=torch.bool),
+        decode_max_len=9,
+        prefills=(PrefillSpan(slot=0, token_offset=1, cached_len=0, length=len(b)),),
+    )
+    logits = run(model, torch.cat((a[8:], b)), batch, kv)
+    assert (logits[0] - expected_a[-1]).abs().max().item() < TOLERANCE
+    assert (logits[1:] - expected_b).abs().max().item() < TOLERANCE
+
+
+def test_bfloat16_load_stays_close(pair: Any, tmp_path: Path) -> None:
+    reference, model = pair
+    path = save_hf(reference, tmp_path)
+    low = load_model(path, torch.bfloat16, CPU)
+    assert low.model.embed_tokens.weight.dtype == torch.bfloat16
+    assert low.model.rope_cos.dtype == torch.float32
+    ids = prompt()
+    expected = full_logits(model, ids)
+    got = run(low, ids, prefill_batch(len(ids)), _bf16_cache(low))
+    assert (got - expected).abs().max().item() < 0.1 * expected.abs().max().item()
+
+
+def _bf16_cache(model: LlamaForCausalLM) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(k.bfloat16(), v.bfloat16()) for k, v in new_kv_cache(model.config)]
