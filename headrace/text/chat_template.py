@@ -1,0 +1,108 @@
+"""Rendering a conversation with the model's chat template.
+
+Messages come in OpenAI's shape and are handed to the template in the shape templates expect:
+- `content` that is a list of parts becomes the text of its `{"type": "text"}` parts joined with
+  "\\n" (as vLLM does); other part types are refused; `content: None` becomes "".
+- `tool_calls[*].function.arguments`, a JSON string in OpenAI's API, is decoded into an object,
+  since templates render it with `tojson` (as vLLM does); a string that is not a JSON object stays.
+- Every other key (`name`, `tool_call_id`, ...) is passed through unchanged.
+
+A model without a chat template gets `CHATML_TEMPLATE`, plain ChatML:
+`<|im_start|>{role}\\n{content}<|im_end|>\\n` per message, then `<|im_start|>assistant\\n`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jinja2
+from transformers import PreTrainedTokenizerBase
+
+__all__ = ["CHATML_TEMPLATE", "ChatTemplateError", "prepare_messages", "render_chat"]
+
+CHATML_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+)
+
+
+class ChatTemplateError(ValueError):
+    """The chat template refused the conversation, or could not be rendered at all."""
+
+
+def render_chat(
+    tokenizer: PreTrainedTokenizerBase,
+    messages: Sequence[Mapping[str, Any]],
+    tools: Sequence[Mapping[str, Any]] | None = None,
+) -> str:
+    """The prompt text for `messages`, ending with the header of the assistant's reply."""
+    template = None if tokenizer.chat_template is not None else CHATML_TEMPLATE
+    prepared = prepare_messages(messages)
+    try:
+        rendered = tokenizer.apply_chat_template(
+            prepared,
+            tools=[dict(tool) for tool in tools] if tools is not None else None,
+            chat_template=template,
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+    except jinja2.TemplateError as error:
+        if type(error) is jinja2.TemplateError:  # the template's own raise_exception(message)
+            raise ChatTemplateError(str(error)) from error
+        raise ChatTemplateError(f"chat template error: {error}") from error
+    except (TypeError, ValueError) as error:  # bad values inside the template, an empty chat
+        raise ChatTemplateError(f"chat template error: {error}") from error
+    assert isinstance(rendered, str), type(rendered)
+    return rendered
+
+
+def prepare_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """OpenAI-shaped messages in the shape chat templates expect (see the module docstring)."""
+    prepared = []
+    for message in messages:
+        out = dict(message)
+        out["content"] = _content_text(message.get("content"))
+        if isinstance(message.get("tool_calls"), list):
+            out["tool_calls"] = [_tool_call(call) for call in message["tool_calls"]]
+        prepared.append(out)
+    return prepared
+
+
+def _content_text(content: object) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise ChatTemplateError(
+            f"message content must be a string or a list of parts, not {content!r}"
+        )
+    texts = []
+    for part in content:
+        if not isinstance(part, Mapping) or part.get("type") != "text":
+            kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
+            raise ChatTemplateError(f"content part type {kind!r} is not supported; only 'text'")
+        text = part.get("text")
+        if not isinstance(text, str):
+            raise ChatTemplateError("a text content part needs a string 'text'")
+        texts.append(text)
+    return "\n".join(texts)
+
+
+def _tool_call(call: object) -> object:
+    if not isinstance(call, Mapping) or not isinstance(call.get("function"), Mapping):
+        return call
+    function = dict(call["function"])
+    arguments = function.get("arguments")
+    if isinstance(arguments, str):
+        try:
+            decoded = json.loads(arguments)
+        except ValueError:
+            decoded = None
+        if isinstance(decoded, dict):
+            function["arguments"] = decoded
+    return {**call, "function": function}

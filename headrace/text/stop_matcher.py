@@ -1,0 +1,68 @@
+"""Stop strings over streamed text: hold back what could still become one, cut at the first match.
+
+The first stop string is the one that is complete earliest while reading the text character by
+character (the moment generation would stop); of several complete at the same character, the
+longest. Defined this way, the result does not depend on how the text was split into chunks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = ["StopMatcher"]
+
+
+class StopMatcher:
+    """Feeds text through, never letting out any part of a stop string."""
+
+    def __init__(self, stop: Sequence[str]) -> None:
+        # The stop strings; empty ones can never match and are dropped.
+        self._stop: tuple[str, ...] = tuple(dict.fromkeys(s for s in stop if s))
+        # Text received but not let out yet: it ends with the start of some stop string.
+        self._held = ""
+        # Set once a stop string matched; nothing is let out after that.
+        self._stopped = False
+
+    @property
+    def stopped(self) -> bool:
+        """True once a stop string has matched."""
+        return self._stopped
+
+    def feed(self, text: str, *, final: bool = False) -> str:
+        """The part of `text` (after what was held back before) that is now safe to let out.
+
+        With `final`, no more text follows: what was held back goes out unless it completes a stop
+        string here.
+        """
+        if self._stopped:
+            return ""
+        buffer = self._held + text
+        if not self._stop:
+            return buffer
+        cut = self._first_match(buffer)
+        if cut is not None:
+            self._stopped = True
+            self._held = ""
+            return buffer[:cut]
+        keep = 0 if final else self._partial_match_length(buffer)
+        self._held = buffer[len(buffer) - keep :]
+        return buffer[: len(buffer) - keep]
+
+    def _first_match(self, buffer: str) -> int | None:
+        """Where the first stop string in `buffer` begins, or None."""
+        best: tuple[int, int] | None = None  # (end, start) of the best match so far
+        for stop in self._stop:
+            start = buffer.find(stop)
+            if start >= 0 and (best is None or (start + len(stop), start) < best):
+                best = (start + len(stop), start)
+        return None if best is None else best[1]
+
+    def _partial_match_length(self, buffer: str) -> int:
+        """Length of the longest end of `buffer` that some stop string starts with."""
+        longest = 0
+        for stop in self._stop:
+            for length in range(min(len(stop) - 1, len(buffer)), longest, -1):
+                if buffer.endswith(stop[:length]):
+                    longest = length
+                    break
+        return longest

@@ -1,0 +1,136 @@
+"""The model's tokenizer: text to token ids and back, chat prompts, and streaming detokenizers.
+
+Loaded from a local Hugging Face model directory (tokenizer.json, tokenizer_config.json, maybe
+chat_template.jinja and generation_config.json) or from a local .gguf file, whose metadata holds
+the vocabulary, merges, special token ids and chat template. Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tokenizers
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from headrace.text.chat_template import render_chat
+from headrace.text.detokenizer import IncrementalDetokenizer
+
+__all__ = ["Tokenizer"]
+
+# GGUF metadata keys of tokens that end generation (llama.cpp's "end of generation" set).
+_GGUF_EOS_KEYS = (
+    "tokenizer.ggml.eos_token_id",
+    "tokenizer.ggml.eot_token_id",
+    "tokenizer.ggml.eom_token_id",
+)
+
+
+@dataclass(frozen=True)
+class Tokenizer:
+    # The transformers tokenizer, fast (backed by `tokenizers`): chat template, special tokens.
+    hf: PreTrainedTokenizerBase
+    # Every token id that ends generation: the tokenizer's EOS and the model's.
+    eos_token_ids: frozenset[int]
+
+    @classmethod
+    def from_path(cls, path: str | Path) -> Tokenizer:
+        """Loads from a local model directory or .gguf file."""
+        path = Path(path)
+        if path.is_file() and path.suffix == ".gguf":
+            return _from_gguf(path)
+        if path.is_dir():
+            return _from_hf_dir(path)
+        raise FileNotFoundError(f"no model directory or .gguf file at {path}")
+
+    @property
+    def vocab_size(self) -> int:
+        """How many token ids the tokenizer knows, added tokens included."""
+        return self._backend.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text`, without BOS/EOS; special-token text maps to its special token."""
+        return self._backend.encode(text, add_special_tokens=False).ids
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        """The text of `token_ids`, special tokens (and EOS tokens) skipped."""
+        ids = [token for token in token_ids if token not in self.eos_token_ids]
+        return self._backend.decode(ids, skip_special_tokens=True)
+
+    def apply_chat_template(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> list[int]:
+        """Prompt token ids for a conversation, ending with the assistant's header.
+
+        The template adds BOS itself if the model wants one; encoding adds nothing more.
+        Raises ChatTemplateError when the template refuses the conversation.
+        """
+        return self.encode(render_chat(self.hf, messages, tools))
+
+    def detokenizer(self, stop: Sequence[str] = ()) -> IncrementalDetokenizer:
+        """A fresh streaming detokenizer for one generated sequence."""
+        return IncrementalDetokenizer(self.decode, stop)
+
+    @property
+    def _backend(self) -> tokenizers.Tokenizer:
+        backend: tokenizers.Tokenizer = self.hf.backend_tokenizer
+        return backend
+
+
+def _from_hf_dir(path: Path) -> Tokenizer:
+    hf = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    if not isinstance(getattr(hf, "backend_tokenizer", None), tokenizers.Tokenizer):
+        raise ValueError(f"{path} has no fast (tokenizers) tokenizer")
+    eos = _ids(hf.eos_token_id)
+    generation_config = path / "generation_config.json"
+    model_config = generation_config if generation_config.is_file() else path / "config.json"
+    if model_config.is_file():
+        eos |= _ids(json.loads(model_config.read_text()).get("eos_token_id"))
+    return Tokenizer(hf, frozenset(eos))
+
+
+def _from_gguf(path: Path) -> Tokenizer:
+    # PreTrainedTokenizerFast rather than AutoTokenizer: the latter also rebuilds the model config
+    # from the file with the slow `gguf` reader, which more than doubles the load time.
+    hf = PreTrainedTokenizerFast.from_pretrained(
+        str(path.parent), gguf_file=path.name, local_files_only=True
+    )
+    metadata = _gguf_metadata(path)
+    eos = _ids(hf.eos_token_id)
+    for key in _GGUF_EOS_KEYS:
+        eos |= _ids(metadata.get(key))
+    if hf.chat_template is None and isinstance(metadata.get("tokenizer.chat_template"), str):
+        hf.chat_template = metadata["tokenizer.chat_template"]
+    return Tokenizer(hf, frozenset(eos))
+
+
+def _gguf_metadata(path: Path) -> dict[str, Any]:
+    """The file's metadata key/values; arrays of strings (the vocabulary) come back as counts."""
+    try:
+        from transformers.integrations.gguf.reader import read_gguf_metadata
+    except ImportError:  # older transformers: the gguf package's reader, slower
+        import gguf
+
+        reader = gguf.GGUFReader(path)
+        return {
+            key: field.contents()
+            for key, field in reader.fields.items()
+            if key.startswith("tokenizer.") and field.types[:1] != [gguf.GGUFValueType.ARRAY]
+        }
+    metadata, _ = read_gguf_metadata(str(path))
+    return dict(metadata)
+
+
+def _ids(value: object) -> set[int]:
+    """Token ids from a config value: an int, a list of ints, or None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return {value}
+    if isinstance(value, list):
+        return {item for item in value if isinstance(item, int) and not isinstance(item, bool)}
+    return set()

@@ -1,0 +1,54 @@
+"""Against the real SmolLM2-135M-Instruct GGUF; skipped when the file is not here."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from headrace.text import Tokenizer
+from headrace.text.tokenizer import _gguf_metadata
+from tests.text.conftest import SMOLLM_GGUF
+
+# What transformers renders for [{"role": "user", "content": "Hi 😀"}] with SmolLM2's template.
+HI_PROMPT = (
+    "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    "<|im_end|>\n<|im_start|>user\nHi 😀<|im_end|>\n<|im_start|>assistant\n"
+)
+
+
+def test_loads_tokenizer_metadata(smollm_tokenizer: Tokenizer) -> None:
+    assert smollm_tokenizer.eos_token_ids == frozenset({2})
+    assert smollm_tokenizer.vocab_size == 49152
+
+
+def test_chat_template_comes_from_the_file(smollm_tokenizer: Tokenizer) -> None:
+    ids = smollm_tokenizer.apply_chat_template([{"role": "user", "content": "Hi 😀"}])
+    assert ids == smollm_tokenizer.encode(HI_PROMPT)
+    assert ids[:2] == [1, 9690]  # <|im_start|> system: no BOS in front of it
+    assert ids[-4:] == [1, 520, 9531, 198]  # <|im_start|> assistant \n
+
+
+def test_streams_emoji_and_cjk(smollm_tokenizer: Tokenizer) -> None:
+    text = "Sure! 😀👍🏽 你好\uff0c世界。 Grüße, naïve café.\n```python\nprint(42)\n```"
+    ids = smollm_tokenizer.encode(text)
+    det = smollm_tokenizer.detokenizer(stop=["print(4"])
+    out = [det.push([token]) for token in ids]
+    out.append(det.flush())
+    assert "\ufffd" not in "".join(out)
+    assert "".join(out) == text[: text.index("print(4")]
+    assert det.stopped
+
+
+def test_metadata_reader_fallback_agrees(monkeypatch: pytest.MonkeyPatch) -> None:
+    if not SMOLLM_GGUF.is_file():
+        pytest.skip(f"{SMOLLM_GGUF} is not here")
+    fast = _gguf_metadata(SMOLLM_GGUF)
+    monkeypatch.setitem(sys.modules, "transformers.integrations.gguf.reader", None)
+    slow = _gguf_metadata(SMOLLM_GGUF)
+    for key in (
+        "tokenizer.ggml.eos_token_id",
+        "tokenizer.ggml.bos_token_id",
+        "tokenizer.chat_template",
+    ):
+        assert slow[key] == fast[key]

@@ -1,0 +1,175 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from headrace.text import ChatTemplateError, Tokenizer
+from headrace.text.chat_template import CHATML_TEMPLATE
+from tests.text.factories import (
+    BOS_ID,
+    ENDOFTEXT_ID,
+    IM_END_ID,
+    IM_START_ID,
+    make_tokenizer_dir,
+)
+
+ALTERNATING = (
+    "{% for message in messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{% endif %}"
+    "{{ '[' + message['role'] + '] ' + message['content'] + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '[assistant] ' }}{% endif %}"
+)
+
+ECHO_EXTRAS = (
+    "{% for m in messages %}"
+    "{{ m.role }}|{{ m.content }}|{{ m.name }}|{{ m.tool_call_id }}|"
+    "{% for call in m.tool_calls or [] %}{{ call.id }}:{{ call.function.name }}"
+    "{{ call.function.arguments | tojson }}{% endfor %}{{ '\\n' }}"
+    "{% endfor %}"
+    "{% for tool in tools or [] %}tool:{{ tool.function.name }}{{ '\\n' }}{% endfor %}"
+)
+
+
+def with_template(tmp_path: Path, template: str | None, **kwargs: Any) -> Tokenizer:
+    return Tokenizer.from_path(make_tokenizer_dir(tmp_path, chat_template=template, **kwargs))
+
+
+def rendered(tok: Tokenizer, messages: list[dict[str, Any]], **kwargs: Any) -> str:
+    return tok.decode(tok.apply_chat_template(messages, **kwargs))
+
+
+def test_loads_eos_ids_and_vocab_size(tiny_tokenizer: Tokenizer) -> None:
+    # <|im_end|> from tokenizer_config.json, <|endoftext|> too from generation_config.json
+    assert tiny_tokenizer.eos_token_ids == frozenset({IM_END_ID, ENDOFTEXT_ID})
+    assert tiny_tokenizer.vocab_size == 400
+
+
+def test_from_path_takes_a_string(tmp_path: Path) -> None:
+    tok = Tokenizer.from_path(str(make_tokenizer_dir(tmp_path)))
+    assert tok.encode("hi") == tok.encode("hi")
+
+
+def test_from_path_refuses_what_is_not_there(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        Tokenizer.from_path(tmp_path / "missing")
+
+
+def test_encode_adds_no_bos_or_eos_and_round_trips(tiny_tokenizer: Tokenizer) -> None:
+    text = "Hello world! 😀 你好 Grüße\n"
+    ids = tiny_tokenizer.encode(text)
+    assert BOS_ID not in ids and IM_END_ID not in ids
+    assert tiny_tokenizer.decode(ids) == text
+
+
+def test_special_token_text_maps_to_special_ids(tiny_tokenizer: Tokenizer) -> None:
+    ids = tiny_tokenizer.encode("<|im_start|>user\nhi<|im_end|><s>")
+    assert ids[0] == IM_START_ID
+    assert ids[-2:] == [IM_END_ID, BOS_ID]
+    assert tiny_tokenizer.decode(ids) == "user\nhi"
+
+
+def test_decode_skips_special_and_eos_tokens(tiny_tokenizer: Tokenizer) -> None:
+    ids = tiny_tokenizer.encode("ok")
+    assert tiny_tokenizer.decode([BOS_ID, *ids, IM_END_ID, ENDOFTEXT_ID]) == "ok"
+
+
+def test_chat_prompt_has_exactly_one_bos(tiny_tokenizer: Tokenizer) -> None:
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]
+    ids = tiny_tokenizer.apply_chat_template(messages)
+    expected = "<s><|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n"
+    assert ids == tiny_tokenizer.encode(expected + "<|im_start|>assistant\n")
+    assert ids[0] == BOS_ID and ids[1] == IM_START_ID
+
+
+def test_template_from_chat_template_jinja(tmp_path: Path) -> None:
+    tok = with_template(tmp_path, ALTERNATING, template_file=True)
+    assert rendered(tok, [{"role": "user", "content": "hi"}]) == "[user] hi\n[assistant] "
+
+
+def test_no_template_falls_back_to_chatml(tmp_path: Path) -> None:
+    tok = with_template(tmp_path, None)
+    ids = tok.apply_chat_template([{"role": "user", "content": "Hi"}, {"role": "assistant"}])
+    chatml = "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<|im_end|>\n"
+    assert ids == tok.encode(chatml + "<|im_start|>assistant\n")
+    assert "<|im_start|>" in CHATML_TEMPLATE
+
+
+def test_content_parts_are_joined(tiny_tokenizer: Tokenizer) -> None:
+    parts = [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}]
+    ids = tiny_tokenizer.apply_chat_template([{"role": "user", "content": parts}])
+    assert ids == tiny_tokenizer.apply_chat_template([{"role": "user", "content": "one\ntwo"}])
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        [{"type": "image_url", "image_url": {"url": "http://x"}}],
+        [{"type": "text"}],
+        ["plain string part"],
+        42,
+    ],
+)
+def test_unusable_content_is_refused(tiny_tokenizer: Tokenizer, content: object) -> None:
+    with pytest.raises(ChatTemplateError):
+        tiny_tokenizer.apply_chat_template([{"role": "user", "content": content}])
+
+
+def test_extra_keys_pass_through_and_tool_arguments_are_decoded(tmp_path: Path) -> None:
+    tok = with_template(tmp_path, ECHO_EXTRAS)
+    call: dict[str, Any] = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "f", "arguments": '{"x": 1}'},
+    }
+    bad = {"id": "call_2", "type": "function", "function": {"name": "g", "arguments": "not json"}}
+    messages: list[dict[str, Any]] = [
+        {"role": "user", "content": "hi", "name": "ann"},
+        {"role": "assistant", "content": None, "tool_calls": [call, bad]},
+        {"role": "tool", "content": "3", "tool_call_id": "call_1"},
+    ]
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    assert rendered(tok, messages, tools=tools) == (
+        'user|hi|ann||\nassistant||||call_1:f{"x": 1}call_2:g"not json"\ntool|3||call_1|\ntool:f\n'
+    )
+    assert call["function"]["arguments"] == '{"x": 1}'  # the caller's messages are left alone
+
+
+def test_template_raise_exception_becomes_chat_template_error(tmp_path: Path) -> None:
+    tok = with_template(tmp_path, ALTERNATING)
+    messages = [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]
+    with pytest.raises(ChatTemplateError) as caught:
+        tok.apply_chat_template(messages)
+    assert (
+        str(caught.value) == "Conversation roles must alternate user/assistant/user/assistant/..."
+    )
+    assert isinstance(caught.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{% for m in messages %}{{ m.content }",  # syntax error
+        "{{ messages[0].nothing.deeper }}",  # undefined
+        "{{ messages[0].content + 1 }}",  # a type error inside the template
+    ],
+)
+def test_broken_templates_become_chat_template_error(tmp_path: Path, template: str) -> None:
+    tok = with_template(tmp_path, template)
+    with pytest.raises(ChatTemplateError, match="chat template error"):
+        tok.apply_chat_template([{"role": "user", "content": "x"}])
+
+
+def test_empty_conversation_is_refused(tiny_tokenizer: Tokenizer) -> None:
+    with pytest.raises(ChatTemplateError):
+        tiny_tokenizer.apply_chat_template([])
+
+
+def test_detokenizer_skips_eos_text(tiny_tokenizer: Tokenizer) -> None:
+    det = tiny_tokenizer.detokenizer()
+    assert det.push([*tiny_tokenizer.encode("done"), IM_END_ID]) == "done"
+    assert det.flush() == ""
