@@ -1,0 +1,53 @@
+"""OpenAI semantics without HTTP: the wire models, chat completions on the engine, the errors."""
+
+from headrace.serving.chat import ChatService, PreparedChat
+from headrace.serving.errors import (
+    AuthenticationError,
+    ContextLengthExceededError,
+    HeadraceError,
+    InternalError,
+    InvalidRequestError,
+    MethodNotAllowedError,
+    ModelNotFoundError,
+    NotFoundError,
+    ServiceUnavailableError,
+    invalid_request_from_validation,
+)
+from headrace.serving.models import ModelCatalog
+from headrace.serving.protocol import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ModelCard,
+    ModelList,
+    Usage,
+    dump,
+    parse_chat_request,
+)
+from headrace.serving.tokenizer import DetokenizerLike, TokenizerLike
+
+__all__ = [
+    "AuthenticationError",
+    "ChatCompletion",
+    "ChatCompletionChunk",
+    "ChatCompletionRequest",
+    "ChatService",
+    "ContextLengthExceededError",
+    "DetokenizerLike",
+    "HeadraceError",
+    "InternalError",
+    "InvalidRequestError",
+    "MethodNotAllowedError",
+    "ModelCard",
+    "ModelCatalog",
+    "ModelList",
+    "ModelNotFoundError",
+    "NotFoundError",
+    "PreparedChat",
+    "ServiceUnavailableError",
+    "TokenizerLike",
+    "Usage",
+    "dump",
+    "invalid_request_from_validation",
+    "parse_chat_request",
+]

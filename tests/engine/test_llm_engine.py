@@ -40,8 +40,12 @@ def hf_greedy(hf: transformers.LlamaForCausalLM, prompt: list[int], n: int) -> l
     ids = torch.tensor([prompt])
     with torch.no_grad():
         out = hf.generate(
-            ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
-            eos_token_id=None, pad_token_id=0,
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=n,
+            do_sample=False,
+            eos_token_id=None,
+            pad_token_id=0,
         )
     return out[0, len(prompt) :].tolist()
 

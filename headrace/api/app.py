@@ -1,0 +1,68 @@
+"""The ASGI app: routes, authentication, error envelopes, and the engine's lifetime."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Protocol, runtime_checkable
+
+from fastapi import Depends, FastAPI
+
+from headrace.api.auth import api_key_check
+from headrace.api.errors import install_error_handlers
+from headrace.api.routes import health_router, v1_router
+from headrace.engine.client import EngineClient
+from headrace.serving import ChatService, ModelCatalog, TokenizerLike
+
+__all__ = ["Served", "create_app"]
+
+
+class Served(Protocol):
+    """What the app serves; `headrace.serving.runtime.Runtime` is one."""
+
+    @property
+    def engine(self) -> EngineClient: ...
+
+    @property
+    def tokenizer(self) -> TokenizerLike: ...
+
+    @property
+    def model_names(self) -> Sequence[str]:
+        """Names clients may use for the model, in listing order."""
+        ...
+
+
+@runtime_checkable
+class _Lifecycle(Protocol):
+    """An engine that runs only between start() and shutdown() (AsyncEngine's thread)."""
+
+    def start(self) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+
+def create_app(served: Served, *, api_keys: Sequence[str] = ()) -> FastAPI:
+    """The app; with `api_keys`, every /v1 route wants `Authorization: Bearer <key>`."""
+    models = ModelCatalog(served.model_names)
+    chat = ChatService(served.engine, served.tokenizer, models)
+    app = FastAPI(title="headrace", lifespan=_lifespan(served.engine))
+    install_error_handlers(app)
+    app.include_router(health_router(served.engine))
+    app.include_router(
+        v1_router(chat, models), dependencies=[Depends(api_key_check(api_keys))] if api_keys else []
+    )
+    return app
+
+
+def _lifespan(engine: EngineClient) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if isinstance(engine, _Lifecycle):
+            engine.start()
+        try:
+            yield
+        finally:
+            if isinstance(engine, _Lifecycle):
+                engine.shutdown()
+
+    return lifespan

@@ -1,0 +1,281 @@
+"""The OpenAI wire format: what clients send and what we answer, as pydantic models.
+
+Requests: unknown top-level fields are accepted and ignored (the service logs their names), as
+vLLM does, so SDK extras and newer OpenAI parameters never turn into errors. Nested objects
+ignore unknown fields too. Parameters we accept but do not act on say so in their comment.
+
+Responses are serialized by `dump`, which leaves out every field that was not given when the
+model was built: a field that is always on the wire has no default; an optional one (a chunk's
+`usage`, a delta's `role`) is on the wire, even as null, exactly when it was given.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from headrace.serving.errors import invalid_request_from_validation
+
+__all__ = [
+    "AssistantMessage",
+    "ChatCompletion",
+    "ChatCompletionChunk",
+    "ChatCompletionRequest",
+    "ChatMessage",
+    "Choice",
+    "ChunkChoice",
+    "ContentPart",
+    "Delta",
+    "FinishReason",
+    "FunctionCall",
+    "FunctionDefinition",
+    "ModelCard",
+    "ModelList",
+    "ResponseFormat",
+    "StreamOptions",
+    "Tool",
+    "ToolCall",
+    "ToolChoice",
+    "Usage",
+    "dump",
+    "parse_chat_request",
+]
+
+Role = Literal["system", "developer", "user", "assistant", "tool"]
+FinishReason = Literal["stop", "length", "tool_calls"]
+
+
+# ---- requests -----------------------------------------------------------------------------
+
+
+class _Request(BaseModel):
+    # Types as JSON has them, as OpenAI checks them: "10" is not an integer, 1 is not true.
+    model_config = ConfigDict(strict=True)
+
+
+class ContentPart(_Request):
+    # Only "text" parts are supported; anything else is refused with a 400.
+    type: Literal["text"]
+    # The part's text.
+    text: str
+
+
+class FunctionCall(_Request):
+    # Name of the function the assistant called.
+    name: str
+    # Its arguments, a JSON document as text.
+    arguments: str
+
+
+class ToolCall(_Request):
+    # Id the tool's answer refers back to (`tool_call_id`).
+    id: str
+    # Always "function".
+    type: Literal["function"] = "function"
+    # The call itself.
+    function: FunctionCall
+
+
+class ChatMessage(_Request):
+    # Who speaks.
+    role: Role
+    # The text, or a list of text parts; may be null only for an assistant that called tools.
+    content: str | list[ContentPart] | None = None
+    # Optional participant name.
+    name: str | None = None
+    # Calls an earlier assistant turn made.
+    tool_calls: list[ToolCall] | None = None
+    # On a tool message: the call it answers.
+    tool_call_id: str | None = None
+
+
+class StreamOptions(_Request):
+    # Send one extra chunk with the usage before [DONE], and `"usage": null` on all others.
+    include_usage: bool | None = None
+
+
+class FunctionDefinition(_Request):
+    # Name the model calls the function by.
+    name: str
+    # What it does, for the model.
+    description: str | None = None
+    # JSON Schema of its arguments.
+    parameters: dict[str, Any] | None = None
+    # Whether arguments must follow the schema exactly.
+    strict: bool | None = None
+
+
+class Tool(_Request):
+    # Always "function".
+    type: Literal["function"]
+    # The function offered.
+    function: FunctionDefinition
+
+
+class ToolChoice(_Request):
+    # Always "function".
+    type: Literal["function"]
+    # {"name": ...}: the function the model must call.
+    function: dict[str, Any]
+
+
+class ResponseFormat(_Request):
+    # "text", "json_object" or "json_schema".
+    type: Literal["text", "json_object", "json_schema"]
+    # For "json_schema": {name, schema, strict, description}.
+    json_schema: dict[str, Any] | None = None
+
+
+class ChatCompletionRequest(_Request):
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    # Which served model to use; echoed back in the response.
+    model: str
+    # The conversation so far.
+    messages: list[ChatMessage] = Field(min_length=1)
+    # Answer as server-sent events.
+    stream: bool | None = None
+    # Streaming options; only allowed with `stream`.
+    stream_options: StreamOptions | None = None
+    # Most tokens to generate (deprecated by OpenAI in favour of max_completion_tokens).
+    max_tokens: int | None = Field(default=None, ge=1)
+    # Most tokens to generate; wins over max_tokens.
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    # Sampling temperature; 0 is greedy. Default 1.
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    # Nucleus sampling mass. Default 1.
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    # How many choices; only 1 is supported.
+    n: int | None = Field(default=None, ge=1)
+    # Seed for reproducible sampling.
+    seed: int | None = None
+    # Up to 4 strings that end the completion; never part of the returned text.
+    stop: str | list[str] | None = Field(default=None, max_length=4)
+    # Accepted and ignored: the engine has no repetition penalties yet.
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    # Accepted and ignored, as presence_penalty.
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    # End-user id; accepted and ignored.
+    user: str | None = None
+    # Functions the model may call; accepted, not yet acted on (the prompt renders without them).
+    tools: list[Tool] | None = None
+    # "none", "auto", "required" or a named function; accepted, not yet acted on.
+    tool_choice: Literal["none", "auto", "required"] | ToolChoice | None = None
+    # Accepted, not yet acted on.
+    parallel_tool_calls: bool | None = None
+    # Accepted, not yet acted on.
+    response_format: ResponseFormat | None = None
+    # Log probabilities are not supported: only false is accepted.
+    logprobs: bool | None = None
+
+
+def parse_chat_request(body: bytes) -> ChatCompletionRequest:
+    """The request in `body`; raises InvalidRequestError for bad JSON or bad parameters."""
+    try:
+        return ChatCompletionRequest.model_validate_json(body)
+    except ValidationError as error:
+        raise invalid_request_from_validation(error.errors(include_url=False)) from None
+
+
+# ---- responses ----------------------------------------------------------------------------
+
+
+def dump(model: BaseModel) -> bytes:
+    """JSON of a response object: exactly the fields given when it was built."""
+    return model.model_dump_json(exclude_unset=True).encode()
+
+
+class Usage(BaseModel):
+    # Tokens in the rendered prompt.
+    prompt_tokens: int
+    # Tokens generated.
+    completion_tokens: int
+    # The two together.
+    total_tokens: int
+
+
+class AssistantMessage(BaseModel):
+    # Always "assistant".
+    role: Literal["assistant"]
+    # The generated text.
+    content: str | None
+    # Always null: we never refuse.
+    refusal: None
+
+
+class Choice(BaseModel):
+    # Position in `choices`; always 0 (n=1).
+    index: int
+    # The answer.
+    message: AssistantMessage
+    # Why generation ended.
+    finish_reason: FinishReason
+    # Always null: log probabilities are not supported.
+    logprobs: None
+
+
+class ChatCompletion(BaseModel):
+    # "chatcmpl-<hex>".
+    id: str
+    # Always "chat.completion".
+    object: Literal["chat.completion"]
+    # Unix seconds when the request was accepted.
+    created: int
+    # The model name the client asked for.
+    model: str
+    # One choice (n=1).
+    choices: list[Choice]
+    # Token counts.
+    usage: Usage
+
+
+class Delta(BaseModel):
+    # "assistant" on the first chunk only.
+    role: Literal["assistant"] | None = None
+    # New text; absent on the last choice chunk.
+    content: str | None = None
+
+
+class ChunkChoice(BaseModel):
+    # Position in `choices`; always 0 (n=1).
+    index: int
+    # What is new since the previous chunk.
+    delta: Delta
+    # Null until the last choice chunk.
+    finish_reason: FinishReason | None
+    # Always null: log probabilities are not supported.
+    logprobs: None
+
+
+class ChatCompletionChunk(BaseModel):
+    # Shared by every chunk of the stream.
+    id: str
+    # Always "chat.completion.chunk".
+    object: Literal["chat.completion.chunk"]
+    # Shared by every chunk of the stream.
+    created: int
+    # The model name the client asked for.
+    model: str
+    # One choice, or none on the usage chunk.
+    choices: list[ChunkChoice]
+    # Given only with stream_options.include_usage: null, then the counts on the last chunk.
+    usage: Usage | None = None
+
+
+class ModelCard(BaseModel):
+    # The name clients use.
+    id: str
+    # Always "model".
+    object: Literal["model"]
+    # Unix seconds when the server started serving it.
+    created: int
+    # Always "headrace".
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    # Always "list".
+    object: Literal["list"]
+    # One card per served name.
+    data: list[ModelCard]

@@ -1,0 +1,58 @@
+"""Everything a server needs at run time, built from the configuration: model, engine, tokenizer."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from headrace.config import EngineConfig, ModelConfig
+from headrace.engine.async_engine import AsyncEngine
+from headrace.engine.llm_engine import LLMEngine
+from headrace.model.loader import load_model
+from headrace.model.placement import resolve_device, resolve_dtype
+from headrace.model.source import resolve_model
+from headrace.text import Tokenizer
+
+__all__ = ["Runtime", "load_runtime"]
+
+logger = logging.getLogger("headrace.serving")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    # The engine, stepping on its own thread once started.
+    engine: AsyncEngine
+    # The model's tokenizer and chat template.
+    tokenizer: Tokenizer
+    # Names clients may ask for; the first is the model's id in listings.
+    model_names: tuple[str, ...]
+
+
+def load_runtime(model_config: ModelConfig, engine_config: EngineConfig) -> Runtime:
+    source = resolve_model(model_config.model)
+    device = resolve_device(model_config.device)
+    dtype = resolve_dtype(model_config.dtype, device)
+    started = time.perf_counter()
+    model = load_model(source.path, dtype, device)
+    tokenizer = Tokenizer.from_path(source.path)
+    logger.info(
+        "loaded %s (%s, %s) in %.1f s", source.path, dtype, device, time.perf_counter() - started
+    )
+    trained_len = model.config.max_position_embeddings
+    max_model_len = model_config.max_model_len or trained_len
+    if max_model_len > trained_len:
+        raise ValueError(
+            f"--max-model-len {max_model_len} exceeds the model's context length {trained_len}"
+        )
+    engine = LLMEngine(
+        model, engine_config, max_model_len=max_model_len, kv_dtype=dtype, device=device
+    )
+    logger.info(
+        "KV cache: %d slots x %d tokens, up to %.2f GiB",
+        engine.kv_cache.num_slots,
+        max_model_len,
+        engine.kv_cache.bytes / 2**30,
+    )
+    names = model_config.served_model_names or (source.name,)
+    return Runtime(engine=AsyncEngine(engine), tokenizer=tokenizer, model_names=names)

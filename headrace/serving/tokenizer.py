@@ -1,0 +1,42 @@
+"""What serving needs from a tokenizer: `headrace.text.Tokenizer` fits, and so do test fakes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+__all__ = ["DetokenizerLike", "TokenizerLike"]
+
+
+class DetokenizerLike(Protocol):
+    """Streams one generated sequence's text; stop strings end it."""
+
+    @property
+    def stopped(self) -> bool:
+        """A stop string matched: nothing more will come out."""
+        ...
+
+    def push(self, token_ids: list[int]) -> str:
+        """Text made final by these tokens: whole characters, no part of a stop string."""
+        ...
+
+    def flush(self) -> str:
+        """Whatever text is still held back, once generation has ended."""
+        ...
+
+
+class TokenizerLike(Protocol):
+    """Renders conversations to prompt tokens and hands out detokenizers."""
+
+    @property
+    def eos_token_ids(self) -> frozenset[int]:
+        """Tokens that end generation."""
+        ...
+
+    def apply_chat_template(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Prompt token ids, ending with the assistant's header; ValueError if it cannot."""
+        ...
+
+    def detokenizer(self, stop: Sequence[str]) -> DetokenizerLike:
+        """A fresh detokenizer for one sequence, cutting at the first of `stop`."""
+        ...

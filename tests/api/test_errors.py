@@ -1,0 +1,108 @@
+"""Every client error comes back as OpenAI's envelope with the right status, type, code, param."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from tests.fakes import chat_body, make_app, make_client
+from tests.schema import validate
+
+INVALID = "invalid_request_error"
+CHAT = "/v1/chat/completions"
+
+
+def check(response: httpx.Response, status: int, code: str | None, param: str | None) -> str:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    validate(body, "ErrorResponse")
+    error = body["error"]
+    assert (error["type"], error["code"], error["param"]) == (
+        INVALID if status < 500 else "server_error", code, param
+    )  # fmt: skip
+    assert error["message"]
+    return str(error["message"])
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "param"),
+    [
+        (chat_body(model="gpt-5"), 404, "model_not_found", "model"),
+        ({"messages": [{"role": "user", "content": "hi"}]}, 400, None, "model"),
+        ({"model": "test-model"}, 400, None, "messages"),
+        (chat_body(messages=[]), 400, None, "messages"),
+        (chat_body(messages=[{"role": "robot", "content": "hi"}]), 400, None, "messages.0.role"),
+        (chat_body(messages=[{"role": "user"}]), 400, None, "messages.0.content"),
+        (chat_body(temperature=3), 400, None, "temperature"),
+        (chat_body(top_p=0), 400, None, "top_p"),
+        (chat_body(n=2), 400, None, "n"),
+        (chat_body(max_tokens=0), 400, None, "max_tokens"),
+        (chat_body(max_completion_tokens=0), 400, None, "max_completion_tokens"),
+        (chat_body(stop=["a", "b", "c", "d", "e"]), 400, None, "stop"),
+        (chat_body(logprobs=True), 400, None, "logprobs"),
+        (chat_body(max_tokens=1000), 400, "context_length_exceeded", "messages"),
+        (chat_body(messages=[{"role": "user", "content": "x" * 300}]), 400,
+         "context_length_exceeded", "messages"),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("stream", [False, True])
+async def test_bad_chat_requests(
+    client: httpx.AsyncClient,
+    body: dict[str, Any],
+    status: int,
+    code: str | None,
+    param: str | None,
+    stream: bool,
+) -> None:
+    check(await client.post(CHAT, json={**body, "stream": stream}), status, code, param)
+
+
+async def test_stream_options_without_stream(client: httpx.AsyncClient) -> None:
+    body = chat_body(stream_options={"include_usage": True})
+    check(await client.post(CHAT, json=body), 400, None, "stream_options")
+
+
+@pytest.mark.parametrize(
+    "content", [b'{"model": "test-model", "messages": [', b"", b"not json", b"\xff\xfe"]
+)
+async def test_malformed_json(client: httpx.AsyncClient, content: bytes) -> None:
+    response = await client.post(CHAT, content=content)
+    assert "could not parse the JSON body" in check(response, 400, None, None)
+
+
+@pytest.mark.parametrize("body", [[], [1], "text", 3, None])
+async def test_body_not_an_object(client: httpx.AsyncClient, body: object) -> None:
+    response = await client.post(CHAT, content=orjson.dumps(body))
+    assert check(response, 400, None, None) == "The request body must be a JSON object."
+
+
+async def test_unknown_route(client: httpx.AsyncClient) -> None:
+    message = check(await client.get("/v1/nothing"), 404, None, None)
+    assert message == "Invalid URL (GET /v1/nothing)."
+
+
+async def test_wrong_method(client: httpx.AsyncClient) -> None:
+    response = await client.get(CHAT)
+    check(response, 405, None, None)
+    assert response.headers["allow"] == "POST"
+
+
+async def test_unknown_model_retrieval(client: httpx.AsyncClient) -> None:
+    message = check(await client.get("/v1/models/gpt-5"), 404, "model_not_found", "model")
+    assert message == "The model `gpt-5` does not exist or you do not have access to it."
+
+
+async def test_fastapi_validation_errors_use_the_envelope() -> None:
+    app = make_app()
+
+    @app.get("/v1/echo")
+    async def echo(limit: int) -> dict[str, int]:
+        return {"limit": limit}
+
+    async with make_client(app) as client:
+        check(await client.get("/v1/echo", params={"limit": "many"}), 400, None, "limit")
+        assert (await client.get("/v1/echo", params={"limit": "3"})).json() == {"limit": 3}

@@ -1,0 +1,83 @@
+"""A real `headrace serve` process on the default model, on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+# The guide's model names, all served by the default model.
+MODEL_NAMES = ("SmolLM2-135M-Instruct", "Llama-3.3-70B-Instruct", "gpt-4.1")
+API_KEY = "sk-headrace-e2e"
+# Long enough for the guide's prompts, short enough to bound a rambling answer.
+MAX_MODEL_LEN = 768
+# The first run fetches the default model (about 93 MB) before it can start.
+START_TIMEOUT_S = 600
+
+
+@dataclass(frozen=True)
+class Server:
+    # http://127.0.0.1:PORT
+    url: str
+    # The key the server accepts.
+    api_key: str
+    # Where the server's output goes.
+    log: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    def env(self) -> dict[str, str]:
+        """The environment the guide's snippets run in."""
+        return {**os.environ, "OPENAI_BASE_URL": self.base_url, "OPENAI_API_KEY": self.api_key}
+
+    def health(self) -> dict[str, object]:
+        return httpx.get(f"{self.url}/health", timeout=10).json()  # type: ignore[no-any-return]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    port = _free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    command = [
+        sys.executable, "-m", "headrace", "serve", "--port", str(port),
+        "--served-model-name", *MODEL_NAMES, "--max-model-len", str(MAX_MODEL_LEN),
+        "--api-key", API_KEY,
+    ]  # fmt: skip
+    with log.open("w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    server = Server(url=f"http://127.0.0.1:{port}", api_key=API_KEY, log=log)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"server exited with {process.returncode}:\n{log.read_text()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"server did not start in {START_TIMEOUT_S} s:\n{log.read_text()}")
+            try:
+                server.health()
+                break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()

@@ -1,0 +1,188 @@
+"""Fakes for serving and API tests: a scripted engine and a byte-level tokenizer."""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from headrace.api import create_app
+from headrace.engine.outputs import EngineStats, FinishReason, SamplingParams, TokenOutput
+
+# The fake tokenizer's vocabulary: one token per byte, then EOS.
+EOS = 256
+MODEL_NAMES = ("test-model", "alias-model")
+REPLY = "Hello, world! How are you?"
+
+
+class FakeDetokenizer:
+    """Whole UTF-8 characters out, text that could start a stop string held back."""
+
+    def __init__(self, stop: Sequence[str]) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._stop = tuple(stop)
+        self._held = ""
+        self.stopped = False
+
+    def push(self, token_ids: list[int]) -> str:
+        if self.stopped:
+            return ""
+        text = self._held + self._decoder.decode(bytes(t for t in token_ids if t < EOS))
+        hits = [text.find(stop) for stop in self._stop if stop in text]
+        if hits:
+            self.stopped = True
+            self._held = ""
+            return text[: min(hits)]
+        keep = max(
+            (k for k in range(1, len(text) + 1) for s in self._stop if s.startswith(text[-k:])),
+            default=0,
+        )
+        self._held = text[len(text) - keep :]
+        return text[: len(text) - keep]
+
+    def flush(self) -> str:
+        text = self._held + self._decoder.decode(b"", final=True)
+        self._held = ""
+        return "" if self.stopped else text
+
+
+class FakeTokenizer:
+    """One token per UTF-8 byte; the chat template is `<role>content\\n` per message."""
+
+    eos_token_ids = frozenset({EOS})
+    vocab_size = EOS + 1
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode())
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return bytes(t for t in token_ids if t < EOS).decode(errors="replace")
+
+    def apply_chat_template(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
+        if messages[-1]["role"] == "assistant":
+            raise ValueError("the conversation must end with a user turn")
+        text = "".join(f"<{m['role']}>{_text(m.get('content'))}\n" for m in messages)
+        return self.encode(text + "<assistant>")
+
+    def detokenizer(self, stop: Sequence[str] = ()) -> FakeDetokenizer:
+        return FakeDetokenizer(stop)
+
+
+def _text(content: str | list[dict[str, str]] | None) -> str:
+    if isinstance(content, list):
+        return "\n".join(part["text"] for part in content)
+    return content or ""
+
+
+class FakeEngine:
+    """An EngineClient that answers every request with the same scripted tokens.
+
+    It honours max_tokens, the context length and stop_token_ids, sleeps `step_delay` before
+    each token, and records every request, abort, and stream closed before it finished.
+    """
+
+    def __init__(
+        self,
+        reply: Sequence[int] | None = None,
+        *,
+        max_model_len: int = 256,
+        step_delay: float = 0.0,
+        raise_after: int | None = None,
+        abort_after: int | None = None,
+    ) -> None:
+        # Tokens every request gets, in order; EOS-terminated by default.
+        self.reply = list(reply) if reply is not None else [*REPLY.encode(), EOS]
+        self.max_model_len = max_model_len
+        # Seconds before each token.
+        self.step_delay = step_delay
+        # Raise RuntimeError after this many tokens.
+        self.raise_after = raise_after
+        # Finish with "abort" after this many tokens, as an engine shutting down would.
+        self.abort_after = abort_after
+        # Prompt and params of every request, by id.
+        self.prompts: dict[str, list[int]] = {}
+        self.params: dict[str, SamplingParams] = {}
+        # Ids passed to abort().
+        self.aborted: list[str] = []
+        # Ids whose stream was closed or cancelled before it finished.
+        self.closed_early: list[str] = []
+        # Requests being generated right now.
+        self.running = 0
+        # Set once any request has produced its first token.
+        self.started = asyncio.Event()
+
+    async def generate(
+        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
+    ) -> AsyncIterator[TokenOutput]:
+        self.prompts[request_id] = prompt_token_ids
+        self.params[request_id] = params
+        self.running += 1
+        finished = False
+        prompt = len(prompt_token_ids)
+        try:
+            for n, token in enumerate(self.reply, start=1):
+                await asyncio.sleep(self.step_delay)
+                if self.raise_after is not None and n > self.raise_after:
+                    raise RuntimeError("engine exploded")
+                if self.abort_after is not None and n > self.abort_after:
+                    finished = True
+                    yield TokenOutput([], "abort", prompt, n - 1)
+                    return
+                finish: FinishReason | None = None
+                if token in params.stop_token_ids:
+                    finish = "stop"
+                elif n >= params.max_tokens or prompt + n >= self.max_model_len:
+                    finish = "length"
+                finished = finish is not None
+                self.started.set()
+                yield TokenOutput([token], finish, prompt, n)
+                if finished:
+                    return
+            finished = True
+            yield TokenOutput([], "stop", prompt, len(self.reply))
+        finally:
+            self.running -= 1
+            if not finished:
+                self.closed_early.append(request_id)
+
+    def abort(self, request_id: str) -> None:
+        self.aborted.append(request_id)
+
+    def stats(self) -> EngineStats:
+        return EngineStats(running=self.running, waiting=0)
+
+
+@dataclass(frozen=True)
+class FakeServed:
+    """What create_app serves."""
+
+    # The engine.
+    engine: FakeEngine = field(default_factory=FakeEngine)
+    # The tokenizer.
+    tokenizer: FakeTokenizer = field(default_factory=FakeTokenizer)
+    # Served model names.
+    model_names: tuple[str, ...] = MODEL_NAMES
+
+
+def make_app(engine: FakeEngine | None = None, api_keys: Sequence[str] = ()) -> FastAPI:
+    return create_app(FakeServed(engine=engine or FakeEngine()), api_keys=api_keys)
+
+
+def make_client(app: FastAPI, **kwargs: Any) -> httpx.AsyncClient:
+    """An in-process client; pass raise_app_exceptions=False to see 500 responses."""
+    transport = httpx.ASGITransport(app=app, **kwargs)
+    return httpx.AsyncClient(transport=transport, base_url="http://test")
+
+
+def chat_body(**overrides: Any) -> dict[str, Any]:
+    """A valid chat completion request, with `overrides` applied."""
+    body: dict[str, Any] = {
+        "model": MODEL_NAMES[0],
+        "messages": [{"role": "user", "content": "Hi"}],
+    }
+    return {**body, **overrides}

@@ -1,0 +1,185 @@
+"""ChatService: checks before any work, the whole answer, the chunks, and aborting the engine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from headrace.serving import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatService,
+    ContextLengthExceededError,
+    HeadraceError,
+    InvalidRequestError,
+    ModelCatalog,
+    ModelNotFoundError,
+    ServiceUnavailableError,
+    parse_chat_request,
+)
+from tests.fakes import EOS, MODEL_NAMES, REPLY, FakeEngine, FakeTokenizer, chat_body
+
+
+def make_service(engine: FakeEngine | None = None) -> tuple[ChatService, FakeEngine]:
+    engine = engine or FakeEngine()
+    return ChatService(engine, FakeTokenizer(), ModelCatalog(MODEL_NAMES)), engine
+
+
+def request(**overrides: Any) -> ChatCompletionRequest:
+    return parse_chat_request(orjson.dumps(chat_body(**overrides)))
+
+
+async def collect(service: ChatService, **overrides: Any) -> list[ChatCompletionChunk]:
+    chat = service.prepare(request(stream=True, **overrides))
+    return [chunk async for chunk in service.stream(chat)]
+
+
+def text_of(chunks: list[ChatCompletionChunk]) -> str:
+    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+async def test_complete_returns_the_reply_and_usage() -> None:
+    service, engine = make_service()
+    completion = await service.complete(service.prepare(request()))
+    assert completion.choices[0].message.content == REPLY
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.model == MODEL_NAMES[0]
+    assert completion.id.startswith("chatcmpl-")
+    usage = completion.usage
+    assert usage.completion_tokens == len(REPLY) + 1  # the EOS counts, its text does not
+    assert usage.prompt_tokens == len(b"<user>Hi\n<assistant>")
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    assert engine.aborted == [] and engine.closed_early == []
+
+
+async def test_prepare_builds_sampling_params() -> None:
+    service, _ = make_service()
+    chat = service.prepare(request(temperature=0, top_p=0.5, seed=7, max_tokens=9))
+    assert chat.params.temperature == 0 and chat.params.top_p == 0.5 and chat.params.seed == 7
+    assert chat.params.max_tokens == 9 and chat.params.stop_token_ids == {EOS}
+    defaults = service.prepare(request()).params
+    assert defaults.temperature == 1.0 and defaults.top_p == 1.0 and defaults.seed is None
+
+
+async def test_max_completion_tokens_wins_and_default_fills_the_context() -> None:
+    service, engine = make_service()
+    chat = service.prepare(request(max_tokens=5, max_completion_tokens=3))
+    assert chat.params.max_tokens == 3
+    chat = service.prepare(request())
+    assert chat.params.max_tokens == engine.max_model_len - len(chat.prompt_token_ids)
+
+
+async def test_stream_shape() -> None:
+    service, _ = make_service()
+    chunks = await collect(service)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[0].choices[0].delta.content == ""
+    assert {(c.id, c.created, c.model) for c in chunks} == {(chunks[0].id, chunks[0].created,
+                                                            MODEL_NAMES[0])}  # fmt: skip
+    assert [c.choices[0].finish_reason for c in chunks][-1] == "stop"
+    assert all(c.choices[0].finish_reason is None for c in chunks[:-1])
+    assert chunks[-1].choices[0].delta.model_dump(exclude_unset=True) == {}
+    assert text_of(chunks) == REPLY
+    assert all("usage" not in c.model_fields_set for c in chunks)
+
+
+async def test_stream_with_usage() -> None:
+    service, _ = make_service()
+    chunks = await collect(service, stream_options={"include_usage": True}, max_tokens=4)
+    *choice_chunks, last = chunks
+    assert all("usage" in c.model_fields_set and c.usage is None for c in choice_chunks)
+    assert last.choices == [] and last.usage is not None
+    assert last.usage.completion_tokens == 4
+    assert choice_chunks[-1].choices[0].finish_reason == "length"
+    assert text_of(chunks) == REPLY[:4]
+
+
+async def test_stop_string_ends_with_stop_and_aborts_the_engine() -> None:
+    service, engine = make_service()
+    chunks = await collect(service, stop=["world", "zzz"])
+    assert text_of(chunks) == "Hello, "
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    (request_id,) = engine.prompts
+    assert engine.aborted == [request_id]
+    assert engine.closed_early == [request_id]
+
+
+async def test_stop_string_in_whole_completion() -> None:
+    service, _ = make_service()
+    completion = await service.complete(service.prepare(request(stop="!")))
+    assert completion.choices[0].message.content == "Hello, world"
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage.completion_tokens == len("Hello, world!")
+
+
+async def test_closing_the_stream_early_aborts_the_engine() -> None:
+    service, engine = make_service()
+    stream = service.stream(service.prepare(request(stream=True)))
+    async for chunk in stream:
+        if chunk.choices[0].delta.content == "H":
+            break
+    await stream.aclose()
+    (request_id,) = engine.prompts
+    assert engine.aborted == [request_id] and engine.closed_early == [request_id]
+    assert engine.running == 0
+
+
+async def test_engine_abort_is_service_unavailable() -> None:
+    service, _ = make_service(FakeEngine(abort_after=2))
+    with pytest.raises(ServiceUnavailableError):
+        await service.complete(service.prepare(request()))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error", "param"),
+    [
+        ({"model": "nope"}, ModelNotFoundError, "model"),
+        ({"n": 2}, InvalidRequestError, "n"),
+        ({"logprobs": True}, InvalidRequestError, "logprobs"),
+        ({"stream_options": {"include_usage": True}}, InvalidRequestError, "stream_options"),
+        ({"max_tokens": 250}, ContextLengthExceededError, "messages"),
+        ({"messages": [{"role": "user", "content": "x" * 300}]}, ContextLengthExceededError,
+         "messages"),
+        ({"messages": [{"role": "user"}]}, InvalidRequestError, "messages.0.content"),
+        ({"messages": [{"role": "tool", "content": "42"}]}, InvalidRequestError,
+         "messages.0.tool_call_id"),
+        ({"messages": [{"role": "assistant", "content": "x"}]}, InvalidRequestError, "messages"),
+    ],
+)  # fmt: skip
+async def test_prepare_refuses(
+    overrides: dict[str, Any], error: type[HeadraceError], param: str
+) -> None:
+    service, engine = make_service()
+    with pytest.raises(error) as caught:
+        service.prepare(request(**overrides))
+    assert caught.value.param == param
+    assert engine.prompts == {}
+
+
+async def test_context_length_message_states_both_numbers() -> None:
+    service, _ = make_service()
+    with pytest.raises(ContextLengthExceededError) as caught:
+        service.prepare(request(max_tokens=250))
+    prompt = len(b"<user>Hi\n<assistant>")
+    assert caught.value.message == (
+        "This model's maximum context length is 256 tokens. However, you requested "
+        f"{prompt + 250} tokens ({prompt} in the messages, 250 in the completion). "
+        "Please reduce the length of the messages or completion."
+    )
+
+
+async def test_content_parts_and_roles_render() -> None:
+    service, _ = make_service()
+    messages = [
+        {"role": "developer", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+        {"role": "assistant", "content": None,
+         "tool_calls": [{"id": "c1", "type": "function",
+                         "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "42"},
+    ]  # fmt: skip
+    chat = service.prepare(request(messages=messages))
+    prompt = bytes(chat.prompt_token_ids).decode()
+    assert prompt == "<system>Be brief.\n<user>a\nb\n<assistant>\n<tool>42\n<assistant>"

@@ -1,0 +1,60 @@
+"""ChatService with the real headrace.text.Tokenizer: the two contracts fit together."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from headrace.serving import ChatService, ModelCatalog, parse_chat_request
+from headrace.text import Tokenizer
+from tests.fakes import MODEL_NAMES, FakeEngine, chat_body
+from tests.text.factories import BOS_ID, IM_END_ID, make_tokenizer_dir
+
+REPLY = "Hello world! Hello there, how are you today?"
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
+    return Tokenizer.from_path(make_tokenizer_dir(Path(tmp_path_factory.mktemp("tokenizer"))))
+
+
+def make_service(tokenizer: Tokenizer) -> tuple[ChatService, FakeEngine]:
+    engine = FakeEngine([*tokenizer.encode(REPLY), IM_END_ID])
+    return ChatService(engine, tokenizer, ModelCatalog(MODEL_NAMES)), engine
+
+
+async def test_stream_through_the_real_detokenizer(tokenizer: Tokenizer) -> None:
+    service, engine = make_service(tokenizer)
+    chat = service.prepare(parse_chat_request(orjson.dumps(chat_body(stream=True))))
+    assert chat.prompt_token_ids[0] == BOS_ID
+    assert IM_END_ID in chat.params.stop_token_ids
+    chunks = [chunk async for chunk in service.stream(chat)]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == REPLY
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert engine.aborted == []
+
+
+async def test_stop_string_through_the_real_detokenizer(tokenizer: Tokenizer) -> None:
+    service, engine = make_service(tokenizer)
+    request = parse_chat_request(orjson.dumps(chat_body(stop=["there"])))
+    completion = await service.complete(service.prepare(request))
+    assert completion.choices[0].message.content == "Hello world! Hello "
+    assert completion.choices[0].finish_reason == "stop"
+    assert len(engine.aborted) == 1
+
+
+async def test_messages_render_in_openai_shape(tokenizer: Tokenizer) -> None:
+    service, _ = make_service(tokenizer)
+    messages = [
+        {"role": "developer", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+    ]
+    chat = service.prepare(parse_chat_request(orjson.dumps(chat_body(messages=messages))))
+    prompt = tokenizer.hf.decode(chat.prompt_token_ids)  # special tokens shown
+    assert isinstance(prompt, str)
+    assert prompt.endswith(
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\na\nb<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
