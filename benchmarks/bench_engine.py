@@ -19,14 +19,14 @@ import random
 import shlex
 import statistics
 import sys
-from collections.abc import Callable
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import transformers
 from local_runs import HeadraceRunner, TransformersRunner, build_transformers_model
-from timing import StreamTiming, aggregate_tok_s, decode_tok_s, steady_decode_tok_s, ttft_ms
+from timing import aggregate_tok_s, decode_tok_s, steady_decode_tok_s, ttft_ms
 
 from headrace.config import EngineConfig
 from headrace.model.loader import load_model
@@ -35,7 +35,7 @@ from headrace.model.source import resolve_model
 # Synthetic prompts draw ids from here up, past the special tokens at the start of the vocab.
 _FIRST_PROMPT_ID = 100
 
-Run = Callable[[list[list[int]], int], list[StreamTiming]]
+_T0 = time.perf_counter()
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,7 @@ def _bench_local(
         dtype=dtype,
         device=device,
     )
+    _log("building the transformers model from the same weights")
     theirs = TransformersRunner(build_transformers_model(model, dtype, device), device)
     notes.append(
         f"Model: {source.name} ({source.path.name}), weights dequantized to {args.dtype}; "
@@ -283,7 +284,7 @@ def _cpu_model() -> str:
 
 
 def _log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
+    print(f"[bench {time.perf_counter() - _T0:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
