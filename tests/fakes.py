@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,7 +118,7 @@ class FakeEngine:
 
     async def generate(
         self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
-    ) -> AsyncIterator[TokenOutput]:
+    ) -> AsyncGenerator[TokenOutput, None]:
         self.prompts[request_id] = prompt_token_ids
         self.params[request_id] = params
         self.running += 1
@@ -152,6 +152,12 @@ class FakeEngine:
 
     def abort(self, request_id: str) -> None:
         self.aborted.append(request_id)
+
+    def start(self) -> None:
+        """Nothing to start: generate() runs on the caller's loop."""
+
+    def shutdown(self) -> None:
+        """Nothing to stop."""
 
     def stats(self) -> EngineStats:
         return EngineStats(running=self.running, waiting=0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 from fastapi import Depends, FastAPI
 
@@ -32,15 +32,6 @@ class Served(Protocol):
         ...
 
 
-@runtime_checkable
-class _Lifecycle(Protocol):
-    """An engine that runs only between start() and shutdown() (AsyncEngine's thread)."""
-
-    def start(self) -> None: ...
-
-    def shutdown(self) -> None: ...
-
-
 def create_app(served: Served, *, api_keys: Sequence[str] = ()) -> FastAPI:
     """The app; with `api_keys`, every /v1 route wants `Authorization: Bearer <key>`."""
     models = ModelCatalog(served.model_names)
@@ -57,12 +48,10 @@ def create_app(served: Served, *, api_keys: Sequence[str] = ()) -> FastAPI:
 def _lifespan(engine: EngineClient) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if isinstance(engine, _Lifecycle):
-            engine.start()
+        engine.start()
         try:
             yield
         finally:
-            if isinstance(engine, _Lifecycle):
-                engine.shutdown()
+            engine.shutdown()
 
     return lifespan

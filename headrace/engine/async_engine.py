@@ -11,7 +11,7 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from headrace.engine.llm_engine import LLMEngine, RequestOutput
@@ -73,7 +73,7 @@ class AsyncEngine:
 
     async def generate(
         self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
-    ) -> AsyncIterator[TokenOutput]:
+    ) -> AsyncGenerator[TokenOutput, None]:
         if request_id in self._streams:
             raise ValueError(f"request id {request_id} is already in use")
         stream: asyncio.Queue[TokenOutput | EngineError] = asyncio.Queue()

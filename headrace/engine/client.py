@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Protocol
 
 from headrace.engine.outputs import EngineStats, SamplingParams, TokenOutput
@@ -14,13 +14,21 @@ class EngineClient(Protocol):
     # Most tokens, prompt and completion together, one sequence may hold.
     max_model_len: int
 
+    def start(self) -> None:
+        """Begin stepping; called from the event loop that will consume the outputs."""
+        ...
+
+    def shutdown(self) -> None:
+        """Stop stepping."""
+        ...
+
     def generate(
         self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
-    ) -> AsyncIterator[TokenOutput]:
+    ) -> AsyncGenerator[TokenOutput, None]:
         """Queue a request and yield its tokens as steps produce them.
 
-        The last output carries a finish_reason. Closing the iterator early (a client that went
-        away) aborts the request.
+        The last output carries a finish_reason. Closing the generator early (a client that went
+        away) aborts the request; after `abort` the generator yields nothing more.
         """
         ...
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
 
@@ -188,7 +188,7 @@ class ChatService:
         finally:
             if not engine_done:
                 self._engine.abort(chat.request_id)
-            await _close(outputs)
+            await outputs.aclose()
 
 
 def _check_supported(request: ChatCompletionRequest) -> None:
@@ -236,10 +236,3 @@ def _usage_chunk(chat: PreparedChat, usage: Usage) -> ChatCompletionChunk:
         choices=[],
         usage=usage,
     )
-
-
-async def _close(outputs: AsyncIterator[TokenOutput]) -> None:
-    """Closes an engine stream that is an async generator (the protocol promises only iteration)."""
-    aclose = getattr(outputs, "aclose", None)
-    if aclose is not None:
-        await aclose()
