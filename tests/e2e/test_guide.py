@@ -28,14 +28,14 @@ def run(command: list[str], server: Server, cwd: Path = HERE) -> str:
 
 def test_basic_streaming_python(server: Server) -> None:
     out = run([sys.executable, "snippets/basic_streaming.py"], server)
-    assert len(out.strip()) > 20
+    assert out.strip()
 
 
 def test_collect_full_response_python(server: Server) -> None:
     out = run([sys.executable, "snippets/collect_full_response.py"], server)
     text, _, tail = out.rpartition("\n\nTotal length: ")
     assert tail == f"{len(text)} characters\n"
-    assert len(text) > 20
+    assert text.strip()
 
 
 def test_stream_options_python(server: Server) -> None:
@@ -70,7 +70,7 @@ def test_basic_streaming_curl(server: Server) -> None:
 
 def test_basic_streaming_node(server: Server) -> None:
     out = run(["node", "basic_streaming.mjs"], server, cwd=NODE)
-    assert len(out.strip()) > 20
+    assert out.strip()
 
 
 def test_collect_full_response_node(server: Server) -> None:
@@ -78,4 +78,4 @@ def test_collect_full_response_node(server: Server) -> None:
     text, _, tail = out.rpartition("\n\nTotal length: ")
     utf16_length = len(text.encode("utf-16-le")) // 2  # what JavaScript's .length counts
     assert tail == f"{utf16_length} characters\n"
-    assert len(text) > 20
+    assert text.strip()
