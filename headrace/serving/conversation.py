@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from headrace.serving.errors import InvalidRequestError
+from headrace.serving.errors import InvalidRequestError, invalid_value, missing_parameter
 from headrace.serving.protocol import ChatMessage
 
 __all__ = ["template_messages"]
@@ -15,18 +16,49 @@ def template_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
 
     "developer" becomes "system", which is what chat templates know it as. Raises
     InvalidRequestError for a message without content (only an assistant turn that called tools
-    may have none) and for a tool answer without the id of its call.
+    may have none), for `tool_calls` on anything but an assistant turn or with arguments that are
+    not JSON, and for a tool answer without the id of its call or whose id answers no tool call
+    of an earlier assistant turn.
     """
-    return [_template_message(index, message) for index, message in enumerate(messages)]
+    call_ids: set[str] = set()
+    rendered = []
+    for index, message in enumerate(messages):
+        _check_message(index, message, call_ids)
+        call_ids.update(call.id for call in message.tool_calls or ())
+        rendered.append(_template_message(message))
+    return rendered
 
 
-def _template_message(index: int, message: ChatMessage) -> dict[str, Any]:
+def _check_message(index: int, message: ChatMessage, call_ids: set[str]) -> None:
+    """Raises InvalidRequestError unless `message` is well formed after the ids in `call_ids`."""
     if message.content is None and not (message.role == "assistant" and message.tool_calls):
-        param = f"messages.{index}.content"
-        raise InvalidRequestError(f"Missing required parameter: '{param}'.", param=param)
-    if message.role == "tool" and message.tool_call_id is None:
-        param = f"messages.{index}.tool_call_id"
-        raise InvalidRequestError(f"Missing required parameter: '{param}'.", param=param)
+        raise missing_parameter(f"messages.{index}.content")
+    if message.tool_calls is not None and message.role != "assistant":
+        raise invalid_value(
+            f"messages.{index}.tool_calls",
+            f"only assistant messages may have tool calls, not '{message.role}' messages",
+        )
+    for number, call in enumerate(message.tool_calls or ()):
+        try:
+            json.loads(call.function.arguments)
+        except ValueError:
+            raise invalid_value(
+                f"messages.{index}.tool_calls.{number}.function.arguments",
+                "the arguments of a tool call must be a JSON document",
+            ) from None
+    if message.role != "tool":
+        return
+    if message.tool_call_id is None:
+        raise missing_parameter(f"messages.{index}.tool_call_id")
+    if message.tool_call_id not in call_ids:
+        raise InvalidRequestError(
+            f"Invalid parameter: messages.{index} has role 'tool', but its tool_call_id "
+            f"'{message.tool_call_id}' answers no tool call of an earlier assistant message.",
+            param="messages",
+        )
+
+
+def _template_message(message: ChatMessage) -> dict[str, Any]:
     rendered = message.model_dump(exclude_none=True)
     if message.role == "developer":
         rendered["role"] = "system"

@@ -21,6 +21,8 @@ __all__ = [
     "NotFoundError",
     "ServiceUnavailableError",
     "invalid_request_from_validation",
+    "invalid_value",
+    "missing_parameter",
 ]
 
 
@@ -164,10 +166,20 @@ def invalid_request_from_validation(errors: Sequence[Mapping[str, Any]]) -> Inva
     related = [error for error in errors if _path(error["loc"])[: len(prefix)] == prefix]
     deepest = max(related, key=lambda error: len(_path(error["loc"])))
     path = _path(deepest["loc"])
-    param = ".".join(str(part) for part in path) or None
+    if not path:
+        return InvalidRequestError(f"Invalid request: {deepest['msg']}.")
+    param = ".".join(str(part) for part in path)
     if deepest["type"] == "missing":
-        return InvalidRequestError(f"Missing required parameter: '{param}'.", param=param)
+        return missing_parameter(param)
     reasons = dict.fromkeys(error["msg"] for error in related if _path(error["loc"]) == path)
-    return InvalidRequestError(
-        f"Invalid value for '{param}': {'; or '.join(reasons)}.", param=param
-    )
+    return invalid_value(param, "; or ".join(reasons))
+
+
+def missing_parameter(param: str) -> InvalidRequestError:
+    """The 400 for a required parameter that is absent; `param` is its dotted path."""
+    return InvalidRequestError(f"Missing required parameter: '{param}'.", param=param)
+
+
+def invalid_value(param: str, reason: str) -> InvalidRequestError:
+    """The 400 for a parameter whose value is wrong, and why; `param` is its dotted path."""
+    return InvalidRequestError(f"Invalid value for '{param}': {reason}.", param=param)

@@ -16,8 +16,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from headrace.serving.errors import invalid_request_from_validation
+from headrace.serving.tools import prepare_response_format, prepare_tools
 
 __all__ = [
+    "AllowedTools",
     "AssistantMessage",
     "ChatCompletion",
     "ChatCompletionChunk",
@@ -30,6 +32,9 @@ __all__ = [
     "FinishReason",
     "FunctionCall",
     "FunctionDefinition",
+    "FunctionName",
+    "FunctionReference",
+    "JsonSchemaFormat",
     "ModelCard",
     "ModelList",
     "ResponseFormat",
@@ -44,6 +49,8 @@ __all__ = [
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "tool_calls"]
+# What OpenAI allows as a function or response format name (lengths are checked apart).
+_NAME = r"^[a-zA-Z0-9_-]+$"
 
 
 # ---- requests -----------------------------------------------------------------------------
@@ -96,11 +103,11 @@ class StreamOptions(_Request):
 
 
 class FunctionDefinition(_Request):
-    # Name the model calls the function by.
-    name: str
+    # Name the model calls the function by: 1-64 of [a-zA-Z0-9_-], unique among `tools`.
+    name: str = Field(min_length=1, max_length=64, pattern=_NAME)
     # What it does, for the model.
     description: str | None = None
-    # JSON Schema of its arguments.
+    # JSON Schema of its arguments; absent: it takes none.
     parameters: dict[str, Any] | None = None
     # Whether arguments must follow the schema exactly.
     strict: bool | None = None
@@ -113,18 +120,50 @@ class Tool(_Request):
     function: FunctionDefinition
 
 
-class ToolChoice(_Request):
+class FunctionName(_Request):
+    # Name of one of the request's `tools`.
+    name: str
+
+
+class FunctionReference(_Request):
     # Always "function".
     type: Literal["function"]
-    # {"name": ...}: the function the model must call.
-    function: dict[str, Any]
+    # Which function.
+    function: FunctionName
+
+
+class AllowedTools(_Request):
+    # "auto": the model may call one of `tools` or answer; "required": it must call one.
+    mode: Literal["auto", "required"]
+    # The functions it may call; the prompt still offers all of the request's `tools`.
+    tools: list[FunctionReference] = Field(min_length=1)
+
+
+class ToolChoice(_Request):
+    # "function": the model must call `function`; "allowed_tools": see `allowed_tools`.
+    type: Literal["function", "allowed_tools"]
+    # For "function" (required there): the function to call.
+    function: FunctionName | None = None
+    # For "allowed_tools" (required there): which functions, and whether a call is required.
+    allowed_tools: AllowedTools | None = None
+
+
+class JsonSchemaFormat(_Request):
+    # Name of the format: 1-64 of [a-zA-Z0-9_-].
+    name: str = Field(min_length=1, max_length=64, pattern=_NAME)
+    # What the format is for, for the model.
+    description: str | None = None
+    # JSON Schema the answer must match; absent: any JSON object. ("schema" on the wire.)
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    # Whether the answer must follow the schema exactly.
+    strict: bool | None = None
 
 
 class ResponseFormat(_Request):
     # "text", "json_object" or "json_schema".
     type: Literal["text", "json_object", "json_schema"]
-    # For "json_schema": {name, schema, strict, description}.
-    json_schema: dict[str, Any] | None = None
+    # For "json_schema" (required there): the schema and its name.
+    json_schema: JsonSchemaFormat | None = None
 
 
 class ChatCompletionRequest(_Request):
@@ -158,24 +197,34 @@ class ChatCompletionRequest(_Request):
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     # End-user id; accepted and ignored.
     user: str | None = None
-    # Functions the model may call; accepted, not yet acted on (the prompt renders without them).
+    # Functions the model may call (checked by `headrace.serving.tools.prepare_tools`).
     tools: list[Tool] | None = None
-    # "none", "auto", "required" or a named function; accepted, not yet acted on.
+    # "none", "auto", "required", a named function or allowed tools; needs `tools`.
     tool_choice: Literal["none", "auto", "required"] | ToolChoice | None = None
-    # Accepted, not yet acted on.
+    # Whether the model may call several tools in one answer. Default true.
     parallel_tool_calls: bool | None = None
-    # Accepted, not yet acted on.
+    # Text, any JSON object, or JSON matching a schema (`tools.prepare_response_format`).
     response_format: ResponseFormat | None = None
+    # Deprecated by OpenAI in favour of `tools`; refused with a pointer to it.
+    functions: Any = None
+    # Deprecated by OpenAI in favour of `tool_choice`; refused with a pointer to it.
+    function_call: Any = None
     # Log probabilities are not supported: only false is accepted.
     logprobs: bool | None = None
 
 
 def parse_chat_request(body: bytes) -> ChatCompletionRequest:
-    """The request in `body`; raises InvalidRequestError for bad JSON or bad parameters."""
+    """The request in `body`; raises InvalidRequestError for bad JSON or bad parameters.
+
+    Beyond the shapes, it checks what tools, tool choice and response format ask for together,
+    so that every such error is a 400 before any work starts.
+    """
     try:
-        return ChatCompletionRequest.model_validate_json(body)
+        request = ChatCompletionRequest.model_validate_json(body)
     except ValidationError as error:
         raise invalid_request_from_validation(error.errors(include_url=False)) from None
+    prepare_response_format(request, prepare_tools(request))
+    return request
 
 
 # ---- responses ----------------------------------------------------------------------------

@@ -1,0 +1,96 @@
+"""Bad tools, tool choices, response formats, tool histories: a 400 before the engine sees them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fakes import FakeEngine, chat_body
+from tests.schema import validate
+from tests.serving.test_tools_validation import (
+    ASSISTANT,
+    BAD_SCHEMA,
+    PERSON,
+    RESULT,
+    TIME,
+    USER,
+    WEATHER,
+    allowed,
+    json_schema,
+    named,
+)
+
+CHAT = "/v1/chat/completions"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "param"),
+    [
+        ({"tools": [{**WEATHER, "function": {"name": "get weather"}}]}, "tools.0.function.name"),
+        ({"tools": [WEATHER, WEATHER]}, "tools"),
+        ({"tools": [TIME, {**WEATHER, "function": {"name": "w", "parameters": BAD_SCHEMA}}]},
+         "tools.1.function.parameters"),
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"tools": [], "tool_choice": "required"}, "tool_choice"),
+        ({"tools": [WEATHER], "tool_choice": named("get_time")}, "tool_choice"),
+        ({"tools": [WEATHER], "tool_choice": allowed("auto", "get_time")}, "tool_choice"),
+        ({"tools": [WEATHER], "tool_choice": {"type": "function"}}, "tool_choice.function"),
+        ({"functions": [WEATHER["function"]]}, "functions"),
+        ({"function_call": {"name": "get_weather"}}, "function_call"),
+        ({"response_format": {"type": "xml"}}, "response_format.type"),
+        ({"response_format": {"type": "json_schema"}}, "response_format.json_schema"),
+        ({"response_format": json_schema(schema=PERSON)}, "response_format.json_schema.name"),
+        ({"response_format": json_schema(name="p", schema={"type": "person"})},
+         "response_format"),
+        ({"response_format": {"type": "json_object"}, "tools": [WEATHER],
+          "tool_choice": "required"}, "response_format"),
+        ({"messages": [USER, RESULT]}, "messages"),
+        ({"messages": [USER, ASSISTANT, {**RESULT, "tool_call_id": "call_9"}]}, "messages"),
+        ({"messages": [USER, {**ASSISTANT, "tool_calls": [{**ASSISTANT["tool_calls"][0],
+          "function": {"name": "get_weather", "arguments": "{"}}]}, RESULT]},
+         "messages.1.tool_calls.0.function.arguments"),
+        ({"messages": [USER, ASSISTANT, {"role": "tool", "content": "12"}]},
+         "messages.2.tool_call_id"),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("stream", [False, True])
+async def test_refused_before_the_engine(
+    client: httpx.AsyncClient,
+    engine: FakeEngine,
+    overrides: dict[str, Any],
+    param: str,
+    stream: bool,
+) -> None:
+    response = await client.post(CHAT, json=chat_body(stream=stream, **overrides))
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    validate(body, "ErrorResponse")
+    assert body["error"]["type"] == "invalid_request_error"
+    assert body["error"]["param"] == param
+    assert body["error"]["code"] is None and body["error"]["message"]
+    assert engine.prompts == {}
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"tools": [WEATHER]},
+        {"tools": [WEATHER], "tool_choice": "none"},
+        {"tools": [WEATHER], "tool_choice": "auto", "parallel_tool_calls": False},
+        {"tools": [WEATHER], "tool_choice": "required"},
+        {"tools": [WEATHER, TIME], "tool_choice": named("get_weather")},
+        {"tools": [WEATHER, TIME], "tool_choice": allowed("required", "get_time")},
+        {"response_format": {"type": "json_object"}},
+        {"response_format": json_schema(name="person", schema=PERSON, strict=True)},
+        {"messages": [USER, ASSISTANT, RESULT], "tools": [WEATHER]},
+    ],
+)
+async def test_accepted(
+    client: httpx.AsyncClient, engine: FakeEngine, overrides: dict[str, Any]
+) -> None:
+    response = await client.post(CHAT, json=chat_body(**overrides))
+    assert response.status_code == 200, response.text
+    assert len(engine.prompts) == 1
