@@ -9,6 +9,11 @@ Messages come in OpenAI's shape and are handed to the template in the shape temp
 
 A model without a chat template gets `CHATML_TEMPLATE`, plain ChatML:
 `<|im_start|>{role}\\n{content}<|im_end|>\\n` per message, then `<|im_start|>assistant\\n`.
+
+Tools: a template that reads a `tools` variable gets `tools` and the history as they are (OpenAI's
+shapes: assistant `tool_calls`, `tool` messages with `tool_call_id`), as transformers passes them.
+A template that knows no tools (ChatML included) gets the conversation rewritten in headrace's
+generic format instead: see `headrace.text.tool_prompt`.
 """
 
 from __future__ import annotations
@@ -20,7 +25,16 @@ from typing import Any
 import jinja2
 from transformers import PreTrainedTokenizerBase
 
-__all__ = ["CHATML_TEMPLATE", "ChatTemplateError", "prepare_messages", "render_chat"]
+from headrace.text.tool_call_format import template_knows_tools
+from headrace.text.tool_prompt import generic_tool_messages
+
+__all__ = [
+    "CHATML_TEMPLATE",
+    "ChatTemplateError",
+    "prepare_messages",
+    "render_chat",
+    "template_source",
+]
 
 CHATML_TEMPLATE = (
     "{%- for message in messages -%}"
@@ -42,10 +56,12 @@ def render_chat(
     """The prompt text for `messages`, ending with the header of the assistant's reply."""
     template = None if tokenizer.chat_template is not None else CHATML_TEMPLATE
     prepared = prepare_messages(messages)
+    if not template_knows_tools(template_source(tokenizer)):
+        prepared, tools = generic_tool_messages(prepared, tools), None
     try:
         rendered = tokenizer.apply_chat_template(
             prepared,
-            tools=[dict(tool) for tool in tools] if tools is not None else None,
+            tools=[dict(tool) for tool in tools] if tools else None,
             chat_template=template,
             add_generation_prompt=True,
             tokenize=False,
@@ -58,6 +74,14 @@ def render_chat(
         raise ChatTemplateError(f"chat template error: {error}") from error
     assert isinstance(rendered, str), type(rendered)
     return rendered
+
+
+def template_source(tokenizer: PreTrainedTokenizerBase) -> str | None:
+    """The chat template's text (named templates joined), or None when the model has none."""
+    template = tokenizer.chat_template
+    if isinstance(template, Mapping):
+        return "\n".join(str(text) for text in template.values())
+    return template if isinstance(template, str) else None
 
 
 def prepare_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["StopMatcher"]
+__all__ = ["StopMatcher", "partial_match_length"]
 
 
 class StopMatcher:
@@ -44,7 +44,7 @@ class StopMatcher:
             self._stopped = True
             self._held = ""
             return buffer[:cut]
-        keep = 0 if final else self._partial_match_length(buffer)
+        keep = 0 if final else partial_match_length(buffer, self._stop)
         self._held = buffer[len(buffer) - keep :]
         return buffer[: len(buffer) - keep]
 
@@ -57,12 +57,16 @@ class StopMatcher:
                 best = (start + len(stop), start)
         return None if best is None else best[1]
 
-    def _partial_match_length(self, buffer: str) -> int:
-        """Length of the longest end of `buffer` that some stop string starts with."""
-        longest = 0
-        for stop in self._stop:
-            for length in range(min(len(stop) - 1, len(buffer)), longest, -1):
-                if buffer.endswith(stop[:length]):
-                    longest = length
-                    break
-        return longest
+
+def partial_match_length(text: str, markers: Sequence[str]) -> int:
+    """Length of the longest end of `text` that some marker starts with (a whole marker excluded).
+
+    That much of `text` must be held back: the next text may complete the marker.
+    """
+    longest = 0
+    for marker in markers:
+        for length in range(min(len(marker) - 1, len(text)), longest, -1):
+            if text.endswith(marker[:length]):
+                longest = length
+                break
+    return longest

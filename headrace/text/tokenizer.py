@@ -8,16 +8,18 @@ the vocabulary, merges, special token ids and chat template. Nothing is ever dow
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from headrace.text.chat_template import render_chat
+from headrace.text.chat_template import render_chat, template_source
 from headrace.text.detokenizer import IncrementalDetokenizer
+from headrace.text.tool_call_format import detect_tool_call_format, template_knows_tools
 
 __all__ = ["Tokenizer"]
 
@@ -73,9 +75,48 @@ class Tokenizer:
         """
         return self.encode(render_chat(self.hf, messages, tools))
 
-    def detokenizer(self, stop: Sequence[str] = ()) -> IncrementalDetokenizer:
-        """A fresh streaming detokenizer for one generated sequence."""
-        return IncrementalDetokenizer(self.decode, stop)
+    @property
+    def supports_tools(self) -> bool:
+        """Whether the chat template renders tools itself (else headrace's generic format does)."""
+        return template_knows_tools(template_source(self.hf))
+
+    @property
+    def tool_call_format(self) -> str:
+        """The tool-call format the model writes, told from its chat template (a format name of
+        `headrace.text.tool_call_format`); `generic` when the template knows no tools."""
+        specials = [token.content for token in self.hf.added_tokens_decoder.values()]
+        return detect_tool_call_format(template_source(self.hf), specials)
+
+    def detokenizer(
+        self, stop: Sequence[str] = (), *, keep_special: Collection[str] = ()
+    ) -> IncrementalDetokenizer:
+        """A fresh streaming detokenizer for one generated sequence.
+
+        Special tokens are skipped, except those whose text is in `keep_special` (a tool-call
+        parser's `markers`, such as Mistral's `[TOOL_CALLS]`): their text comes out.
+        """
+        kept = {
+            token_id: token.content
+            for token_id, token in self.hf.added_tokens_decoder.items()
+            if token.special
+            and token.content in keep_special
+            and token_id not in self.eos_token_ids
+        }
+        decode = partial(self._decode_keeping, kept) if kept else self.decode
+        return IncrementalDetokenizer(decode, stop)
+
+    def _decode_keeping(self, kept: Mapping[int, str], token_ids: Sequence[int]) -> str:
+        """`decode`, but the tokens in `kept` come out as their text."""
+        parts: list[str] = []
+        run: list[int] = []
+        for token in token_ids:
+            if token in kept:
+                parts += [self.decode(run), kept[token]]
+                run = []
+            else:
+                run.append(token)
+        parts.append(self.decode(run))
+        return "".join(parts)
 
     @property
     def _backend(self) -> tokenizers.Tokenizer:

@@ -16,3 +16,11 @@ def tiny_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
 @pytest.fixture(scope="session")
 def smollm_tokenizer(default_model_path: Path) -> Tokenizer:
     return Tokenizer.from_path(default_model_path)
+
+
+@pytest.fixture(scope="session")
+def special_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
+    """The tiny tokenizer, with Mistral's and Llama's tool-call markers as special tokens."""
+    specials = ["[TOOL_CALLS]", "[ARGS]", "<|python_tag|>"]
+    path = make_tokenizer_dir(tmp_path_factory.mktemp("special"), extra_special=specials)
+    return Tokenizer.from_path(path)

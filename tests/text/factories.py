@@ -2,13 +2,15 @@
 
 `make_tokenizer_dir(tmp_path)` writes a Hugging Face model directory holding a byte-level BPE
 trained on a few sentences (small enough that emoji and CJK characters split across tokens), with
-special tokens <|endoftext|> (0), <|im_start|> (1), <|im_end|> (2) and <s> (3, BOS), a ChatML chat
-template that starts with the BOS, and a generation_config.json whose EOS ids are 2 and 0.
+special tokens <|endoftext|> (0), <|im_start|> (1), <|im_end|> (2) and <s> (3, BOS), then any
+`extra_special` ones (4, 5, ...), a ChatML chat template that starts with the BOS, and a
+generation_config.json whose EOS ids are 2 and 0.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -52,6 +54,7 @@ def make_tokenizer_dir(
     *,
     chat_template: str | None = CHATML_WITH_BOS,
     template_file: bool = False,
+    extra_special: Sequence[str] = (),
 ) -> Path:
     """Writes the tiny tokenizer into `path` (created if needed) and returns `path`.
 
@@ -64,7 +67,7 @@ def make_tokenizer_dir(
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=400,
-        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<s>"],
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<s>", *extra_special],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
