@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from headrace.config import EngineConfig, ModelConfig, ServerConfig
+from headrace.text import TOOL_CALL_FORMATS
 
 __all__ = ["main"]
 
@@ -42,6 +43,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-num-batched-tokens", type=int, default=EngineConfig.max_num_batched_tokens
     )
+    serve.add_argument(
+        "--tool-call-parser",
+        choices=TOOL_CALL_FORMATS,
+        help="how the model writes tool calls (default: told from its chat template)",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     return parser
 
@@ -69,7 +75,9 @@ def _serve(args: argparse.Namespace) -> None:
     )
     server_config = ServerConfig(host=args.host, port=args.port, api_keys=_api_keys(args.api_key))
     runtime = load_runtime(model_config, engine_config)
-    app = create_app(runtime, api_keys=server_config.api_keys)
+    app = create_app(
+        runtime, api_keys=server_config.api_keys, tool_call_format=args.tool_call_parser
+    )
     logger.info(
         "serving %s on http://%s:%d/v1",
         ", ".join(runtime.model_names),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import json
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,7 @@ from fastapi import FastAPI
 
 from headrace.api import create_app
 from headrace.engine.outputs import EngineStats, FinishReason, SamplingParams, TokenOutput
+from headrace.text.grammar import GrammarCompiler
 
 # The fake tokenizer's vocabulary: one token per byte, then EOS.
 EOS = 256
@@ -63,13 +65,25 @@ class FakeTokenizer:
     def decode(self, token_ids: Sequence[int]) -> str:
         return bytes(t for t in token_ids if t < EOS).decode(errors="replace")
 
-    def apply_chat_template(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
+    # Replies are read for tool calls in headrace's generic syntax: <tool_call>{...}</tool_call>.
+    tool_call_format = "generic"
+
+    def apply_chat_template(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> list[int]:
         if messages[-1]["role"] == "assistant":
             raise ValueError("the conversation must end with a user turn")
         text = "".join(f"<{m['role']}>{_text(m.get('content'))}\n" for m in messages)
+        if tools:
+            text = f"<tools>{json.dumps(list(tools))}\n" + text
         return self.encode(text + "<assistant>")
 
-    def detokenizer(self, stop: Sequence[str] = ()) -> FakeDetokenizer:
+    def detokenizer(
+        self, stop: Sequence[str] = (), *, keep_special: Sequence[str] = ()
+    ) -> FakeDetokenizer:
         return FakeDetokenizer(stop)
 
 
@@ -173,10 +187,17 @@ class FakeServed:
     tokenizer: FakeTokenizer = field(default_factory=FakeTokenizer)
     # Served model names.
     model_names: tuple[str, ...] = MODEL_NAMES
+    # Grammars for constrained decoding (the fake engine ignores them); None turns it off.
+    grammars: GrammarCompiler | None = None
 
 
-def make_app(engine: FakeEngine | None = None, api_keys: Sequence[str] = ()) -> FastAPI:
-    return create_app(FakeServed(engine=engine or FakeEngine()), api_keys=api_keys)
+def make_app(
+    engine: FakeEngine | None = None,
+    api_keys: Sequence[str] = (),
+    grammars: GrammarCompiler | None = None,
+) -> FastAPI:
+    served = FakeServed(engine=engine or FakeEngine(), grammars=grammars)
+    return create_app(served, api_keys=api_keys)
 
 
 def make_client(app: FastAPI, **kwargs: Any) -> httpx.AsyncClient:

@@ -13,6 +13,7 @@ from headrace.api.errors import install_error_handlers
 from headrace.api.routes import health_router, v1_router
 from headrace.engine.client import EngineClient
 from headrace.serving import ChatService, ModelCatalog, TokenizerLike
+from headrace.text.grammar import GrammarCompiler
 
 __all__ = ["Served", "create_app"]
 
@@ -31,11 +32,27 @@ class Served(Protocol):
         """Names clients may use for the model, in listing order."""
         ...
 
+    @property
+    def grammars(self) -> GrammarCompiler | None:
+        """Compiles grammars for constrained decoding; None turns it off."""
+        ...
 
-def create_app(served: Served, *, api_keys: Sequence[str] = ()) -> FastAPI:
-    """The app; with `api_keys`, every /v1 route wants `Authorization: Bearer <key>`."""
+
+def create_app(
+    served: Served, *, api_keys: Sequence[str] = (), tool_call_format: str | None = None
+) -> FastAPI:
+    """The app; with `api_keys`, every /v1 route wants `Authorization: Bearer <key>`.
+
+    tool_call_format: how replies are read for tool calls; None lets the chat template tell.
+    """
     models = ModelCatalog(served.model_names)
-    chat = ChatService(served.engine, served.tokenizer, models)
+    chat = ChatService(
+        served.engine,
+        served.tokenizer,
+        models,
+        grammars=served.grammars,
+        tool_call_format=tool_call_format,
+    )
     app = FastAPI(title="headrace", lifespan=_lifespan(served.engine))
     install_error_handlers(app)
     app.include_router(health_router(served.engine))

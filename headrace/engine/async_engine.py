@@ -127,7 +127,12 @@ class AsyncEngine:
         self._deliver([(request_id, error) for request_id in failed])
 
     def _publish(self, outputs: list[RequestOutput]) -> None:
-        self._deliver([(out.request_id, out.output) for out in outputs])
+        self._deliver(
+            [
+                (out.request_id, out.output if out.error is None else EngineError(out.error))
+                for out in outputs
+            ]
+        )
 
     def _deliver(self, items: list[tuple[str, TokenOutput | EngineError]]) -> None:
         assert self._loop is not None

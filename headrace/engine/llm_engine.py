@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +17,8 @@ from headrace.model.llama import LlamaForCausalLM
 
 __all__ = ["LLMEngine", "RequestOutput"]
 
+logger = logging.getLogger("headrace.engine")
+
 
 @dataclass(frozen=True)
 class RequestOutput:
@@ -23,6 +26,8 @@ class RequestOutput:
     request_id: str
     # What it produced in this step.
     output: TokenOutput
+    # Why the engine failed the request (finish_reason "abort"), when it did.
+    error: str | None = None
 
 
 class LLMEngine:
@@ -66,7 +71,10 @@ class LLMEngine:
         generator = None
         if params.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(params.seed)
-        request = Request(request_id, prompt_token_ids, params, generator=generator)
+        matcher = params.grammar.matcher() if params.grammar is not None else None
+        request = Request(
+            request_id, prompt_token_ids, params, generator=generator, matcher=matcher
+        )
         self._requests[request_id] = request
         self.scheduler.add(request)
 
@@ -97,13 +105,18 @@ class LLMEngine:
         request.num_generated_tokens += 1
         params = request.params
         new_tokens: list[int] = []
-        if token in params.stop_token_ids:
+        error = self._advance_grammar(request, token)
+        if error is not None:
+            request.finish_reason = "abort"
+        elif token in params.stop_token_ids:
             request.finish_reason = "stop"
         else:
             request.output_token_ids.append(token)
             new_tokens.append(token)
             out_of_room = request.num_tokens >= self.max_model_len
-            if request.num_generated_tokens >= params.max_tokens or out_of_room:
+            if request.matcher is not None and request.matcher.is_stopped():
+                request.finish_reason = "stop"
+            elif request.num_generated_tokens >= params.max_tokens or out_of_room:
                 request.finish_reason = "length"
         if request.finish_reason is not None:
             del self._requests[request.request_id]
@@ -114,4 +127,13 @@ class LLMEngine:
             num_prompt_tokens=len(request.prompt_token_ids),
             num_generated_tokens=request.num_generated_tokens,
         )
-        return RequestOutput(request.request_id, output)
+        return RequestOutput(request.request_id, output, error)
+
+    @staticmethod
+    def _advance_grammar(request: Request, token: int) -> str | None:
+        """Feed the token to the request's grammar; return the error if the grammar refuses it."""
+        matcher = request.matcher
+        if matcher is None or (matcher.consume_token(token) and not matcher.is_error()):
+            return None
+        logger.error("request %s: %s", request.request_id, matcher.get_error())
+        return f"the output's grammar refused token {token}"

@@ -3,13 +3,29 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
-__all__ = ["EngineStats", "FinishReason", "SamplingParams", "TokenOutput"]
+import llguidance
 
-# "stop": an end-of-sequence token; "length": max_tokens or the context ran out;
-# "abort": the request was aborted.
+__all__ = ["EngineStats", "FinishReason", "Grammar", "SamplingParams", "TokenOutput"]
+
+# "stop": an end-of-sequence token, or the request's grammar is complete; "length": max_tokens
+# or the context ran out; "abort": the request was aborted, or failed (its grammar rejected a
+# token: LLMEngine's output carries the error, AsyncEngine raises it as EngineError).
 FinishReason = Literal["stop", "length", "abort"]
+
+
+class Grammar(Protocol):
+    """A compiled grammar generation must follow (headrace.text.grammar.CompiledGrammar)."""
+
+    @property
+    def vocab_size(self) -> int:
+        """Token ids its masks cover (the tokenizer's, which may differ from the model's)."""
+        ...
+
+    def matcher(self) -> llguidance.LLMatcher:
+        """A fresh matcher at the grammar's start, for one request."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -24,6 +40,9 @@ class SamplingParams:
     seed: int | None = None
     # Tokens that end the sequence (the model's EOS tokens).
     stop_token_ids: frozenset[int] = field(default_factory=frozenset)
+    # The grammar the output must follow, if any; the request stops once it is complete.
+    # Compared and hashed by identity (compilers hand out one object per schema).
+    grammar: Grammar | None = None
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:

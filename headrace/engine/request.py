@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+import llguidance
 import torch
 
 from headrace.engine.outputs import FinishReason, SamplingParams
@@ -40,6 +41,8 @@ class Request:
     slot: int | None = None
     # Its own random generator when the request carries a seed.
     generator: torch.Generator | None = None
+    # Where its output stands in its grammar, when it has one: which tokens may come next.
+    matcher: llguidance.LLMatcher | None = None
 
     @property
     def num_tokens(self) -> int:

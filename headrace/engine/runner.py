@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from headrace.engine.grammar_bitmask import GrammarBitmask
 from headrace.engine.kv_cache import KVCache
 from headrace.engine.request import Request
 from headrace.engine.sampler import sample
@@ -19,6 +20,7 @@ class ModelRunner:
         self.model = model
         self.kv_cache = kv_cache
         self.device = device
+        self.grammar_bitmask = GrammarBitmask(model.config.vocab_size, device)
 
     @torch.inference_mode()
     def execute(self, step: SchedulerOutput) -> dict[Request, int]:
@@ -66,6 +68,7 @@ class ModelRunner:
         if not sampled:
             return {}
         logits = self.model.compute_logits(hidden[self._tensor(sample_rows)])
+        self.grammar_bitmask.apply(logits, sampled)
         tokens = sample(logits, [r.params for r in sampled], [r.generator for r in sampled])
         return dict(zip(sampled, tokens, strict=True))
 

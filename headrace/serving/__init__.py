@@ -14,15 +14,14 @@ from headrace.serving.errors import (
     invalid_request_from_validation,
 )
 from headrace.serving.models import ModelCatalog
-from headrace.serving.protocol import (
+from headrace.serving.protocol import ChatCompletionRequest, parse_chat_request
+from headrace.serving.responses import (
     ChatCompletion,
     ChatCompletionChunk,
-    ChatCompletionRequest,
     ModelCard,
     ModelList,
     Usage,
     dump,
-    parse_chat_request,
 )
 from headrace.serving.tokenizer import DetokenizerLike, TokenizerLike
 

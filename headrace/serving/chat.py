@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 
@@ -23,11 +23,12 @@ from headrace.serving.errors import (
     ServiceUnavailableError,
 )
 from headrace.serving.models import ModelCatalog
-from headrace.serving.protocol import (
+from headrace.serving.protocol import ChatCompletionRequest
+from headrace.serving.reply import Reply
+from headrace.serving.responses import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,
-    ChatCompletionRequest,
     Choice,
     ChunkChoice,
     Delta,
@@ -35,6 +36,19 @@ from headrace.serving.protocol import (
     Usage,
 )
 from headrace.serving.tokenizer import TokenizerLike
+from headrace.serving.tools import (
+    OutputConstraint,
+    ToolRequest,
+    prepare_response_format,
+    prepare_tools,
+    template_tools,
+)
+from headrace.text.grammar import (
+    GRAMMAR_TOOL_CALL_FORMATS,
+    CompiledGrammar,
+    GrammarCompiler,
+    GrammarError,
+)
 
 __all__ = ["ChatService", "PreparedChat"]
 
@@ -57,6 +71,8 @@ class PreparedChat:
     stop: tuple[str, ...]
     # Stream chunks carry `usage`: null, then the counts in a last chunk without choices.
     include_usage: bool
+    # How the reply is read for tool calls; None when the request allows none.
+    tool_call_format: str | None
 
 
 @dataclass(frozen=True)
@@ -73,11 +89,21 @@ class ChatService:
     """Runs chat completions on an engine."""
 
     def __init__(
-        self, engine: EngineClient, tokenizer: TokenizerLike, models: ModelCatalog
+        self,
+        engine: EngineClient,
+        tokenizer: TokenizerLike,
+        models: ModelCatalog,
+        *,
+        grammars: GrammarCompiler | None = None,
+        tool_call_format: str | None = None,
     ) -> None:
         self._engine = engine
         self._tokenizer = tokenizer
         self._models = models
+        # Compiles forced tool calls and response formats; None: constrained decoding is off.
+        self._grammars = grammars
+        # How replies are read for tool calls: the server's choice, else the template's.
+        self._tool_call_format = tool_call_format or tokenizer.tool_call_format
 
     def prepare(self, request: ChatCompletionRequest) -> PreparedChat:
         """Checks the request and renders its prompt; raises HeadraceError, starts nothing."""
@@ -85,17 +111,30 @@ class ChatService:
         _check_supported(request)
         if request.model_extra:
             logger.warning("ignoring unknown request fields: %s", ", ".join(request.model_extra))
+        tools = prepare_tools(request)
+        constraint = prepare_response_format(request, tools)
         messages = template_messages(request.messages)
         try:
-            prompt = self._tokenizer.apply_chat_template(messages)
+            prompt = self._tokenizer.apply_chat_template(
+                messages, tools=template_tools(tools) if tools else None
+            )
         except ValueError as error:  # ChatTemplateError: the template refused the conversation
             raise InvalidRequestError(str(error), param="messages") from error
+        tool_call_format = self._tool_call_format if tools and tools.allowed else None
+        grammar = None
+        if tools and tools.forced:
+            # The grammar writes calls in a syntax it knows; the reply is read in that syntax.
+            tool_call_format = self._forced_call_format()
+            grammar = self._tool_call_grammar(tools, tool_call_format)
+        elif constraint is not None:
+            grammar = self._output_grammar(constraint)
         params = SamplingParams(
             max_tokens=self._max_tokens(request, len(prompt)),
             temperature=1.0 if request.temperature is None else request.temperature,
             top_p=1.0 if request.top_p is None else request.top_p,
             seed=request.seed,
             stop_token_ids=self._tokenizer.eos_token_ids,
+            grammar=grammar,
         )
         stop = [request.stop] if isinstance(request.stop, str) else request.stop or []
         options = request.stream_options
@@ -107,18 +146,26 @@ class ChatService:
             params=params,
             stop=tuple(string for string in stop if string),
             include_usage=bool(options and options.include_usage),
+            tool_call_format=tool_call_format,
         )
 
     async def complete(self, chat: PreparedChat) -> ChatCompletion:
         """The whole completion."""
-        texts: list[str] = []
+        reply = Reply(chat.tool_call_format)
         last: _Step | None = None
-        async with aclosing(self._steps(chat)) as steps:
+        async with aclosing(self._steps(chat, reply.markers)) as steps:
             async for last in steps:
-                texts.append(last.text)
+                reply.feed(last.text, last=last.finish_reason is not None)
         assert last is not None and last.finish_reason is not None  # _steps ends on a finish
-        message = AssistantMessage(role="assistant", content="".join(texts), refusal=None)
-        choice = Choice(index=0, message=message, finish_reason=last.finish_reason, logprobs=None)
+        message = AssistantMessage(role="assistant", content=reply.content, refusal=None)
+        if calls := reply.tool_calls:
+            message.tool_calls = calls
+        choice = Choice(
+            index=0,
+            message=message,
+            finish_reason=reply.finish_reason(last.finish_reason),
+            logprobs=None,
+        )
         return ChatCompletion(
             id=chat.request_id,
             object="chat.completion",
@@ -131,14 +178,52 @@ class ChatService:
     async def stream(self, chat: PreparedChat) -> AsyncGenerator[ChatCompletionChunk, None]:
         """The completion as chunks: the role, the text as it comes, the finish, the usage."""
         yield _chunk(chat, Delta(role="assistant", content=""))
-        async with aclosing(self._steps(chat)) as steps:
+        reply = Reply(chat.tool_call_format)
+        async with aclosing(self._steps(chat, reply.markers)) as steps:
             async for step in steps:
-                if step.text:
-                    yield _chunk(chat, Delta(content=step.text))
+                for delta in reply.feed(step.text, last=step.finish_reason is not None):
+                    yield _chunk(chat, delta)
                 if step.finish_reason is not None:
-                    yield _chunk(chat, Delta(), step.finish_reason)
+                    yield _chunk(chat, Delta(), reply.finish_reason(step.finish_reason))
                     if chat.include_usage:
                         yield _usage_chunk(chat, step.usage)
+
+    def _forced_call_format(self) -> str:
+        """The format forced calls are written in: the model's, if a grammar can write it."""
+        known = self._tool_call_format in GRAMMAR_TOOL_CALL_FORMATS
+        return self._tool_call_format if known else "hermes"
+
+    def _tool_call_grammar(self, tools: ToolRequest, call_format: str) -> CompiledGrammar:
+        callable_tools = [
+            {"name": t.name, "parameters": dict(t.arguments_schema)} for t in tools.callable_tools
+        ]
+        return self._compile(
+            lambda grammars: grammars.tool_calls(
+                callable_tools, parallel=tools.parallel, format=call_format
+            ),
+            param="tools",
+        )
+
+    def _output_grammar(self, constraint: OutputConstraint) -> CompiledGrammar:
+        if constraint.schema is None:
+            return self._compile(lambda grammars: grammars.json_object(), "response_format")
+        schema = dict(constraint.schema)
+        return self._compile(
+            lambda grammars: grammars.json_schema(schema, strict=constraint.strict),
+            param="response_format",
+        )
+
+    def _compile(
+        self, build: Callable[[GrammarCompiler], CompiledGrammar], param: str
+    ) -> CompiledGrammar:
+        if self._grammars is None:
+            raise InvalidRequestError(
+                "Constrained decoding is not available on this server.", param=param
+            )
+        try:
+            return build(self._grammars)
+        except GrammarError as error:
+            raise InvalidRequestError(str(error), param=param) from error
 
     def _max_tokens(self, request: ChatCompletionRequest, prompt_tokens: int) -> int:
         limit = self._engine.max_model_len
@@ -159,13 +244,15 @@ class ChatService:
             )
         return wanted
 
-    async def _steps(self, chat: PreparedChat) -> AsyncGenerator[_Step, None]:
+    async def _steps(
+        self, chat: PreparedChat, keep_special: tuple[str, ...]
+    ) -> AsyncGenerator[_Step, None]:
         """Engine outputs as final text; the last step carries the finish reason.
 
         However this ends before the engine finished (a stop string, an error, the consumer
         closing it or being cancelled), the engine request is aborted at once.
         """
-        detokenizer = self._tokenizer.detokenizer(chat.stop)
+        detokenizer = self._tokenizer.detokenizer(chat.stop, keep_special=keep_special)
         outputs = self._engine.generate(chat.request_id, chat.prompt_token_ids, chat.params)
         engine_done = False
         try:

@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 
 from headrace.serving.errors import ModelNotFoundError
-from headrace.serving.protocol import ModelCard, ModelList
+from headrace.serving.responses import ModelCard, ModelList
 
 __all__ = ["ModelCatalog"]
 

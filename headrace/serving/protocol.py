@@ -1,12 +1,8 @@
-"""The OpenAI wire format: what clients send and what we answer, as pydantic models.
+"""The OpenAI wire format of requests, as pydantic models.
 
 Requests: unknown top-level fields are accepted and ignored (the service logs their names), as
 vLLM does, so SDK extras and newer OpenAI parameters never turn into errors. Nested objects
 ignore unknown fields too. Parameters we accept but do not act on say so in their comment.
-
-Responses are serialized by `dump`, which leaves out every field that was not given when the
-model was built: a field that is always on the wire has no default; an optional one (a chunk's
-`usage`, a delta's `role`) is on the wire, even as null, exactly when it was given.
 """
 
 from __future__ import annotations
@@ -20,40 +16,25 @@ from headrace.serving.tools import prepare_response_format, prepare_tools
 
 __all__ = [
     "AllowedTools",
-    "AssistantMessage",
-    "ChatCompletion",
-    "ChatCompletionChunk",
     "ChatCompletionRequest",
     "ChatMessage",
-    "Choice",
-    "ChunkChoice",
     "ContentPart",
-    "Delta",
-    "FinishReason",
     "FunctionCall",
     "FunctionDefinition",
     "FunctionName",
     "FunctionReference",
     "JsonSchemaFormat",
-    "ModelCard",
-    "ModelList",
     "ResponseFormat",
     "StreamOptions",
     "Tool",
     "ToolCall",
     "ToolChoice",
-    "Usage",
-    "dump",
     "parse_chat_request",
 ]
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
-FinishReason = Literal["stop", "length", "tool_calls"]
 # What OpenAI allows as a function or response format name (lengths are checked apart).
 _NAME = r"^[a-zA-Z0-9_-]+$"
-
-
-# ---- requests -----------------------------------------------------------------------------
 
 
 class _Request(BaseModel):
@@ -225,106 +206,3 @@ def parse_chat_request(body: bytes) -> ChatCompletionRequest:
         raise invalid_request_from_validation(error.errors(include_url=False)) from None
     prepare_response_format(request, prepare_tools(request))
     return request
-
-
-# ---- responses ----------------------------------------------------------------------------
-
-
-def dump(model: BaseModel) -> bytes:
-    """JSON of a response object: exactly the fields given when it was built."""
-    return model.model_dump_json(exclude_unset=True).encode()
-
-
-class Usage(BaseModel):
-    # Tokens in the rendered prompt.
-    prompt_tokens: int
-    # Tokens generated.
-    completion_tokens: int
-    # The two together.
-    total_tokens: int
-
-
-class AssistantMessage(BaseModel):
-    # Always "assistant".
-    role: Literal["assistant"]
-    # The generated text.
-    content: str | None
-    # Always null: we never refuse.
-    refusal: None
-
-
-class Choice(BaseModel):
-    # Position in `choices`; always 0 (n=1).
-    index: int
-    # The answer.
-    message: AssistantMessage
-    # Why generation ended.
-    finish_reason: FinishReason
-    # Always null: log probabilities are not supported.
-    logprobs: None
-
-
-class ChatCompletion(BaseModel):
-    # "chatcmpl-<hex>".
-    id: str
-    # Always "chat.completion".
-    object: Literal["chat.completion"]
-    # Unix seconds when the request was accepted.
-    created: int
-    # The model name the client asked for.
-    model: str
-    # One choice (n=1).
-    choices: list[Choice]
-    # Token counts.
-    usage: Usage
-
-
-class Delta(BaseModel):
-    # "assistant" on the first chunk only.
-    role: Literal["assistant"] | None = None
-    # New text; absent on the last choice chunk.
-    content: str | None = None
-
-
-class ChunkChoice(BaseModel):
-    # Position in `choices`; always 0 (n=1).
-    index: int
-    # What is new since the previous chunk.
-    delta: Delta
-    # Null until the last choice chunk.
-    finish_reason: FinishReason | None
-    # Always null: log probabilities are not supported.
-    logprobs: None
-
-
-class ChatCompletionChunk(BaseModel):
-    # Shared by every chunk of the stream.
-    id: str
-    # Always "chat.completion.chunk".
-    object: Literal["chat.completion.chunk"]
-    # Shared by every chunk of the stream.
-    created: int
-    # The model name the client asked for.
-    model: str
-    # One choice, or none on the usage chunk.
-    choices: list[ChunkChoice]
-    # Given only with stream_options.include_usage: null, then the counts on the last chunk.
-    usage: Usage | None = None
-
-
-class ModelCard(BaseModel):
-    # The name clients use.
-    id: str
-    # Always "model".
-    object: Literal["model"]
-    # Unix seconds when the server started serving it.
-    created: int
-    # Always "headrace".
-    owned_by: str
-
-
-class ModelList(BaseModel):
-    # Always "list".
-    object: Literal["list"]
-    # One card per served name.
-    data: list[ModelCard]

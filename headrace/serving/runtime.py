@@ -13,6 +13,7 @@ from headrace.model.loader import load_model
 from headrace.model.placement import resolve_device, resolve_dtype
 from headrace.model.source import resolve_model
 from headrace.text import Tokenizer
+from headrace.text.grammar import GrammarCompiler
 
 __all__ = ["Runtime", "load_runtime"]
 
@@ -27,6 +28,8 @@ class Runtime:
     tokenizer: Tokenizer
     # Names clients may ask for; the first is the model's id in listings.
     model_names: tuple[str, ...]
+    # Compiles response formats and forced tool calls for the tokenizer.
+    grammars: GrammarCompiler
 
 
 def load_runtime(model_config: ModelConfig, engine_config: EngineConfig) -> Runtime:
@@ -55,4 +58,9 @@ def load_runtime(model_config: ModelConfig, engine_config: EngineConfig) -> Runt
         engine.kv_cache.bytes / 2**30,
     )
     names = model_config.served_model_names or (source.name,)
-    return Runtime(engine=AsyncEngine(engine), tokenizer=tokenizer, model_names=names)
+    return Runtime(
+        engine=AsyncEngine(engine),
+        tokenizer=tokenizer,
+        model_names=names,
+        grammars=GrammarCompiler(tokenizer),
+    )

@@ -33,10 +33,25 @@ class TokenizerLike(Protocol):
         """Tokens that end generation."""
         ...
 
-    def apply_chat_template(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
+    @property
+    def tool_call_format(self) -> str:
+        """How the model writes tool calls, as its chat template suggests."""
+        ...
+
+    def apply_chat_template(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> list[int]:
         """Prompt token ids, ending with the assistant's header; ValueError if it cannot."""
         ...
 
-    def detokenizer(self, stop: Sequence[str]) -> DetokenizerLike:
-        """A fresh detokenizer for one sequence, cutting at the first of `stop`."""
+    def detokenizer(
+        self, stop: Sequence[str] = (), *, keep_special: Sequence[str] = ()
+    ) -> DetokenizerLike:
+        """A fresh detokenizer for one sequence, cutting at the first of `stop`.
+
+        keep_special: special tokens whose text is kept (tool-call markers).
+        """
         ...

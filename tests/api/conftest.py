@@ -5,7 +5,10 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from headrace.text import Tokenizer
+from headrace.text.grammar import GrammarCompiler
 from tests.fakes import FakeEngine, make_app, make_client
+from tests.text.factories import make_tokenizer_dir
 
 
 @pytest.fixture
@@ -17,3 +20,10 @@ def engine() -> FakeEngine:
 async def client(engine: FakeEngine) -> AsyncIterator[httpx.AsyncClient]:
     async with make_client(make_app(engine)) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def grammars(tmp_path_factory: pytest.TempPathFactory) -> GrammarCompiler:
+    """Real grammars, over a tiny real tokenizer (the fake engine ignores them anyway)."""
+    tokenizer = Tokenizer.from_path(make_tokenizer_dir(tmp_path_factory.mktemp("tokenizer")))
+    return GrammarCompiler(tokenizer)

@@ -7,7 +7,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fakes import FakeEngine, chat_body
+from headrace.text.grammar import GrammarCompiler
+from tests.fakes import FakeEngine, chat_body, make_app, make_client
 from tests.schema import validate
 from tests.serving.test_tools_validation import (
     ASSISTANT,
@@ -23,6 +24,12 @@ from tests.serving.test_tools_validation import (
 )
 
 CHAT = "/v1/chat/completions"
+
+
+@pytest.fixture
+def engine() -> FakeEngine:
+    """Room for tool definitions, one prompt token per byte."""
+    return FakeEngine(max_model_len=4096)
 
 
 @pytest.mark.parametrize(
@@ -80,11 +87,6 @@ async def test_refused_before_the_engine(
         {"tools": [WEATHER]},
         {"tools": [WEATHER], "tool_choice": "none"},
         {"tools": [WEATHER], "tool_choice": "auto", "parallel_tool_calls": False},
-        {"tools": [WEATHER], "tool_choice": "required"},
-        {"tools": [WEATHER, TIME], "tool_choice": named("get_weather")},
-        {"tools": [WEATHER, TIME], "tool_choice": allowed("required", "get_time")},
-        {"response_format": {"type": "json_object"}},
-        {"response_format": json_schema(name="person", schema=PERSON, strict=True)},
         {"messages": [USER, ASSISTANT, RESULT], "tools": [WEATHER]},
     ],
 )
@@ -94,3 +96,23 @@ async def test_accepted(
     response = await client.post(CHAT, json=chat_body(**overrides))
     assert response.status_code == 200, response.text
     assert len(engine.prompts) == 1
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"tools": [WEATHER], "tool_choice": "required"},
+        {"tools": [WEATHER, TIME], "tool_choice": named("get_weather")},
+        {"tools": [WEATHER, TIME], "tool_choice": allowed("required", "get_time")},
+        {"response_format": {"type": "json_object"}},
+        {"response_format": json_schema(name="person", schema=PERSON, strict=True)},
+    ],
+)
+async def test_constrained_accepted(
+    grammars: GrammarCompiler, engine: FakeEngine, overrides: dict[str, Any]
+) -> None:
+    async with make_client(make_app(engine, grammars=grammars)) as client:
+        response = await client.post(CHAT, json=chat_body(**overrides))
+    assert response.status_code == 200, response.text
+    ((_, params),) = engine.params.items()
+    assert params.grammar is not None

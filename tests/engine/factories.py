@@ -64,8 +64,11 @@ def make_params(**overrides: object) -> SamplingParams:
 
 
 def make_request(request_id: str = "r", prompt_len: int = 5, **params: object) -> Request:
+    """A waiting request; one with a grammar gets its matcher, as LLMEngine.add_request does."""
     prompt = [(7 * i + 3) % 96 for i in range(prompt_len)]
-    return Request(request_id, prompt, make_params(**params))
+    sampling = make_params(**params)
+    matcher = sampling.grammar.matcher() if sampling.grammar is not None else None
+    return Request(request_id, prompt, sampling, matcher=matcher)
 
 
 def make_scheduler(

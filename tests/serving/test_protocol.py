@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from headrace.serving import ChatCompletionChunk, InvalidRequestError, dump, parse_chat_request
-from headrace.serving.protocol import ChunkChoice, Delta
+from headrace.serving.responses import ChunkChoice, Delta
 from tests.fakes import chat_body
 
 

@@ -1,0 +1,122 @@
+"""Masks the logits of grammar-constrained rows to the tokens their grammars allow next.
+
+Each constrained request holds an llguidance matcher. In a step, every constrained row's
+matcher writes its packed mask (one bit per token id) into a CPU buffer; the bits are unpacked
+into a bias, 0 where a token is allowed and about -3e38 where it is not, added to the row's
+logits before any sampling. The buffers are allocated on the first constrained step and grow
+only when more rows are constrained at once than ever before; a step with no constrained row
+does nothing at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from headrace.engine.request import Request
+
+__all__ = ["GrammarBitmask"]
+
+# What a disallowed token's logit drops by: finite, so masking never makes a NaN, and low enough
+# that softmax gives it exactly zero and argmax never picks it.
+_BLOCKED = 3e38
+
+
+@dataclass(frozen=True)
+class _Buffers:
+    # Rows the buffers hold.
+    rows: int
+    # 32-token words per row: enough for the logits and for every grammar's mask.
+    words: int
+    # Packed masks as the matchers write them, on the CPU: [rows, words] int32.
+    packed: Tensor
+    # The packed masks on the model's device (the same tensor on the CPU): [rows, words] int32.
+    packed_on_device: Tensor
+    # Bit positions 0..31: [32] int32.
+    shifts: Tensor
+    # Unpacked bits, 1 allowed, then 0 allowed / -1 blocked: [rows, words, 32] int32.
+    bits: Tensor
+    # What each row adds to its logits: [rows, words * 32] float32.
+    bias: Tensor
+
+
+class GrammarBitmask:
+    def __init__(self, vocab_size: int, device: torch.device) -> None:
+        # Width of the model's logits (its lm_head rows).
+        self.vocab_size = vocab_size
+        self.device = device
+        self._buffers: _Buffers | None = None
+
+    def apply(self, logits: Tensor, requests: list[Request]) -> None:
+        """Mask in place the rows of `logits` whose request has a grammar.
+
+        logits: [N, V] float32, row i belonging to requests[i].
+        """
+        rows = [row for row, request in enumerate(requests) if request.matcher is not None]
+        if not rows:
+            return
+        buffers = self._reserve(len(rows), max(_mask_words(requests[row]) for row in rows))
+        for i, row in enumerate(rows):
+            self._fill(buffers.packed[i], requests[row])
+        bias = self._bias(buffers, len(rows))
+        if len(rows) == logits.shape[0]:
+            logits.add_(bias)
+        else:
+            for i, row in enumerate(rows):
+                logits[row].add_(bias[i])
+
+    def _fill(self, packed: Tensor, request: Request) -> None:
+        # packed: [words] int32, this row's slot in the CPU buffer
+        matcher, words = request.matcher, _mask_words(request)
+        assert matcher is not None
+        mask = packed[:words]
+        matcher.unsafe_compute_mask_ptr(mask.data_ptr(), mask.numel() * mask.element_size())
+        if words < packed.numel():
+            packed[words:] = 0  # ids the model has but the tokenizer does not
+        if matcher.is_error():
+            # The mask is undefined; allow everything and let the engine fail the request
+            # when the matcher refuses the sampled token.
+            mask.fill_(-1)
+
+    def _bias(self, buffers: _Buffers, num_rows: int) -> Tensor:
+        # -> [num_rows, V] float32: 0 where allowed, -_BLOCKED where not
+        packed = buffers.packed_on_device[:num_rows]
+        if buffers.packed_on_device is not buffers.packed:
+            packed.copy_(buffers.packed[:num_rows])
+        bits = buffers.bits[:num_rows]
+        torch.bitwise_right_shift(packed.unsqueeze(-1), buffers.shifts, out=bits)
+        torch.bitwise_and(bits, 1, out=bits)
+        bits.sub_(1)
+        bias = buffers.bias[:num_rows]
+        torch.mul(bits.view(num_rows, -1), _BLOCKED, out=bias)
+        return bias[:, : self.vocab_size]
+
+    def _reserve(self, num_rows: int, mask_words: int) -> _Buffers:
+        """Buffers for `num_rows` rows of at least `mask_words` words and the logits' width."""
+        buffers = self._buffers
+        if buffers is not None and buffers.rows >= num_rows and buffers.words >= mask_words:
+            return buffers
+        old_rows, old_words = (buffers.rows, buffers.words) if buffers is not None else (0, 0)
+        rows = old_rows if num_rows <= old_rows else max(num_rows, 2 * old_rows)
+        words = max(mask_words, old_words, (self.vocab_size + 31) // 32)
+        packed = torch.zeros(rows, words, dtype=torch.int32)
+        on_device = packed if self.device.type == "cpu" else packed.to(self.device)
+        self._buffers = _Buffers(
+            rows=rows,
+            words=words,
+            packed=packed,
+            packed_on_device=on_device,
+            shifts=torch.arange(32, dtype=torch.int32, device=self.device),
+            bits=torch.empty(rows, words, 32, dtype=torch.int32, device=self.device),
+            bias=torch.empty(rows, words * 32, dtype=torch.float32, device=self.device),
+        )
+        return self._buffers
+
+
+def _mask_words(request: Request) -> int:
+    """32-bit words in the mask of the request's grammar."""
+    grammar = request.params.grammar
+    assert grammar is not None
+    return (grammar.vocab_size + 31) // 32

@@ -1,0 +1,170 @@
+"""The OpenAI wire format of responses, as pydantic models.
+
+Responses are serialized by `dump`, which leaves out every field that was not given when the
+model was built: a field that is always on the wire has no default; an optional one (a chunk's
+`usage`, a delta's `role`) is on the wire, even as null, exactly when it was given.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+__all__ = [
+    "AssistantMessage",
+    "ChatCompletion",
+    "ChatCompletionChunk",
+    "Choice",
+    "ChunkChoice",
+    "Delta",
+    "FinishReason",
+    "FunctionCall",
+    "FunctionCallDelta",
+    "ModelCard",
+    "ModelList",
+    "ToolCall",
+    "ToolCallDelta",
+    "Usage",
+    "dump",
+]
+
+FinishReason = Literal["stop", "length", "tool_calls"]
+
+
+def dump(model: BaseModel) -> bytes:
+    """JSON of a response object: exactly the fields given when it was built."""
+    return model.model_dump_json(exclude_unset=True).encode()
+
+
+class Usage(BaseModel):
+    # Tokens in the rendered prompt.
+    prompt_tokens: int
+    # Tokens generated.
+    completion_tokens: int
+    # The two together.
+    total_tokens: int
+
+
+class FunctionCall(BaseModel):
+    # The function the model called.
+    name: str
+    # Its arguments: a JSON object's text, as the model generated it.
+    arguments: str
+
+
+class ToolCall(BaseModel):
+    # "call_<hex>": what the client's tool message answers with tool_call_id.
+    id: str
+    # Always "function".
+    type: Literal["function"]
+    # The call.
+    function: FunctionCall
+
+
+class AssistantMessage(BaseModel):
+    # Always "assistant".
+    role: Literal["assistant"]
+    # The generated text; null when the model only called tools.
+    content: str | None
+    # Always null: we never refuse.
+    refusal: None
+    # Given only when the model called tools.
+    tool_calls: list[ToolCall] | None = None
+
+
+class Choice(BaseModel):
+    # Position in `choices`; always 0 (n=1).
+    index: int
+    # The answer.
+    message: AssistantMessage
+    # Why generation ended.
+    finish_reason: FinishReason
+    # Always null: log probabilities are not supported.
+    logprobs: None
+
+
+class ChatCompletion(BaseModel):
+    # "chatcmpl-<hex>".
+    id: str
+    # Always "chat.completion".
+    object: Literal["chat.completion"]
+    # Unix seconds when the request was accepted.
+    created: int
+    # The model name the client asked for.
+    model: str
+    # One choice (n=1).
+    choices: list[Choice]
+    # Token counts.
+    usage: Usage
+
+
+class FunctionCallDelta(BaseModel):
+    # The function's name, on the call's first delta only.
+    name: str | None = None
+    # The next fragment of the arguments' JSON text ("" on the first delta).
+    arguments: str | None = None
+
+
+class ToolCallDelta(BaseModel):
+    # Which call of the reply this fragment belongs to: 0, 1, 2...
+    index: int
+    # "call_<hex>", on the call's first delta only.
+    id: str | None = None
+    # "function", on the call's first delta only.
+    type: Literal["function"] | None = None
+    # The name (first delta) or an arguments fragment (later deltas).
+    function: FunctionCallDelta
+
+
+class Delta(BaseModel):
+    # "assistant" on the first chunk only.
+    role: Literal["assistant"] | None = None
+    # New text; absent on the last choice chunk.
+    content: str | None = None
+    # New tool-call pieces, when the model calls tools.
+    tool_calls: list[ToolCallDelta] | None = None
+
+
+class ChunkChoice(BaseModel):
+    # Position in `choices`; always 0 (n=1).
+    index: int
+    # What is new since the previous chunk.
+    delta: Delta
+    # Null until the last choice chunk.
+    finish_reason: FinishReason | None
+    # Always null: log probabilities are not supported.
+    logprobs: None
+
+
+class ChatCompletionChunk(BaseModel):
+    # Shared by every chunk of the stream.
+    id: str
+    # Always "chat.completion.chunk".
+    object: Literal["chat.completion.chunk"]
+    # Shared by every chunk of the stream.
+    created: int
+    # The model name the client asked for.
+    model: str
+    # One choice, or none on the usage chunk.
+    choices: list[ChunkChoice]
+    # Given only with stream_options.include_usage: null, then the counts on the last chunk.
+    usage: Usage | None = None
+
+
+class ModelCard(BaseModel):
+    # The name clients use.
+    id: str
+    # Always "model".
+    object: Literal["model"]
+    # Unix seconds when the server started serving it.
+    created: int
+    # Always "headrace".
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    # Always "list".
+    object: Literal["list"]
+    # One card per served name.
+    data: list[ModelCard]

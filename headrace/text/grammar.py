@@ -1,0 +1,296 @@
+"""Grammars for constrained decoding: any JSON object, a JSON schema, or forced tool calls.
+
+A `GrammarCompiler` is bound to one tokenizer and built once per server. It turns a
+response_format or a tool_choice into a `CompiledGrammar`, which the engine runs token by token
+(a matcher per request, see headrace.engine.grammar_bitmask). llguidance does the work; it
+builds its lexer lazily, so compiling is cheap (about a millisecond) but not free, and compiled
+grammars are kept in a small LRU keyed by what they were compiled from.
+
+Two choices keep small models from rambling on: JSON is generated in the layout of Python's
+`json.dumps` (`{"key": "value", "n": 1}`), and an object that lists its properties gets only
+those, unless its schema says otherwise (additionalProperties defaults to false, as in OpenAI's
+strict mode). Both narrow what is generated, never what is valid: the output still validates.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from copy import copy
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import llguidance
+import numpy as np
+
+from headrace.text.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from llguidance._lib import JsonCompileOptions
+
+__all__ = ["GRAMMAR_TOOL_CALL_FORMATS", "CompiledGrammar", "GrammarCompiler", "GrammarError"]
+
+
+class GrammarError(ValueError):
+    """A schema or tool list that cannot be turned into a grammar: the client's error."""
+
+
+@dataclass(frozen=True)
+class _ToolCallSyntax:
+    # Text before each call's JSON.
+    open: str
+    # Text after each call's JSON.
+    close: str
+    # Text between two calls, when several are allowed.
+    separator: str
+
+
+# Each tool-call format's syntax: `open {"name": ..., "arguments": {...}} close`; "generic" is
+# the hermes syntax under its neutral name.
+_TOOL_CALL_SYNTAX: dict[str, _ToolCallSyntax] = {
+    "hermes": _ToolCallSyntax(open="<tool_call>\n", close="\n</tool_call>", separator="\n"),
+    "generic": _ToolCallSyntax(open="<tool_call>\n", close="\n</tool_call>", separator="\n"),
+}
+# The tool-call formats `GrammarCompiler.tool_calls` can force.
+GRAMMAR_TOOL_CALL_FORMATS = frozenset(_TOOL_CALL_SYNTAX)
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class CompiledGrammar:
+    """A grammar ready to constrain generation; equal only to itself (the cache hands it out)."""
+
+    # What it was compiled from, as the cache keys it: the kind, then canonical JSON.
+    key: str
+    # Token ids its masks cover: the tokenizer's vocabulary, added tokens included.
+    vocab_size: int
+    # A matcher at the grammar's start, never advanced; each request runs a copy.
+    _template: llguidance.LLMatcher = field(repr=False)
+
+    def matcher(self) -> llguidance.LLMatcher:
+        """A fresh matcher at the grammar's start, for one request."""
+        return self._template.deep_copy()
+
+    def __repr__(self) -> str:
+        key = self.key if len(self.key) <= 80 else self.key[:77] + "..."
+        return f"CompiledGrammar({key!r})"
+
+
+class GrammarCompiler:
+    """Compiles response formats and forced tool calls for one tokenizer, caching the results."""
+
+    def __init__(self, tokenizer: Tokenizer, *, cache_size: int = 128) -> None:
+        self.vocab_size = tokenizer.vocab_size
+        self._ll_tokenizer = _ll_tokenizer(tokenizer)
+        self._cache_size = cache_size
+        self._cache: OrderedDict[str, CompiledGrammar] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def json_object(self) -> CompiledGrammar:
+        """Any JSON object (response_format {"type": "json_object"})."""
+        return self._cached(
+            "json_object", "JSON object", partial(_json_grammar, {"type": "object"}, strict=True)
+        )
+
+    def json_schema(self, schema: Mapping[str, Any], *, strict: bool) -> CompiledGrammar:
+        """JSON valid against `schema` (response_format {"type": "json_schema"}).
+
+        strict: every keyword must be enforced, or GrammarError; otherwise keywords the grammar
+        cannot enforce (e.g. "not") are ignored and the output follows the rest.
+        """
+        if not isinstance(schema, Mapping):
+            raise GrammarError("The JSON schema must be a JSON object.")
+        key = f"json_schema:strict={strict}:{_canonical(schema)}"
+        build = partial(_json_grammar, _closed(schema), strict=strict)
+        return self._cached(key, "JSON schema", build)
+
+    def tool_calls(
+        self,
+        tools: Sequence[Mapping[str, Any]],
+        *,
+        parallel: bool,
+        format: str = "hermes",
+    ) -> CompiledGrammar:
+        """One tool call (or, when `parallel`, one or more) to one of `tools`, and nothing else.
+
+        tools: OpenAI function tools, {"type": "function", "function": {"name", "parameters"}}
+        (or the bare function objects); pass only the named tool for a named tool_choice.
+        Each call's arguments validate against its function's parameters schema.
+        format: one of GRAMMAR_TOOL_CALL_FORMATS, else ValueError.
+        """
+        if format not in _TOOL_CALL_SYNTAX:
+            raise ValueError(f"no tool-call grammar for format {format!r}")
+        functions = [_function(tool) for tool in tools]
+        if not functions:
+            raise GrammarError("Tool calls need at least one tool.")
+        names = [name for name, _, _ in functions]
+        if len(set(names)) != len(names):
+            raise GrammarError("Tool names must be unique.")
+        call_schema = {
+            "anyOf": [
+                {
+                    "type": "object",
+                    "properties": {"name": {"const": name}, "arguments": _closed(parameters)},
+                    "required": ["name", "arguments"],
+                    "additionalProperties": False,
+                }
+                for name, parameters, _ in functions
+            ],
+        }
+        strict = all(strict for _, _, strict in functions)
+        syntax = _TOOL_CALL_SYNTAX[format]
+        key = f"tool_calls:{format}:parallel={parallel}:{_canonical(call_schema)}"
+        build = partial(_tool_calls_grammar, syntax, call_schema, parallel=parallel, strict=strict)
+        return self._cached(key, "tool parameters schema", build)
+
+    def _cached(self, key: str, what: str, build: Callable[[], str]) -> CompiledGrammar:
+        with self._lock:
+            compiled = self._cache.get(key)
+            if compiled is not None:
+                self._cache.move_to_end(key)
+                return compiled
+        compiled = CompiledGrammar(key, self.vocab_size, self._matcher(build(), what))
+        with self._lock:
+            compiled = self._cache.setdefault(key, compiled)
+            self._cache.move_to_end(key)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return compiled
+
+    def _matcher(self, grammar: str, what: str) -> llguidance.LLMatcher:
+        """A matcher at the grammar's start, its first mask computed: some errors show only then."""
+        matcher = llguidance.LLMatcher(self._ll_tokenizer, grammar, log_level=0)
+        if not matcher.is_error():
+            mask = np.empty((self.vocab_size + 31) // 32, dtype=np.int32)
+            matcher.unsafe_compute_mask_ptr(mask.ctypes.data, mask.nbytes)
+        if matcher.is_error():
+            raise GrammarError(f"Invalid {what}: {_one_line(matcher.get_error())}")
+        return matcher
+
+
+def _ll_tokenizer(tokenizer: Tokenizer) -> llguidance.LLTokenizer:
+    """llguidance's view of the tokenizer; ValueError if it would read the tokens' bytes wrong."""
+    backend = copy(tokenizer.hf.backend_tokenizer)
+    backend.no_padding()
+    backend.no_truncation()
+    spec = json.loads(backend.to_str())
+    # llguidance tells how token strings map to bytes by the decoder's type alone; some
+    # transformers versions (5.17) convert a GGUF byte-level BPE with its ByteLevel decoder
+    # inside a sentencepiece-style Sequence, which it would read as sentencepiece.
+    decoder = spec.get("decoder") or {}
+    byte_level = [d for d in decoder.get("decoders") or [] if d.get("type") == "ByteLevel"]
+    if decoder.get("type") == "Sequence" and byte_level:
+        spec["decoder"] = byte_level[0]
+    ll_tokenizer = llguidance.LLTokenizer(
+        json.dumps(spec), n_vocab=tokenizer.vocab_size, eos_token=sorted(tokenizer.eos_token_ids)
+    )
+    probe = 'Hello, world! {"key": ["value", 42, true]}\n\tdone.'
+    if ll_tokenizer.decode_str(tokenizer.encode(probe)) != probe:
+        raise ValueError("the grammar engine cannot read this tokenizer's vocabulary")
+    return ll_tokenizer
+
+
+def _json_grammar(schema: Mapping[str, Any], *, strict: bool) -> str:
+    try:
+        return llguidance.LLMatcher.grammar_from_json_schema(
+            dict(schema), overrides=_json_options(strict)
+        )
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise GrammarError(f"Invalid JSON schema: {exc}") from None
+
+
+def _tool_calls_grammar(
+    syntax: _ToolCallSyntax, call_schema: dict[str, Any], *, parallel: bool, strict: bool
+) -> str:
+    call_json = _canonical({**call_schema, "x-guidance": _json_options(strict)})
+    calls = f"call ({_lark_literal(syntax.separator)} call)*" if parallel else "call"
+    lark = (
+        f"start: {calls}\n"
+        f"call: {_lark_literal(syntax.open)} %json {call_json} {_lark_literal(syntax.close)}\n"
+    )
+    return llguidance.LLMatcher.grammar_from_lark(lark)
+
+
+def _json_options(strict: bool) -> JsonCompileOptions:
+    """The layout of json.dumps, no free whitespace; unless strict, unenforceable keywords pass."""
+    return {
+        "whitespace_flexible": False,
+        "item_separator": ", ",
+        "key_separator": ": ",
+        "lenient": not strict,
+    }
+
+
+def _function(tool: Mapping[str, Any]) -> tuple[str, dict[str, Any], bool]:
+    """A tool's (name, parameters schema, strict); a missing schema means no arguments."""
+    function = tool.get("function", tool) if isinstance(tool, Mapping) else None
+    name = function.get("name") if isinstance(function, Mapping) else None
+    if not isinstance(function, Mapping) or not isinstance(name, str) or not name:
+        raise GrammarError("Each tool must be a function with a name.")
+    parameters = function.get("parameters")
+    if parameters is None:
+        parameters = {"type": "object", "properties": {}, "additionalProperties": False}
+    if not isinstance(parameters, Mapping):
+        raise GrammarError(f"The parameters of tool {name!r} must be a JSON schema object.")
+    return name, dict(parameters), function.get("strict") is True
+
+
+# Keywords whose value is a schema or a list of schemas.
+_SCHEMA_KEYWORDS = frozenset(
+    {"items", "prefixItems", "additionalItems", "contains", "unevaluatedItems"}
+    | {"additionalProperties", "unevaluatedProperties", "propertyNames"}
+    | {"anyOf", "oneOf", "allOf", "not", "if", "then", "else"}
+)
+# Keywords whose value maps names to schemas.
+_SCHEMA_MAP_KEYWORDS = frozenset(
+    {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"}
+)
+# What lets an object have properties it does not list.
+_OPEN_KEYWORDS = ("additionalProperties", "patternProperties", "unevaluatedProperties")
+
+
+def _closed(schema: Any) -> Any:
+    """A copy of `schema` with additionalProperties false on every object that lists properties
+    and says nothing of others (but not directly under allOf, where that would forbid the
+    properties other branches list)."""
+    try:
+        return _close(schema, here=True)
+    except RecursionError:
+        raise GrammarError("The schema is nested too deeply.") from None
+
+
+def _close(schema: Any, *, here: bool) -> Any:
+    if isinstance(schema, list):
+        return [_close(item, here=here) for item in schema]
+    if not isinstance(schema, Mapping):
+        return schema
+    closed = dict(schema)
+    for key, value in schema.items():
+        if key in _SCHEMA_KEYWORDS:
+            closed[key] = _close(value, here=key != "allOf")
+        elif key in _SCHEMA_MAP_KEYWORDS and isinstance(value, Mapping):
+            closed[key] = {name: _close(item, here=True) for name, item in value.items()}
+    properties = schema.get("properties")
+    if here and isinstance(properties, Mapping) and not any(k in schema for k in _OPEN_KEYWORDS):
+        closed["additionalProperties"] = False
+    return closed
+
+
+def _canonical(value: object) -> str:
+    """Compact JSON; keys keep their order, since property order is the order generated."""
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise GrammarError(f"The schema is not valid JSON: {exc}") from None
+
+
+def _lark_literal(text: str) -> str:
+    # A JSON string literal is a Lark string literal.
+    return json.dumps(text)
+
+
+def _one_line(message: str, limit: int = 300) -> str:
+    line = " ".join(message.split()) or "unknown error"
+    return line if len(line) <= limit else line[: limit - 3] + "..."

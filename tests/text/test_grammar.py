@@ -1,0 +1,254 @@
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+from tokenizers import decoders
+
+from headrace.text import Tokenizer
+from headrace.text.grammar import (
+    GRAMMAR_TOOL_CALL_FORMATS,
+    CompiledGrammar,
+    GrammarCompiler,
+    GrammarError,
+)
+
+WEATHER = {
+    "type": "object",
+    "properties": {"location": {"type": "string", "description": "City name"}},
+    "required": ["location"],
+}
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {"name": "get_weather", "description": "Weather of a city", "parameters": WEATHER},
+}
+ADD_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "add",
+        "parameters": {
+            "type": "object",
+            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+            "required": ["a", "b"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def compiler(tiny_tokenizer: Tokenizer) -> GrammarCompiler:
+    return GrammarCompiler(tiny_tokenizer)
+
+
+def accepts(grammar: CompiledGrammar, tokenizer: Tokenizer, text: str) -> bool:
+    """Whether `text`, tokenized, is a complete output of `grammar`."""
+    matcher = grammar.matcher()
+    return matcher.consume_tokens(tokenizer.encode(text)) and matcher.is_accepting()
+
+
+def call(name: str, arguments: dict[str, Any]) -> str:
+    return f"<tool_call>\n{json.dumps({'name': name, 'arguments': arguments})}\n</tool_call>"
+
+
+def test_json_object_accepts_objects_only(
+    compiler: GrammarCompiler, tiny_tokenizer: Tokenizer
+) -> None:
+    grammar = compiler.json_object()
+    assert grammar.vocab_size == tiny_tokenizer.vocab_size
+    assert accepts(grammar, tiny_tokenizer, json.dumps({"a": [1, {"b": None}], "c": "d"}))
+    assert not accepts(grammar, tiny_tokenizer, "[1, 2]")
+    assert not accepts(grammar, tiny_tokenizer, '{"a": 1')
+
+
+def test_json_schema_follows_the_schema(
+    compiler: GrammarCompiler, tiny_tokenizer: Tokenizer
+) -> None:
+    grammar = compiler.json_schema(WEATHER, strict=True)
+    assert accepts(grammar, tiny_tokenizer, '{"location": "Paris"}')
+    assert not accepts(grammar, tiny_tokenizer, '{"location": 3}')
+    assert not accepts(grammar, tiny_tokenizer, "{}")
+
+
+def test_json_is_written_in_the_layout_of_json_dumps(
+    compiler: GrammarCompiler, tiny_tokenizer: Tokenizer
+) -> None:
+    grammar = compiler.json_schema(WEATHER, strict=True)
+    assert not accepts(grammar, tiny_tokenizer, '{ "location" : "Paris" }')
+    assert not accepts(grammar, tiny_tokenizer, '{"location":"Paris"}')
+
+
+def test_a_completed_grammar_allows_only_the_end(
+    compiler: GrammarCompiler, tiny_tokenizer: Tokenizer
+) -> None:
+    matcher = compiler.json_schema(WEATHER, strict=True).matcher()
+    assert matcher.consume_tokens(tiny_tokenizer.encode('{"location": "Paris"}'))
+    assert matcher.is_stopped()
+
+
+def test_same_schema_twice_is_compiled_once(compiler: GrammarCompiler) -> None:
+    first = compiler.json_schema(WEATHER, strict=True)
+    assert compiler.json_schema(json.loads(json.dumps(WEATHER)), strict=True) is first
+    assert compiler.json_schema(WEATHER, strict=False) is not first
+    assert compiler.json_object() is compiler.json_object()
+    assert compiler.tool_calls([WEATHER_TOOL], parallel=False) is compiler.tool_calls(
+        [WEATHER_TOOL], parallel=False
+    )
+
+
+def test_the_cache_keeps_the_most_recent(tiny_tokenizer: Tokenizer) -> None:
+    compiler = GrammarCompiler(tiny_tokenizer, cache_size=2)
+    schemas = [{"type": "object", "properties": {name: {"type": "integer"}}} for name in "abc"]
+    a, b = (compiler.json_schema(schema, strict=True) for schema in schemas[:2])
+    assert compiler.json_schema(schemas[0], strict=True) is a  # a is now the most recent
+    compiler.json_schema(schemas[2], strict=True)  # evicts b
+    assert compiler.json_schema(schemas[0], strict=True) is a
+    assert compiler.json_schema(schemas[1], strict=True) is not b
+
+
+def test_each_matcher_starts_afresh(compiler: GrammarCompiler, tiny_tokenizer: Tokenizer) -> None:
+    grammar = compiler.json_object()
+    first = grammar.matcher()
+    assert first.consume_tokens(tiny_tokenizer.encode('{"a": 1'))
+    assert accepts(grammar, tiny_tokenizer, "{}")
+
+
+def test_tool_call_names_go_with_their_arguments(
+    compiler: GrammarCompiler, tiny_tokenizer: Tokenizer
+) -> None:
+    grammar = compiler.tool_calls([WEATHER_TOOL, ADD_TOOL], parallel=False)
+    assert accepts(grammar, tiny_tokenizer, call("get_weather", {"location": "Paris"}))
+    assert accepts(grammar, tiny_tokenizer, call("add", {"a": 1, "b": 2}))
+    assert not accepts(grammar, tiny_tokenizer, call("add", {"location": "Paris"}))
+    assert not accepts(grammar, tiny_tokenizer, call("get_weather", {"a": 1, "b": 2}))
+    assert not accepts(grammar, tiny_tokenizer, call("subtract", {"a": 1, "b": 2}))
+    assert not accepts(grammar, tiny_tokenizer, "I will not call a tool.")
+
+
+def test_parallel_tool_calls_allow_several(
+    compiler: GrammarCompiler, tiny_tokenizer: Tokenizer
+) -> None:
+    two = call("add", {"a": 1, "b": 2}) + "\n" + call("get_weather", {"location": "Oslo"})
+    tools = [WEATHER_TOOL, ADD_TOOL]
+    assert accepts(compiler.tool_calls(tools, parallel=True), tiny_tokenizer, two)
+    assert not accepts(compiler.tool_calls(tools, parallel=False), tiny_tokenizer, two)
+
+
+def test_tools_without_parameters_take_empty_arguments(
+    compiler: GrammarCompiler, tiny_tokenizer: Tokenizer
+) -> None:
+    grammar = compiler.tool_calls([{"name": "now"}], parallel=False, format="generic")
+    assert accepts(grammar, tiny_tokenizer, call("now", {}))
+    assert not accepts(grammar, tiny_tokenizer, call("now", {"tz": "UTC"}))
+
+
+def test_unknown_tool_call_format_is_a_value_error(compiler: GrammarCompiler) -> None:
+    assert {"hermes", "generic"} <= GRAMMAR_TOOL_CALL_FORMATS
+    with pytest.raises(ValueError, match="mistral"):
+        compiler.tool_calls([WEATHER_TOOL], parallel=False, format="mistral")
+
+
+BAD_SCHEMAS: dict[str, Any] = {
+    "unknown type": {"type": "strin"},
+    "type not a string": {"type": 5},
+    "properties not an object": {"type": "object", "properties": [1, 2]},
+    "unknown $ref": {"type": "object", "properties": {"a": {"$ref": "#/$defs/nope"}}},
+    "remote $ref": {"$ref": "http://example.com/schema.json"},
+    "bad pattern": {"type": "string", "pattern": "(("},
+    "unsatisfiable": {"type": "string", "minLength": 5, "maxLength": 2},
+    "too deep": json.loads('{"type":"object","properties":{"a":' * 300 + "{}" + "}}" * 300),
+    "not JSON": {"enum": {1, 2}},
+    "NaN": {"type": "number", "minimum": float("nan")},
+    "not an object": [{"type": "string"}],
+}
+
+
+@pytest.mark.parametrize("schema", BAD_SCHEMAS.values(), ids=BAD_SCHEMAS.keys())
+def test_bad_schemas_are_grammar_errors(compiler: GrammarCompiler, schema: Any) -> None:
+    with pytest.raises(GrammarError):
+        compiler.json_schema(schema, strict=True)
+
+
+def test_strict_refuses_what_it_cannot_enforce(compiler: GrammarCompiler) -> None:
+    schema = {"type": "object", "properties": {"a": {"not": {"type": "string"}}}}
+    with pytest.raises(GrammarError, match="not"):
+        compiler.json_schema(schema, strict=True)
+    compiler.json_schema(schema, strict=False)
+
+
+def test_recursive_and_huge_schemas_compile(compiler: GrammarCompiler) -> None:
+    tree = {
+        "$defs": {"node": {"type": "object", "properties": {"kids": {"$ref": "#/$defs/node"}}}},
+        "$ref": "#/$defs/node",
+    }
+    compiler.json_schema(tree, strict=True)
+    compiler.json_schema({"enum": [f"value{i}" for i in range(5000)]}, strict=True)
+
+
+BAD_TOOLS: dict[str, Any] = {
+    "no tools": [],
+    "no name": [{"type": "function", "function": {"parameters": WEATHER}}],
+    "parameters not an object": [{"name": "a", "parameters": [1]}],
+    "duplicate names": [{"name": "a"}, {"name": "a"}],
+    "bad parameters schema": [{"name": "a", "parameters": {"type": "strin"}}],
+    "not a tool": ["get_weather"],
+}
+
+
+@pytest.mark.parametrize("tools", BAD_TOOLS.values(), ids=BAD_TOOLS.keys())
+def test_bad_tools_are_grammar_errors(compiler: GrammarCompiler, tools: Any) -> None:
+    with pytest.raises(GrammarError):
+        compiler.tool_calls(tools, parallel=False)
+
+
+def test_objects_get_only_the_properties_they_list(
+    compiler: GrammarCompiler, tiny_tokenizer: Tokenizer
+) -> None:
+    nested = {"type": "object", "properties": {"inner": WEATHER}}
+    grammar = compiler.json_schema(nested, strict=False)
+    assert accepts(grammar, tiny_tokenizer, '{"inner": {"location": "Oslo"}}')
+    assert not accepts(grammar, tiny_tokenizer, '{"inner": {"location": "Oslo", "x": 1}}')
+    assert not accepts(grammar, tiny_tokenizer, '{"x": 1}')
+    assert "additionalProperties" not in WEATHER  # the caller's schema is untouched
+
+
+def test_objects_open_by_their_schema_stay_open(
+    compiler: GrammarCompiler, tiny_tokenizer: Tokenizer
+) -> None:
+    open_schema = {**WEATHER, "additionalProperties": {"type": "integer"}}
+    grammar = compiler.json_schema(open_schema, strict=True)
+    assert accepts(grammar, tiny_tokenizer, '{"location": "Oslo", "x": 1}')
+    both = {"allOf": [WEATHER, {"properties": {"days": {"type": "integer"}}}]}
+    grammar = compiler.json_schema(both, strict=True)
+    assert accepts(grammar, tiny_tokenizer, '{"location": "Oslo", "days": 3}')
+
+
+def with_decoder(tokenizer: Tokenizer, decoder: decoders.Decoder) -> Tokenizer:
+    hf = copy.deepcopy(tokenizer.hf)
+    hf.backend_tokenizer.decoder = decoder
+    return Tokenizer(hf, tokenizer.eos_token_ids)
+
+
+def test_a_byte_level_decoder_wrapped_in_a_sequence_is_read_as_byte_level(
+    tiny_tokenizer: Tokenizer,
+) -> None:
+    # What transformers 5.17 makes of a GGUF byte-level BPE.
+    wrapped = decoders.Sequence(
+        [
+            decoders.ByteFallback(),
+            decoders.Fuse(),
+            decoders.Replace("\u2581", " "),
+            decoders.ByteLevel(),
+        ]
+    )
+    tokenizer = with_decoder(tiny_tokenizer, wrapped)
+    grammar = GrammarCompiler(tokenizer).json_schema(WEATHER, strict=True)
+    assert accepts(grammar, tokenizer, '{"location": "New York"}')
+
+
+def test_a_vocabulary_the_grammar_engine_misreads_is_refused(tiny_tokenizer: Tokenizer) -> None:
+    sentencepiece_style = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
+    with pytest.raises(ValueError, match="vocabulary"):
+        GrammarCompiler(with_decoder(tiny_tokenizer, sentencepiece_style))
