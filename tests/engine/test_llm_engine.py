@@ -1,42 +1,31 @@
+from pathlib import Path
+from typing import Any
+
 import pytest
 import torch
-import transformers
 
 from headrace.engine.outputs import SamplingParams
 from headrace.model.llama import LlamaForCausalLM
+from headrace.model.loader import load_model
 from tests.engine.factories import (
+    CPU,
     make_engine,
     make_model,
-    make_model_config,
     make_params,
     run_to_completion,
 )
+from tests.model.factories import make_hf_model, save_hf
 
 PROMPTS = {"a": [1, 5, 9, 2, 33], "b": [4, 4, 8, 15, 16, 23, 42, 7, 3, 1, 2], "c": [60]}
 
 
-def hf_twin() -> tuple[transformers.LlamaForCausalLM, LlamaForCausalLM]:
-    """A random transformers Llama and a headrace model holding the same weights."""
-    torch.manual_seed(0)
-    hf_config = transformers.LlamaConfig(
-        vocab_size=96,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        rms_norm_eps=1e-5,
-        rope_theta=10000.0,
-        tie_word_embeddings=False,
-    )
-    hf = transformers.LlamaForCausalLM(hf_config).eval()
-    ours = LlamaForCausalLM(make_model_config())
-    ours.load_state_dict(hf.state_dict())
-    return hf, ours.eval()
+def hf_twin(tmp_path: Path, kind: str) -> tuple[Any, LlamaForCausalLM]:
+    """A random transformers model and headrace's load of its checkpoint."""
+    hf = make_hf_model(kind)
+    return hf, load_model(save_hf(hf, tmp_path), torch.float32, CPU)
 
 
-def hf_greedy(hf: transformers.LlamaForCausalLM, prompt: list[int], n: int) -> list[int]:
+def hf_greedy(hf: Any, prompt: list[int], n: int) -> list[int]:
     ids = torch.tensor([prompt])
     with torch.no_grad():
         out = hf.generate(
@@ -50,9 +39,10 @@ def hf_greedy(hf: transformers.LlamaForCausalLM, prompt: list[int], n: int) -> l
     return out[0, len(prompt) :].tolist()
 
 
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
 @pytest.mark.parametrize("budget", [64, 4])
-def test_greedy_matches_transformers_in_one_batch(budget: int) -> None:
-    hf, ours = hf_twin()
+def test_greedy_matches_transformers_in_one_batch(tmp_path: Path, kind: str, budget: int) -> None:
+    hf, ours = hf_twin(tmp_path, kind)
     engine = make_engine(ours, max_num_batched_tokens=budget)
     for request_id, prompt in PROMPTS.items():
         engine.add_request(request_id, prompt, make_params(max_tokens=12))
