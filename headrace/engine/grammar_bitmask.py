@@ -1,11 +1,11 @@
 """Masks the logits of grammar-constrained rows to the tokens their grammars allow next.
 
 Each constrained request holds an llguidance matcher. In a step, every constrained row's
-matcher writes its packed mask (one bit per token id) into a CPU buffer; the bits are unpacked
-into a bias, 0 where a token is allowed and about -3e38 where it is not, added to the row's
-logits before any sampling. The buffers are allocated on the first constrained step and grow
-only when more rows are constrained at once than ever before; a step with no constrained row
-does nothing at all.
+matcher writes its packed mask (one bit per token id) into a CPU buffer. Each byte of those
+masks then picks, from a 256-row table, the bias of its 8 tokens: 0 where a token is allowed,
+about -3e38 where it is not; the bias is added to the row's logits before any sampling. The
+buffers are allocated on the first constrained step and grow only when more rows are
+constrained at once than ever before; a step with no constrained row does nothing at all.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ class _Buffers:
     packed: Tensor
     # The packed masks on the model's device (the same tensor on the CPU): [rows, words] int32.
     packed_on_device: Tensor
-    # Bit positions 0..31: [32] int32.
-    shifts: Tensor
-    # Unpacked bits, 1 allowed, then 0 allowed / -1 blocked: [rows, words, 32] int32.
-    bits: Tensor
+    # The masks' bytes as table indices: [rows * words * 4] int64.
+    indices: Tensor
+    # The bias of the 8 tokens of every possible mask byte: [256, 8] float32.
+    byte_bias: Tensor
     # What each row adds to its logits: [rows, words * 32] float32.
     bias: Tensor
 
@@ -85,12 +85,11 @@ class GrammarBitmask:
         packed = buffers.packed_on_device[:num_rows]
         if buffers.packed_on_device is not buffers.packed:
             packed.copy_(buffers.packed[:num_rows])
-        bits = buffers.bits[:num_rows]
-        torch.bitwise_right_shift(packed.unsqueeze(-1), buffers.shifts, out=bits)
-        torch.bitwise_and(bits, 1, out=bits)
-        bits.sub_(1)
+        # Little-endian: byte j of word w holds the bits of tokens 32w + 8j ... 32w + 8j + 7.
+        indices = buffers.indices[: packed.numel() * 4]
+        indices.copy_(packed.view(torch.uint8).view(-1))
         bias = buffers.bias[:num_rows]
-        torch.mul(bits.view(num_rows, -1), _BLOCKED, out=bias)
+        torch.index_select(buffers.byte_bias, 0, indices, out=bias.view(-1, 8))
         return bias[:, : self.vocab_size]
 
     def _reserve(self, num_rows: int, mask_words: int) -> _Buffers:
@@ -102,14 +101,15 @@ class GrammarBitmask:
         rows = old_rows if num_rows <= old_rows else max(num_rows, 2 * old_rows)
         words = max(mask_words, old_words, (self.vocab_size + 31) // 32)
         packed = torch.zeros(rows, words, dtype=torch.int32)
-        on_device = packed if self.device.type == "cpu" else packed.to(self.device)
+        bits = torch.arange(8)
+        allowed = (torch.arange(256).unsqueeze(1) >> bits) & 1  # [256, 8]
         self._buffers = _Buffers(
             rows=rows,
             words=words,
             packed=packed,
-            packed_on_device=on_device,
-            shifts=torch.arange(32, dtype=torch.int32, device=self.device),
-            bits=torch.empty(rows, words, 32, dtype=torch.int32, device=self.device),
+            packed_on_device=packed if self.device.type == "cpu" else packed.to(self.device),
+            indices=torch.empty(rows * words * 4, dtype=torch.int64, device=self.device),
+            byte_bias=((allowed - 1) * _BLOCKED).float().to(self.device),
             bias=torch.empty(rows, words * 32, dtype=torch.float32, device=self.device),
         )
         return self._buffers

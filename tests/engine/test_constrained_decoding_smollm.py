@@ -58,7 +58,7 @@ CAT = {
 # Greedy, then temperature 1 with a few seeds.
 SAMPLINGS: dict[str, dict[str, Any]] = {
     "greedy": {"temperature": 0.0},
-    **{f"seed{seed}": {"temperature": 1.0, "seed": seed} for seed in (1, 2, 3)},
+    **{f"seed{seed}": {"temperature": 1.0, "seed": seed} for seed in (1, 2)},
 }
 MAX_TOKENS = 64
 TOOL_CALL = re.compile(r"<tool_call>\n(.*?)\n</tool_call>", re.DOTALL)
@@ -118,8 +118,10 @@ def results(default_model_path: Path) -> dict[str, Result]:
         )
 
     for kind, (prompt_ids, grammar) in asks.items():
-        for name, sampling in SAMPLINGS.items():
-            engine.add_request(f"{kind}/{name}", prompt_ids, params(sampling, grammar))
+        # Parallel calls run on to max_tokens; one greedy run of those is enough.
+        samplings = ["greedy"] if kind == "two tools parallel" else list(SAMPLINGS)
+        for name in samplings:
+            engine.add_request(f"{kind}/{name}", prompt_ids, params(SAMPLINGS[name], grammar))
     engine.add_request("free/batched", free_prompt, params(SAMPLINGS["greedy"], None))
     batched = _run(engine, tokenizer)
     engine.add_request("free/alone", free_prompt, params(SAMPLINGS["greedy"], None))
@@ -141,7 +143,7 @@ def _run(engine: LLMEngine, tokenizer: Tokenizer) -> dict[str, Result]:
 
 def of_kind(results: dict[str, Result], kind: str) -> list[Result]:
     found = [result for result in results.values() if result.kind == kind]
-    assert len(found) == len(SAMPLINGS)
+    assert found
     return found
 
 
