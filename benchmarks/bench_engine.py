@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from contention import PairRunner, Run
 from local_runs import HeadraceRunner, TransformersRunner, build_transformers_model
 from timing import aggregate_tok_s, decode_tok_s, steady_decode_tok_s, ttft_ms
 
@@ -59,6 +60,20 @@ class Row:
     # One value per run, per side.
     headrace: list[float] = field(default_factory=list)
     transformers: list[float] = field(default_factory=list)
+    # Whether run i of both sides ran back to back, so their ratio can be taken run by run.
+    paired: bool = True
+
+    def speedup(self) -> float | None:
+        """How many times faster headrace is: the median of the per-run ratios when paired."""
+        if not self.transformers:
+            return None
+        if self.paired:
+            pairs = zip(self.headrace, self.transformers, strict=True)
+            return statistics.median(self._speedup(ours, theirs) for ours, theirs in pairs)
+        return self._speedup(statistics.median(self.headrace), statistics.median(self.transformers))
+
+    def _speedup(self, ours: float, theirs: float) -> float:
+        return ours / theirs if self.higher_is_better else theirs / ours
 
 
 def main() -> None:
@@ -90,11 +105,20 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--output-len", type=int, help="tokens generated (default 128)")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--max-num-batched-tokens", type=int, default=512)
+    parser.add_argument(
+        "--max-num-batched-tokens", type=int, default=EngineConfig().max_num_batched_tokens
+    )
     parser.add_argument("--max-model-len", type=int, help="default: the model's context length")
     parser.add_argument("--server", metavar="URL", help="also measure a running server")
     parser.add_argument("--served-model", help="model name for --server (default: the first)")
     parser.add_argument("--http-only", action="store_true", help="skip the in-process runs")
+    parser.add_argument(
+        "--noise-threshold",
+        type=float,
+        default=0.10,
+        help="redo a run pair when other processes took more than this share of the CPU",
+    )
+    parser.add_argument("--noise-retries", type=int, default=2, help="most redos per run pair")
     return parser.parse_args()
 
 
@@ -116,12 +140,7 @@ def _bench_local(
     )
     max_model_len = args.max_model_len or model.config.max_position_embeddings
     ours = HeadraceRunner(
-        model,
-        max_num_seqs=engine_config.max_num_seqs,
-        max_num_batched_tokens=engine_config.max_num_batched_tokens,
-        max_model_len=max_model_len,
-        dtype=dtype,
-        device=device,
+        model, engine_config, max_model_len=max_model_len, dtype=dtype, device=device
     )
     _log("building the transformers model from the same weights")
     theirs = TransformersRunner(build_transformers_model(model, dtype, device), device)
@@ -147,27 +166,31 @@ def _bench_local(
 
     single, concurrent = _local_rows(workload)
     agree: list[int] = []
+    noise = PairRunner(threshold=args.noise_threshold, retries=args.noise_retries, log=_log)
     for i in range(workload.repeats):
         _log(f"run {i + 1}/{workload.repeats}")
-        sides = [("headrace", ours.run), ("transformers", theirs.run)]
+        sides: list[tuple[str, Run]] = [("headrace", ours.run), ("transformers", theirs.run)]
         if i % 2:
             sides.reverse()  # alternate who goes first, so drift hits both alike
-        prompt = prompts(1, workload.prompt_len)
-        outputs: dict[str, list[int]] = {}
-        for name, run in sides:
-            stream = run(prompt, workload.output_len)[0]
-            outputs[name] = stream.token_ids
+        results = noise.run_pair(sides, prompts(1, workload.prompt_len), workload.output_len)
+        for name, (stream,) in results.items():
             _record(single, name, [ttft_ms([stream]), decode_tok_s(stream)])
-        agree.append(_common_prefix(outputs["headrace"], outputs["transformers"]))
+        agree.append(
+            _common_prefix(results["headrace"][0].token_ids, results["transformers"][0].token_ids)
+        )
         batch = prompts(workload.concurrency, workload.prompt_len)
-        for name, run in sides:
-            streams = run(batch, workload.output_len)
+        for name, streams in noise.run_pair(sides, batch, workload.output_len).items():
             assert all(s.num_tokens == workload.output_len for s in streams)
             _record(
                 concurrent,
                 name,
                 [ttft_ms(streams), aggregate_tok_s(streams), steady_decode_tok_s(streams)],
             )
+    notes.append(
+        f"Other processes took at most {noise.worst_kept:.0%} of the machine's CPU during a kept "
+        f"run; {noise.redone} run pair(s) were redone because they took more than "
+        f"{noise.threshold:.0%}."
+    )
     notes.append(
         "Greedy agreement, single stream: the two sides' outputs share their first "
         f"{', '.join(map(str, agree))} of {workload.output_len} tokens in the "
@@ -191,8 +214,11 @@ def _local_rows(workload: Workload) -> tuple[list[Row], list[Row]]:
 
 
 def _record(rows: list[Row], side: str, values: list[float]) -> None:
+    measured = []
     for row, value in zip(rows, values, strict=True):
         getattr(row, side).append(value)
+        measured.append(f"{row.metric} {value:.1f}")
+    _log(f"  {side}: " + "; ".join(measured))
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
@@ -232,11 +258,11 @@ def _bench_http(
         for s in [stream, *streams]:
             prompt_tokens.add(s.num_prompt_tokens)
             output_tokens.add(s.num_tokens)
-        values = [ttft_ms([stream]), decode_tok_s(stream), ttft_ms(streams)]
-        for row, value in zip(rows, [*values, aggregate_tok_s(streams)], strict=True):
-            row.headrace.append(value)
+        single = [ttft_ms([stream]), decode_tok_s(stream)]
+        _record(rows, "headrace", [*single, ttft_ms(streams), aggregate_tok_s(streams)])
     for row in rows:  # the transformers column: the same metric, in process
         row.transformers = transformers_side.get(row.metric.removeprefix("HTTP, "), [])
+        row.paired = False
     notes.append(
         f"HTTP rows: {url} /v1/chat/completions, stream=True, temperature=0, "
         f"max_tokens={workload.output_len}, ignore_eos; prompts of "
@@ -257,19 +283,18 @@ def _report(args: argparse.Namespace, workload: Workload, rows: list[Row], notes
         f"transformers {transformers.__version__}, device {args.device}, {args.dtype}",
         f"Workload: {workload.prompt_len}-token prompts, {workload.output_len} tokens out "
         f"(greedy, fixed length), {workload.concurrency} concurrent streams; "
-        f"median of {workload.repeats} runs after one warm-up.",
+        f"median of {workload.repeats} runs after one warm-up; the two sides alternate, and the "
+        "ratio is the median of the per-run ratios.",
         "",
         "| metric | headrace | transformers | ratio (>1: headrace faster) |",
         "|---|---:|---:|---:|",
     ]
     for row in rows:
         ours = statistics.median(row.headrace)
-        theirs = statistics.median(row.transformers) if row.transformers else None
-        ratio = "—"
-        if theirs is not None:
-            ratio = f"{ours / theirs if row.higher_is_better else theirs / ours:.2f}x"
-        theirs_text = "—" if theirs is None else f"{theirs:.1f}"
-        lines.append(f"| {row.metric} | {ours:.1f} | {theirs_text} | {ratio} |")
+        theirs = f"{statistics.median(row.transformers):.1f}" if row.transformers else "—"
+        speedup = row.speedup()
+        ratio = "—" if speedup is None else f"{speedup:.2f}x"
+        lines.append(f"| {row.metric} | {ours:.1f} | {theirs} | {ratio} |")
     lines += ["", *notes]
     return "\n".join(lines)
 

@@ -31,16 +31,12 @@ class HeadraceRunner:
     def __init__(
         self,
         model: LlamaForCausalLM,
+        config: EngineConfig,
         *,
-        max_num_seqs: int,
-        max_num_batched_tokens: int,
         max_model_len: int,
         dtype: torch.dtype,
         device: torch.device,
     ) -> None:
-        config = EngineConfig(
-            max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens
-        )
         self.engine = LLMEngine(
             model, config, max_model_len=max_model_len, kv_dtype=dtype, device=device
         )
