@@ -3,6 +3,10 @@
 The event loop never waits on the model: requests and aborts cross to the engine thread
 through a command queue read between steps, and each step's outputs cross back with
 `call_soon_threadsafe` into one asyncio queue per request.
+
+All torch work happens on that one thread, the model's loading included: torch's CPU thread
+pool belongs to the thread that first uses it, and stepping on another thread than the one
+that loaded the model measured half the decode speed (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -10,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
-import threading
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from headrace.engine.llm_engine import LLMEngine, RequestOutput
@@ -48,25 +52,40 @@ _Command = _Add | _Abort | None  # None asks the thread to stop
 class AsyncEngine:
     """An `EngineClient` over an `LLMEngine` stepping on a background thread."""
 
-    def __init__(self, engine: LLMEngine) -> None:
+    def __init__(self, engine: LLMEngine, thread: ThreadPoolExecutor) -> None:
+        """Use `build`: it makes the engine on the thread that will step it."""
         self.max_model_len = engine.max_model_len
         self._engine = engine
+        self._thread = thread
         self._commands: queue.SimpleQueue[_Command] = queue.SimpleQueue()
         self._streams: dict[str, asyncio.Queue[TokenOutput | EngineError]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._running: Future[None] | None = None
         self._stats = EngineStats(running=0, waiting=0)
+
+    @classmethod
+    def build(cls, make_engine: Callable[[], LLMEngine]) -> AsyncEngine:
+        """Run `make_engine` (model loading and all) on the engine's own thread; its errors
+        are raised here."""
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="headrace-engine")
+        try:
+            engine = thread.submit(make_engine).result()
+        except BaseException:
+            thread.shutdown()
+            raise
+        return cls(engine, thread)
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._run, name="headrace-engine", daemon=True)
-        self._thread.start()
+        self._running = self._thread.submit(self._run)
 
     def shutdown(self) -> None:
-        if self._thread is not None:
+        """Stop stepping and end the thread; the engine cannot start again."""
+        if self._running is not None:
             self._commands.put(None)
-            self._thread.join()
-            self._thread = None
+            self._running.result()
+            self._running = None
+        self._thread.shutdown()
 
     def stats(self) -> EngineStats:
         return self._stats

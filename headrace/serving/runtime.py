@@ -36,30 +36,33 @@ def load_runtime(model_config: ModelConfig, engine_config: EngineConfig) -> Runt
     source = resolve_model(model_config.model)
     device = resolve_device(model_config.device)
     dtype = resolve_dtype(model_config.dtype, device)
-    started = time.perf_counter()
-    model = load_model(source.path, dtype, device)
-    tokenizer = Tokenizer.from_path(source.path)
-    logger.info(
-        "loaded %s (%s, %s) in %.1f s", source.path, dtype, device, time.perf_counter() - started
-    )
-    trained_len = model.config.max_position_embeddings
-    max_model_len = model_config.max_model_len or trained_len
-    if max_model_len > trained_len:
-        raise ValueError(
-            f"--max-model-len {max_model_len} exceeds the model's context length {trained_len}"
+
+    def make_engine() -> LLMEngine:
+        started = time.perf_counter()
+        model = load_model(source.path, dtype, device)
+        seconds = time.perf_counter() - started
+        logger.info("loaded %s (%s, %s) in %.1f s", source.path, dtype, device, seconds)
+        trained_len = model.config.max_position_embeddings
+        max_model_len = model_config.max_model_len or trained_len
+        if max_model_len > trained_len:
+            raise ValueError(
+                f"--max-model-len {max_model_len} exceeds the model's context length {trained_len}"
+            )
+        engine = LLMEngine(
+            model, engine_config, max_model_len=max_model_len, kv_dtype=dtype, device=device
         )
-    engine = LLMEngine(
-        model, engine_config, max_model_len=max_model_len, kv_dtype=dtype, device=device
-    )
-    logger.info(
-        "KV cache: %d slots x %d tokens, up to %.2f GiB",
-        engine.kv_cache.num_slots,
-        max_model_len,
-        engine.kv_cache.bytes / 2**30,
-    )
+        logger.info(
+            "KV cache: %d slots x %d tokens, up to %.2f GiB",
+            engine.kv_cache.num_slots,
+            max_model_len,
+            engine.kv_cache.bytes / 2**30,
+        )
+        return engine
+
+    tokenizer = Tokenizer.from_path(source.path)
     names = model_config.served_model_names or (source.name,)
     return Runtime(
-        engine=AsyncEngine(engine),
+        engine=AsyncEngine.build(make_engine),
         tokenizer=tokenizer,
         model_names=names,
         grammars=GrammarCompiler(tokenizer),

@@ -1,14 +1,16 @@
 import asyncio
+import threading
 
 import pytest
 
 from headrace.engine.async_engine import AsyncEngine
+from headrace.engine.llm_engine import LLMEngine, RequestOutput
 from tests.engine.factories import make_engine, make_model, make_params, run_to_completion
 
 
 @pytest.fixture
 async def engine():  # type: ignore[no-untyped-def]
-    async_engine = AsyncEngine(make_engine())
+    async_engine = AsyncEngine.build(make_engine)
     async_engine.start()
     yield async_engine
     async_engine.shutdown()
@@ -32,7 +34,7 @@ async def test_concurrent_streams_match_the_sync_engine(engine: AsyncEngine) -> 
 
 async def test_closing_the_stream_aborts_the_request() -> None:
     model = make_model(max_position_embeddings=4096)
-    engine = AsyncEngine(make_engine(model, max_model_len=4096))
+    engine = AsyncEngine.build(lambda: make_engine(model, max_model_len=4096))
     engine.start()
     stream = engine.generate("r", [1, 2, 3], make_params(max_tokens=100_000))
     await anext(stream)
@@ -53,3 +55,25 @@ async def test_duplicate_request_id_is_refused(engine: AsyncEngine) -> None:
     with pytest.raises(ValueError):
         await anext(engine.generate("r", [1], make_params()))
     await stream.aclose()
+
+
+async def test_the_engine_is_built_and_stepped_on_one_thread() -> None:
+    threads: set[int] = set()
+
+    def build() -> LLMEngine:
+        threads.add(threading.get_ident())
+        engine = make_engine()
+        step = engine.step
+
+        def recorded_step() -> list[RequestOutput]:
+            threads.add(threading.get_ident())
+            return step()
+
+        engine.step = recorded_step  # type: ignore[method-assign]
+        return engine
+
+    engine = AsyncEngine.build(build)
+    engine.start()
+    assert await collect(engine, "r", 3)
+    engine.shutdown()
+    assert len(threads) == 1 and threading.get_ident() not in threads

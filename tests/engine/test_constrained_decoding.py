@@ -177,7 +177,7 @@ def test_a_refused_token_fails_only_its_request(
 async def test_a_refused_token_reaches_the_stream_as_an_engine_error(
     tiny_compiler: GrammarCompiler, tiny_tokenizer: Tokenizer
 ) -> None:
-    engine = AsyncEngine(tiny_engine(tiny_tokenizer))
+    engine = AsyncEngine.build(lambda: tiny_engine(tiny_tokenizer))
     engine.start()
     try:
         refusing = RefusingGrammar(tiny_compiler.json_schema(SCHEMA, strict=True), refuse_at=2)
