@@ -68,15 +68,18 @@ def attend(q: Tensor, k_cache: Tensor, v_cache: Tensor, batch: AttentionBatch) -
         out[:n] = o.squeeze(2)
     for span in batch.prefills:
         end = span.cached_len + span.length
-        qp = q[span.token_offset : span.token_offset + span.length].transpose(0, 1)  # [H, l, D]
-        k = k_cache[span.slot, :, :end]  # [Hkv, end, D]
-        v = v_cache[span.slot, :, :end]
+        rows = slice(span.token_offset, span.token_offset + span.length)
+        # 4-D [1, H, l, D] operands: the CPU's flash kernel takes them, 3-D ones fall back to
+        # the math path (10x slower at 2k tokens).
+        qp = q[rows].transpose(0, 1).unsqueeze(0)  # [1, H, l, D]
+        k = k_cache[span.slot, :, :end].unsqueeze(0)  # [1, Hkv, end, D]
+        v = v_cache[span.slot, :, :end].unsqueeze(0)
         if span.cached_len == 0:
             o = F.scaled_dot_product_attention(qp, k, v, is_causal=True, enable_gqa=True)
         else:
             # Query i sits at position cached_len + i and sees every key up to it.
-            rows = torch.arange(span.length, device=q.device).unsqueeze(1) + span.cached_len
-            mask = torch.arange(end, device=q.device).unsqueeze(0) <= rows  # [l, end]
+            positions = torch.arange(span.length, device=q.device).unsqueeze(1) + span.cached_len
+            mask = torch.arange(end, device=q.device).unsqueeze(0) <= positions  # [l, end]
             o = F.scaled_dot_product_attention(qp, k, v, attn_mask=mask, enable_gqa=True)
-        out[span.token_offset : span.token_offset + span.length] = o.transpose(0, 1)
+        out[rows] = o[0].transpose(0, 1)
     return out
