@@ -133,7 +133,7 @@ class ChatService:
             temperature=1.0 if request.temperature is None else request.temperature,
             top_p=1.0 if request.top_p is None else request.top_p,
             seed=request.seed,
-            stop_token_ids=self._tokenizer.eos_token_ids,
+            stop_token_ids=frozenset() if request.ignore_eos else self._tokenizer.eos_token_ids,
             grammar=grammar,
         )
         stop = [request.stop] if isinstance(request.stop, str) else request.stop or []

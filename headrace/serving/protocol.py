@@ -170,6 +170,8 @@ class ChatCompletionRequest(_Request):
     n: int | None = Field(default=None, ge=1)
     # Seed for reproducible sampling.
     seed: int | None = None
+    # vLLM's extension: generate through end-of-sequence tokens (fixed-length benchmarks).
+    ignore_eos: bool = False
     # Up to 4 strings that end the completion; never part of the returned text.
     stop: str | list[str] | None = Field(default=None, max_length=4)
     # Accepted and ignored: the engine has no repetition penalties yet.

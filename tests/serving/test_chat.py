@@ -54,6 +54,12 @@ async def test_complete_returns_the_reply_and_usage() -> None:
     assert engine.aborted == [] and engine.closed_early == []
 
 
+async def test_ignore_eos_generates_through_end_of_sequence() -> None:
+    service, _ = make_service()
+    assert service.prepare(request()).params.stop_token_ids == {EOS}
+    assert service.prepare(request(ignore_eos=True)).params.stop_token_ids == frozenset()
+
+
 async def test_prepare_builds_sampling_params() -> None:
     service, _ = make_service()
     chat = service.prepare(request(temperature=0, top_p=0.5, seed=7, max_tokens=9))
