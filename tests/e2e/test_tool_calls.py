@@ -178,7 +178,7 @@ def test_json_object_streams_valid_json(client: openai.OpenAI) -> None:
     assert isinstance(json.loads(text), dict)
 
 
-def test_node_sdk_accumulates_the_same_call(server: Server) -> None:
+def test_node_sdk_accumulates_the_same_call(server: Server, client: openai.OpenAI) -> None:
     done = subprocess.run(
         ["node", "checks/stream_tool_calls.mjs"], cwd=HERE / "node",
         env={**server.env(), "SEED": "7"}, capture_output=True, text=True, timeout=300,
@@ -189,6 +189,12 @@ def test_node_sdk_accumulates_the_same_call(server: Server) -> None:
     (call,) = result["tool_calls"]
     assert call["id"].startswith("call_") and call["type"] == "function"
     check_weather_call(call["function"]["name"], call["function"]["arguments"])
+    with client.chat.completions.stream(
+        model="gpt-4.1", messages=ASK, tools=[WEATHER], tool_choice="required",
+        parallel_tool_calls=False, seed=7,
+    ) as stream:  # fmt: skip
+        python_calls = calls_of(stream.get_final_completion())
+    assert python_calls == [(call["function"]["name"], call["function"]["arguments"])]
 
 
 def test_uncompilable_schema_is_400(client: openai.OpenAI) -> None:
