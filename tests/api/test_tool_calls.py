@@ -10,20 +10,9 @@ import pytest
 
 from tests.api.sse import events
 from tests.fakes import EOS, MODEL_NAMES, FakeEngine, chat_body, make_app, make_client
+from tests.guide import WEATHER_TOOL as WEATHER
 from tests.schema import validate
 
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Get current weather for a location",
-        "parameters": {
-            "type": "object",
-            "properties": {"location": {"type": "string", "description": "City name"}},
-            "required": ["location"],
-        },
-    },
-}
 CALL = '<tool_call>{"name": "get_weather", "arguments": {"location": "%s"}}</tool_call>'
 
 

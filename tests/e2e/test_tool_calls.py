@@ -14,22 +14,12 @@ import pydantic
 import pytest
 
 from tests.e2e.conftest import Server
+from tests.guide import WEATHER_TOOL
 from tests.schema import validate
 
 pytestmark = pytest.mark.e2e
 HERE = Path(__file__).parent
-WEATHER: Any = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Get current weather for a location",
-        "parameters": {
-            "type": "object",
-            "properties": {"location": {"type": "string", "description": "City name"}},
-            "required": ["location"],
-        },
-    },
-}
+WEATHER: Any = WEATHER_TOOL
 TIME: Any = {
     "type": "function",
     "function": {

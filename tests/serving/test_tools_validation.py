@@ -19,21 +19,9 @@ from headrace.serving.tools import (
     template_tools,
 )
 from tests.fakes import chat_body
+from tests.guide import WEATHER_PARAMETERS
+from tests.guide import WEATHER_TOOL as WEATHER
 
-# The streaming guide's tool.
-WEATHER_PARAMETERS = {
-    "type": "object",
-    "properties": {"location": {"type": "string", "description": "City name"}},
-    "required": ["location"],
-}
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Get current weather for a location",
-        "parameters": WEATHER_PARAMETERS,
-    },
-}
 TIME = {"type": "function", "function": {"name": "get_time"}}
 WEATHER_TOOL = FunctionTool(
     "get_weather", "Get current weather for a location", WEATHER_PARAMETERS, strict=False

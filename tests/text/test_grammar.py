@@ -14,12 +14,9 @@ from headrace.text.grammar import (
     GrammarCompiler,
     GrammarError,
 )
+from tests.guide import WEATHER_PARAMETERS
 
-WEATHER = {
-    "type": "object",
-    "properties": {"location": {"type": "string", "description": "City name"}},
-    "required": ["location"],
-}
+WEATHER = WEATHER_PARAMETERS
 WEATHER_TOOL = {
     "type": "function",
     "function": {"name": "get_weather", "description": "Weather of a city", "parameters": WEATHER},
