@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -44,12 +45,33 @@ def _parser() -> argparse.ArgumentParser:
         "--max-num-batched-tokens", type=int, default=EngineConfig.max_num_batched_tokens
     )
     serve.add_argument(
+        "--kv-cache-memory",
+        type=_gib,
+        metavar="GIB",
+        help="KV cache size in GiB (default: every sequence's whole context, up to 2)",
+    )
+    serve.add_argument("--block-size", type=int, default=EngineConfig.block_size)
+    serve.add_argument(
+        "--no-prefix-caching",
+        dest="prefix_caching",
+        action="store_false",
+        help="compute every prompt in full, even where an earlier one started the same way",
+    )
+    serve.add_argument(
         "--tool-call-parser",
         choices=TOOL_CALL_FORMATS,
         help="how the model writes tool calls (default: told from its chat template)",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     return parser
+
+
+def _gib(text: str) -> int:
+    """A size in GiB, as bytes."""
+    gib = float(text)
+    if not math.isfinite(gib) or gib <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of GiB, not {text}")
+    return int(gib * 2**30)
 
 
 def _api_keys(flags: Sequence[str]) -> tuple[str, ...]:
@@ -71,7 +93,11 @@ def _serve(args: argparse.Namespace) -> None:
         max_model_len=args.max_model_len,
     )
     engine_config = EngineConfig(
-        max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens
+        max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens,
+        block_size=args.block_size,
+        kv_cache_memory=args.kv_cache_memory,
+        enable_prefix_caching=args.prefix_caching,
     )
     server_config = ServerConfig(host=args.host, port=args.port, api_keys=_api_keys(args.api_key))
     runtime = load_runtime(model_config, engine_config)

@@ -46,12 +46,22 @@ class EngineConfig:
     max_num_seqs: int = 16
     # Most tokens (prefill chunks + decodes) computed in one step.
     max_num_batched_tokens: int = 512
+    # Token positions per KV-cache block.
+    block_size: int = 16
+    # Bytes of KV cache; None means room for every sequence's whole context, up to 2 GiB.
+    kv_cache_memory: int | None = None
+    # Whether requests reuse the cached blocks of prompts that start the same way.
+    enable_prefix_caching: bool = True
 
     def __post_init__(self) -> None:
         if self.max_num_seqs < 1:
             raise ValueError(f"max_num_seqs must be positive, not {self.max_num_seqs}")
         if self.max_num_batched_tokens < self.max_num_seqs:
             raise ValueError("max_num_batched_tokens must be at least max_num_seqs")
+        if self.block_size not in (8, 16, 32, 64, 128):
+            raise ValueError(f"block_size must be 8, 16, 32, 64 or 128, not {self.block_size}")
+        if self.kv_cache_memory is not None and self.kv_cache_memory <= 0:
+            raise ValueError("kv_cache_memory must be positive")
 
 
 @dataclass(frozen=True)

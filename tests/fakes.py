@@ -145,7 +145,7 @@ class FakeEngine:
                     raise RuntimeError("engine exploded")
                 if self.abort_after is not None and n > self.abort_after:
                     finished = True
-                    yield TokenOutput([], "abort", prompt, n - 1)
+                    yield TokenOutput([], "abort", prompt, n - 1, 0)
                     return
                 finish: FinishReason | None = None
                 if token in params.stop_token_ids:
@@ -154,11 +154,11 @@ class FakeEngine:
                     finish = "length"
                 finished = finish is not None
                 self.started.set()
-                yield TokenOutput([token], finish, prompt, n)
+                yield TokenOutput([token], finish, prompt, n, 0)
                 if finished:
                     return
             finished = True
-            yield TokenOutput([], "stop", prompt, len(self.reply))
+            yield TokenOutput([], "stop", prompt, len(self.reply), 0)
         finally:
             self.running -= 1
             if not finished:

@@ -49,7 +49,13 @@ def health_router(engine: EngineClient) -> APIRouter:
     @router.get("/health")
     async def health() -> dict[str, object]:
         stats = engine.stats()
-        return {"status": "ok", "running": stats.running, "waiting": stats.waiting}
+        return {
+            "status": "ok",
+            "running": stats.running,
+            "waiting": stats.waiting,
+            "kv_cache_usage": round(stats.kv_cache_usage, 4),
+            "preemptions": stats.num_preemptions,
+        }
 
     return router
 

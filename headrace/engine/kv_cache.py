@@ -1,65 +1,66 @@
-"""The KV cache: one slot per running sequence, each as long as the model's context."""
+"""The paged KV cache's memory: per layer, keys and values in fixed-size blocks of positions."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-__all__ = ["KVCache"]
+from headrace.model.llama import LlamaConfig
 
-# Slots are zeroed lazily, this many positions at a time (see ensure_zeroed).
-_ZERO_CHUNK = 256
+__all__ = ["DEFAULT_KV_CACHE_MEMORY", "KVCache", "bytes_per_token", "num_blocks_for"]
+
+# Cache memory when none is asked for: room for every sequence's whole context, up to this.
+DEFAULT_KV_CACHE_MEMORY = 2 * 2**30
+
+
+def bytes_per_token(config: LlamaConfig, dtype: torch.dtype) -> int:
+    """Cache memory one token takes: keys and values in every layer."""
+    element_size = torch.empty(0, dtype=dtype).element_size()
+    per_layer = 2 * config.num_key_value_heads * config.head_dim * element_size
+    return config.num_hidden_layers * per_layer
+
+
+def num_blocks_for(
+    memory: int | None,
+    *,
+    block_size: int,
+    bytes_per_token: int,
+    max_num_seqs: int,
+    max_model_len: int,
+) -> int:
+    """Blocks the cache gets, the null block included; ValueError if one context won't fit."""
+    if memory is None:
+        memory = min(DEFAULT_KV_CACHE_MEMORY, max_num_seqs * max_model_len * bytes_per_token)
+    num_blocks = memory // (block_size * bytes_per_token)
+    needed = -(-max_model_len // block_size) + 1
+    if num_blocks < needed:
+        raise ValueError(
+            f"a KV cache of {memory / 2**20:.1f} MiB holds {num_blocks} blocks of {block_size}"
+            f" tokens; one sequence of max_model_len {max_model_len} needs {needed}:"
+            " give --kv-cache-memory more or lower --max-model-len"
+        )
+    return int(num_blocks)
 
 
 class KVCache:
     def __init__(
         self,
+        config: LlamaConfig,
         *,
-        num_layers: int,
-        num_slots: int,
-        max_len: int,
-        num_kv_heads: int,
-        head_dim: int,
+        num_blocks: int,
+        block_size: int,
         dtype: torch.dtype,
         device: torch.device,
     ) -> None:
-        shape = (num_slots, num_kv_heads, max_len, head_dim)
-        # Allocated, not zeroed: untouched pages cost no memory until a sequence reaches them.
+        shape = (num_blocks, block_size, config.num_key_value_heads, config.head_dim)
+        # Zeroed, so positions never written (the null block's, a block's tail) read as finite.
         self.layers: list[tuple[Tensor, Tensor]] = [
             (
-                torch.empty(shape, dtype=dtype, device=device),
-                torch.empty(shape, dtype=dtype, device=device),
+                torch.zeros(shape, dtype=dtype, device=device),
+                torch.zeros(shape, dtype=dtype, device=device),
             )
-            for _ in range(num_layers)
+            for _ in range(config.num_hidden_layers)
         ]
-        self.max_len = max_len
-        self.num_slots = num_slots
-        self._free_slots = list(range(num_slots - 1, -1, -1))
-        self._zeroed_len = [0] * num_slots
-
-    @property
-    def num_free_slots(self) -> int:
-        return len(self._free_slots)
-
-    @property
-    def bytes(self) -> int:
-        k, _ = self.layers[0]
-        return 2 * len(self.layers) * k.numel() * k.element_size()
-
-    def allocate(self) -> int:
-        return self._free_slots.pop()
-
-    def free(self, slot: int) -> None:
-        assert slot not in self._free_slots, f"slot {slot} freed twice"
-        self._free_slots.append(slot)
-
-    def ensure_zeroed(self, slot: int, length: int) -> None:
-        """Make positions [0, length) of a slot finite, so masked attention reads no NaN."""
-        start = self._zeroed_len[slot]
-        if start >= length:
-            return
-        end = min(self.max_len, -(-length // _ZERO_CHUNK) * _ZERO_CHUNK)
-        for k, v in self.layers:
-            k[slot, :, start:end].zero_()
-            v[slot, :, start:end].zero_()
-        self._zeroed_len[slot] = end
+        self.num_blocks = num_blocks
+        self.block_size = block_size
+        self.bytes = num_blocks * block_size * bytes_per_token(config, dtype)

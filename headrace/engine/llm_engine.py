@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import torch
 
 from headrace.config import EngineConfig
-from headrace.engine.kv_cache import KVCache
+from headrace.engine.block_manager import BlockManager
+from headrace.engine.kv_cache import KVCache, bytes_per_token, num_blocks_for
 from headrace.engine.outputs import EngineStats, SamplingParams, TokenOutput
 from headrace.engine.request import Request
 from headrace.engine.runner import ModelRunner
@@ -43,16 +44,24 @@ class LLMEngine:
         self.max_model_len = max_model_len
         self.device = device
         model_config = model.config
+        num_blocks = num_blocks_for(
+            config.kv_cache_memory,
+            block_size=config.block_size,
+            bytes_per_token=bytes_per_token(model_config, kv_dtype),
+            max_num_seqs=config.max_num_seqs,
+            max_model_len=max_model_len,
+        )
         self.kv_cache = KVCache(
-            num_layers=model_config.num_hidden_layers,
-            num_slots=config.max_num_seqs,
-            max_len=max_model_len,
-            num_kv_heads=model_config.num_key_value_heads,
-            head_dim=model_config.head_dim,
+            model_config,
+            num_blocks=num_blocks,
+            block_size=config.block_size,
             dtype=kv_dtype,
             device=device,
         )
-        self.scheduler = Scheduler(config, self.kv_cache)
+        self.blocks = BlockManager(
+            num_blocks, config.block_size, enable_prefix_caching=config.enable_prefix_caching
+        )
+        self.scheduler = Scheduler(config, self.blocks)
         self.runner = ModelRunner(model, self.kv_cache, device)
         self._requests: dict[str, Request] = {}
 
@@ -61,7 +70,12 @@ class LLMEngine:
         return self.scheduler.has_work
 
     def stats(self) -> EngineStats:
-        return EngineStats(running=len(self.scheduler.running), waiting=len(self.scheduler.waiting))
+        return EngineStats(
+            running=len(self.scheduler.running),
+            waiting=len(self.scheduler.waiting),
+            kv_cache_usage=self.blocks.usage,
+            num_preemptions=self.scheduler.num_preemptions,
+        )
 
     def add_request(
         self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
@@ -97,8 +111,10 @@ class LLMEngine:
         tokens = self.runner.execute(scheduled)
         for chunk in scheduled.prefills:
             chunk.request.num_computed_tokens += chunk.num_tokens
+            self.blocks.cache_full_blocks(chunk.request)
         for request in scheduled.decodes:
             request.num_computed_tokens += 1
+            self.blocks.cache_full_blocks(request)
         return [self._append(request, token) for request, token in tokens.items()]
 
     def _append(self, request: Request, token: int) -> RequestOutput:
@@ -125,6 +141,7 @@ class LLMEngine:
             token_ids=new_tokens,
             finish_reason=request.finish_reason,
             num_prompt_tokens=len(request.prompt_token_ids),
+            num_cached_tokens=request.num_cached_tokens,
             num_generated_tokens=request.num_generated_tokens,
         )
         return RequestOutput(request.request_id, output, error)

@@ -63,6 +63,8 @@ class TokenOutput:
     num_prompt_tokens: int
     # Tokens generated so far, these included.
     num_generated_tokens: int
+    # Prompt tokens whose keys and values came from the prefix cache.
+    num_cached_tokens: int
 
 
 @dataclass(frozen=True)
@@ -71,3 +73,7 @@ class EngineStats:
     running: int
     # Requests waiting to be admitted.
     waiting: int
+    # Fraction of the KV cache's blocks held by requests.
+    kv_cache_usage: float = 0.0
+    # Requests preempted (their cache freed, to be computed again) since the start.
+    num_preemptions: int = 0

@@ -37,8 +37,16 @@ class Request:
     status: RequestStatus = RequestStatus.WAITING
     # Why it finished, once it has.
     finish_reason: FinishReason | None = None
-    # The KV-cache slot it holds while running.
-    slot: int | None = None
+    # The KV-cache blocks its tokens sit in, in order, while it runs.
+    block_ids: list[int] = field(default_factory=list)
+    # Hashes of its full blocks, first to last, as far as they are known (prefix caching).
+    block_hashes: list[int] = field(default_factory=list)
+    # Leading blocks of block_ids that later requests can find by hash.
+    num_hashed_blocks: int = 0
+    # Prompt tokens found in the prefix cache when it was first admitted.
+    num_cached_tokens: int = 0
+    # Times it was preempted: sent back to waiting, its cache freed, to be computed again.
+    num_preemptions: int = 0
     # Its own random generator when the request carries a seed.
     generator: torch.Generator | None = None
     # Where its output stands in its grammar, when it has one: which tokens may come next.
@@ -54,7 +62,8 @@ class Request:
 
     @property
     def is_prefilling(self) -> bool:
-        return self.num_computed_tokens < len(self.prompt_token_ids)
+        """Whether more than its last token is left to compute: a prompt, or all once preempted."""
+        return self.num_computed_tokens < self.num_tokens - 1
 
     def token_ids(self, start: int, end: int) -> list[int]:
         """The request's tokens (prompt, then output) in [start, end)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from headrace.engine.block_manager import NULL_BLOCK
 from headrace.engine.grammar_bitmask import GrammarBitmask
 from headrace.engine.kv_cache import KVCache
 from headrace.engine.request import Request
@@ -24,44 +25,39 @@ class ModelRunner:
 
     @torch.inference_mode()
     def execute(self, step: SchedulerOutput) -> dict[Request, int]:
-        """Run one step; return the next token of every request whose prompt is now computed."""
+        """Run one step; return the next token of every request whose tokens are now computed."""
         input_ids: list[int] = []
         positions: list[int] = []
-        token_slots: list[int] = []
+        slot_mapping: list[int] = []
         sampled: list[Request] = []
         sample_rows: list[int] = []
 
-        context_lens = [r.num_computed_tokens + 1 for r in step.decodes]
-        decode_max_len = max(context_lens, default=0)
         for request in step.decodes:
-            assert request.slot is not None
-            self.kv_cache.ensure_zeroed(request.slot, decode_max_len)
+            position = request.num_computed_tokens
             sample_rows.append(len(input_ids))
             sampled.append(request)
             input_ids.append(request.last_token_id)
-            positions.append(request.num_computed_tokens)
-            token_slots.append(request.slot)
+            positions.append(position)
+            slot_mapping += self._slots(request, position, position + 1)
 
         spans: list[PrefillSpan] = []
         for chunk in step.prefills:
             request, start = chunk.request, chunk.request.num_computed_tokens
             end = start + chunk.num_tokens
-            assert request.slot is not None
-            self.kv_cache.ensure_zeroed(request.slot, end)
-            spans.append(PrefillSpan(request.slot, len(input_ids), start, chunk.num_tokens))
+            table = self._tensor(request.block_ids[: -(-end // self.kv_cache.block_size)])
+            spans.append(PrefillSpan(table, len(input_ids), start, chunk.num_tokens))
             input_ids += request.token_ids(start, end)
             positions += range(start, end)
-            token_slots += [request.slot] * chunk.num_tokens
+            slot_mapping += self._slots(request, start, end)
             if end == request.num_tokens:
                 sample_rows.append(len(input_ids) - 1)
                 sampled.append(request)
 
         batch = AttentionBatch(
-            token_slots=self._tensor(token_slots),
+            slot_mapping=self._tensor(slot_mapping),
             positions=self._tensor(positions),
-            decode_slots=self._tensor(token_slots[: len(step.decodes)]),
-            decode_mask=self._decode_mask(context_lens, decode_max_len),
-            decode_max_len=decode_max_len,
+            decode_block_tables=self._block_tables(step.decodes),
+            decode_mask=self._decode_mask(step.decodes),
             prefills=tuple(spans),
         )
         hidden = self.model(self._tensor(input_ids), batch, self.kv_cache.layers)
@@ -72,11 +68,23 @@ class ModelRunner:
         tokens = sample(logits, [r.params for r in sampled], [r.generator for r in sampled])
         return dict(zip(sampled, tokens, strict=True))
 
-    def _decode_mask(self, context_lens: list[int], max_len: int) -> torch.Tensor:
-        # -> [D, 1, 1, max_len], True where a decoding sequence has filled the cache
-        lens = self._tensor(context_lens).unsqueeze(1)
-        mask = torch.arange(max_len, device=self.device) < lens
-        return mask.view(len(context_lens), 1, 1, max_len)
+    def _slots(self, request: Request, start: int, end: int) -> list[int]:
+        """Where positions [start, end) of a request go in the cache."""
+        size, blocks = self.kv_cache.block_size, request.block_ids
+        return [blocks[p // size] * size + p % size for p in range(start, end)]
+
+    def _block_tables(self, decodes: list[Request]) -> torch.Tensor:
+        # -> [D, B]: each decoding sequence's blocks, padded with the null block
+        width = max((len(r.block_ids) for r in decodes), default=0)
+        rows = [r.block_ids + [NULL_BLOCK] * (width - len(r.block_ids)) for r in decodes]
+        return torch.tensor(rows, dtype=torch.long, device=self.device).view(len(decodes), width)
+
+    def _decode_mask(self, decodes: list[Request]) -> torch.Tensor:
+        # -> [D, 1, 1, B * block_size], True where a decoding sequence has filled the cache
+        width = max((len(r.block_ids) for r in decodes), default=0) * self.kv_cache.block_size
+        lens = self._tensor([r.num_computed_tokens + 1 for r in decodes]).unsqueeze(1)
+        mask = torch.arange(width, device=self.device) < lens
+        return mask.view(len(decodes), 1, 1, width)
 
     def _tensor(self, values: list[int]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.long, device=self.device)

@@ -1,8 +1,9 @@
-"""Attention over a flat batch of tokens from many sequences, each with its own cache slot.
+"""Attention over a flat batch of tokens from many sequences, over a paged KV cache.
 
 A step's tokens are laid out decodes first (one token per sequence), then each prefill
-chunk in turn. Every sequence owns one slot of the KV cache, holding its keys and values
-at their positions.
+chunk in turn. The cache holds, per layer, keys and values in blocks of positions,
+[num_blocks, block_size, Hkv, D]; a sequence's block table lists the blocks its positions
+fall in, in order. Block 0 is the null block, which pads block tables.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ __all__ = ["AttentionBatch", "PrefillSpan", "attend", "write_kv"]
 
 @dataclass(frozen=True)
 class PrefillSpan:
-    # Cache slot of the sequence.
-    slot: int
+    # [B] the sequence's block table, as far as this chunk reaches.
+    block_table: Tensor
     # Index of the chunk's first token in the flat batch.
     token_offset: int
     # Tokens of the sequence already in the cache before this chunk.
@@ -30,50 +31,60 @@ class PrefillSpan:
 
 @dataclass(frozen=True)
 class AttentionBatch:
-    # [T] cache slot of every token in the flat batch.
-    token_slots: Tensor
+    # [T] where every token of the flat batch goes in the cache: block * block_size + offset.
+    slot_mapping: Tensor
     # [T] position of every token within its sequence.
     positions: Tensor
-    # [D] cache slots of the decoding sequences, whose tokens open the batch.
-    decode_slots: Tensor
-    # [D, 1, 1, L] True where a decoding sequence may attend (positions it has filled).
+    # [D, B] block tables of the decoding sequences, whose tokens open the batch; padded with 0.
+    decode_block_tables: Tensor
+    # [D, 1, 1, B * block_size] True where a decoding sequence may attend (positions it filled).
     decode_mask: Tensor
-    # L: the longest context among the decoding sequences, this step's token included.
-    decode_max_len: int
     # The prefill chunks, in batch order after the decodes.
     prefills: tuple[PrefillSpan, ...]
 
     @property
     def num_decodes(self) -> int:
-        return int(self.decode_slots.shape[0])
+        return int(self.decode_block_tables.shape[0])
 
 
 def write_kv(k_cache: Tensor, v_cache: Tensor, k: Tensor, v: Tensor, batch: AttentionBatch) -> None:
-    # k_cache, v_cache: [S, Hkv, L, D]; k, v: [T, Hkv, D]
-    k_cache[batch.token_slots, :, batch.positions] = k
-    v_cache[batch.token_slots, :, batch.positions] = v
+    # k_cache, v_cache: [N, S, Hkv, D]; k, v: [T, Hkv, D]
+    k_cache.view(-1, *k.shape[1:]).index_copy_(0, batch.slot_mapping, k)
+    v_cache.view(-1, *v.shape[1:]).index_copy_(0, batch.slot_mapping, v)
+
+
+def gather(cache: Tensor, block_tables: Tensor) -> Tensor:
+    """The cached keys or values of sequences, position by position, as attention takes them."""
+    # cache: [N, S, Hkv, D]; block_tables: [n, B] -> [n, Hkv, B * S, D]
+    num_blocks, _size, heads, dim = cache.shape
+    n = block_tables.shape[0]
+    # index_select on rows of whole blocks copies 2.5x faster than indexing the 4-D cache.
+    blocks = cache.view(num_blocks, -1).index_select(0, block_tables.view(-1))
+    return blocks.view(n, -1, heads, dim).transpose(1, 2)
 
 
 def attend(q: Tensor, k_cache: Tensor, v_cache: Tensor, batch: AttentionBatch) -> Tensor:
-    # q: [T, H, D]; k_cache, v_cache: [S, Hkv, L, D] -> [T, H, D]
+    # q: [T, H, D]; k_cache, v_cache: [N, S, Hkv, D] -> [T, H, D]
     out = torch.empty_like(q)
     n = batch.num_decodes
     if n:
-        length = batch.decode_max_len
-        k = k_cache[batch.decode_slots, :, :length]  # [n, Hkv, length, D]
-        v = v_cache[batch.decode_slots, :, :length]
-        o = F.scaled_dot_product_attention(
-            q[:n].unsqueeze(2), k, v, attn_mask=batch.decode_mask, enable_gqa=True
-        )  # [n, H, 1, D]
-        out[:n] = o.squeeze(2)
+        tables = batch.decode_block_tables
+        k = gather(k_cache, tables)  # [n, Hkv, L, D]
+        v = gather(v_cache, tables)
+        # The query heads sharing a kv head go in as that head's queries, so each cached key
+        # is read once per kv head rather than once per query head (1.2-1.7x faster).
+        qg = q[:n].view(n, k.shape[1], -1, q.shape[2])  # [n, Hkv, H / Hkv, D]
+        o = F.scaled_dot_product_attention(qg, k, v, attn_mask=batch.decode_mask)
+        out[:n] = o.view(n, -1, q.shape[2])
     for span in batch.prefills:
         end = span.cached_len + span.length
         rows = slice(span.token_offset, span.token_offset + span.length)
         # 4-D [1, H, l, D] operands: the CPU's flash kernel takes them, 3-D ones fall back to
         # the math path (10x slower at 2k tokens).
         qp = q[rows].transpose(0, 1).unsqueeze(0)  # [1, H, l, D]
-        k = k_cache[span.slot, :, :end].unsqueeze(0)  # [1, Hkv, end, D]
-        v = v_cache[span.slot, :, :end].unsqueeze(0)
+        table = span.block_table.unsqueeze(0)
+        k = gather(k_cache, table)[:, :, :end]  # [1, Hkv, end, D]
+        v = gather(v_cache, table)[:, :, :end]
         if span.cached_len == 0:
             o = F.scaled_dot_product_attention(qp, k, v, is_causal=True, enable_gqa=True)
         else:

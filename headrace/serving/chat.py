@@ -33,6 +33,7 @@ from headrace.serving.responses import (
     ChunkChoice,
     Delta,
     FinishReason,
+    PromptTokensDetails,
     Usage,
 )
 from headrace.serving.tokenizer import TokenizerLike
@@ -295,6 +296,7 @@ def _usage(output: TokenOutput) -> Usage:
         prompt_tokens=output.num_prompt_tokens,
         completion_tokens=output.num_generated_tokens,
         total_tokens=output.num_prompt_tokens + output.num_generated_tokens,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=output.num_cached_tokens),
     )
 
 

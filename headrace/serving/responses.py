@@ -23,6 +23,7 @@ __all__ = [
     "FunctionCallDelta",
     "ModelCard",
     "ModelList",
+    "PromptTokensDetails",
     "ToolCall",
     "ToolCallDelta",
     "Usage",
@@ -37,6 +38,11 @@ def dump(model: BaseModel) -> bytes:
     return model.model_dump_json(exclude_unset=True).encode()
 
 
+class PromptTokensDetails(BaseModel):
+    # Prompt tokens whose keys and values came from the prefix cache.
+    cached_tokens: int
+
+
 class Usage(BaseModel):
     # Tokens in the rendered prompt.
     prompt_tokens: int
@@ -44,6 +50,8 @@ class Usage(BaseModel):
     completion_tokens: int
     # The two together.
     total_tokens: int
+    # Where the prompt's tokens came from.
+    prompt_tokens_details: PromptTokensDetails
 
 
 class FunctionCall(BaseModel):

@@ -51,11 +51,14 @@ def load_runtime(model_config: ModelConfig, engine_config: EngineConfig) -> Runt
         engine = LLMEngine(
             model, engine_config, max_model_len=max_model_len, kv_dtype=dtype, device=device
         )
+        cache = engine.kv_cache
         logger.info(
-            "KV cache: %d slots x %d tokens, up to %.2f GiB",
-            engine.kv_cache.num_slots,
-            max_model_len,
-            engine.kv_cache.bytes / 2**30,
+            "KV cache: %.2f GiB, %d blocks of %d tokens (%d tokens), prefix caching %s",
+            cache.bytes / 2**30,
+            cache.num_blocks - 1,
+            cache.block_size,
+            (cache.num_blocks - 1) * cache.block_size,
+            "on" if engine_config.enable_prefix_caching else "off",
         )
         return engine
 

@@ -37,7 +37,8 @@ async def test_model_name_with_a_slash() -> None:
 async def test_health_counts_running_requests(
     client: httpx.AsyncClient, engine: FakeEngine
 ) -> None:
-    assert (await client.get("/health")).json() == {"status": "ok", "running": 0, "waiting": 0}
+    idle = {"status": "ok", "running": 0, "waiting": 0, "kv_cache_usage": 0.0, "preemptions": 0}
+    assert (await client.get("/health")).json() == idle
     engine.step_delay = 0.02
     request = asyncio.create_task(client.post("/v1/chat/completions", json=chat_body()))
     await engine.started.wait()

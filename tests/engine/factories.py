@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from headrace.config import EngineConfig
-from headrace.engine.kv_cache import KVCache
+from headrace.engine.block_manager import BlockManager
 from headrace.engine.llm_engine import LLMEngine
 from headrace.engine.outputs import SamplingParams
 from headrace.engine.request import Request
@@ -44,13 +44,14 @@ def make_model(seed: int = 0, **overrides: object) -> LlamaForCausalLM:
 def make_engine(
     model: LlamaForCausalLM | None = None,
     *,
-    max_num_seqs: int = 4,
-    max_num_batched_tokens: int = 64,
     max_model_len: int = 128,
+    **config: object,
 ) -> LLMEngine:
+    fields: dict[str, object] = dict(max_num_seqs=4, max_num_batched_tokens=64)
+    fields.update(config)
     return LLMEngine(
         model or make_model(),
-        EngineConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens),
+        EngineConfig(**fields),  # type: ignore[arg-type]
         max_model_len=max_model_len,
         kv_dtype=torch.float32,
         device=CPU,
@@ -72,19 +73,20 @@ def make_request(request_id: str = "r", prompt_len: int = 5, **params: object) -
 
 
 def make_scheduler(
-    *, max_num_seqs: int = 4, max_num_batched_tokens: int = 16, num_slots: int | None = None
+    *,
+    max_num_seqs: int = 4,
+    max_num_batched_tokens: int = 16,
+    num_blocks: int = 64,
+    block_size: int = 8,
+    enable_prefix_caching: bool = True,
 ) -> Scheduler:
-    cache = KVCache(
-        num_layers=1,
-        num_slots=num_slots or max_num_seqs,
-        max_len=64,
-        num_kv_heads=1,
-        head_dim=2,
-        dtype=torch.float32,
-        device=CPU,
+    config = EngineConfig(
+        max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=max_num_batched_tokens,
+        block_size=block_size,
     )
-    config = EngineConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens)
-    return Scheduler(config, cache)
+    blocks = BlockManager(num_blocks, block_size, enable_prefix_caching=enable_prefix_caching)
+    return Scheduler(config, blocks)
 
 
 def run_to_completion(engine: LLMEngine) -> dict[str, list[int]]:

@@ -45,7 +45,7 @@ async def test_closing_the_stream_aborts_the_request() -> None:
             break
         await asyncio.sleep(0.01)
     assert engine.stats().running == 0
-    assert engine._engine.kv_cache.num_free_slots == 4
+    assert engine._engine.blocks.pool.num_used == 0
     engine.shutdown()
 
 

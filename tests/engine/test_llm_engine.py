@@ -4,6 +4,7 @@ from typing import Any
 import pytest
 import torch
 
+from headrace.engine.kv_cache import bytes_per_token
 from headrace.engine.outputs import SamplingParams
 from headrace.model.llama import LlamaForCausalLM
 from headrace.model.loader import load_model
@@ -96,17 +97,17 @@ def test_context_limit_finishes_with_length() -> None:
     engine = make_engine(max_model_len=16)
     engine.add_request("r", list(range(1, 13)), make_params(max_tokens=100))
     assert len(run_to_completion(engine)["r"]) == 4
-    assert engine.kv_cache.num_free_slots == 4
+    assert engine.blocks.pool.num_used == 0
 
 
-def test_abort_frees_the_slot_at_once() -> None:
+def test_abort_frees_the_blocks_at_once() -> None:
     engine = make_engine()
     engine.add_request("r", PROMPTS["b"], make_params(max_tokens=50))
     engine.step()
     assert engine.stats().running == 1
     engine.abort("r")
     assert engine.stats().running == 0
-    assert engine.kv_cache.num_free_slots == 4
+    assert engine.blocks.pool.num_used == 0
     assert not engine.has_work
 
 
@@ -137,3 +138,51 @@ def test_top_p_tiny_is_greedy() -> None:
     nucleus = make_engine()
     nucleus.add_request("r", PROMPTS["b"], make_params(max_tokens=8, temperature=1.0, top_p=1e-6))
     assert run_to_completion(nucleus) == run_to_completion(greedy)
+
+
+def test_a_cached_prefix_gives_the_same_tokens_as_computing_it(tmp_path: Path) -> None:
+    hf, ours = hf_twin(tmp_path, "llama")
+    engine = make_engine(ours, block_size=8)
+    shared = [(5 * i + 1) % 90 + 2 for i in range(27)]
+    engine.add_request("first", [*shared, 3, 4], make_params(max_tokens=4))
+    run_to_completion(engine)
+
+    engine.add_request("second", [*shared, 70, 71, 72], make_params(max_tokens=12))
+    outputs = []
+    while engine.has_work:
+        outputs += engine.step()
+    assert outputs[-1].output.num_cached_tokens == 24  # 3 full blocks of the shared 27 tokens
+    tokens = [t for out in outputs for t in out.output.token_ids]
+    assert tokens == hf_greedy(hf, [*shared, 70, 71, 72], 12)
+
+
+def test_without_prefix_caching_nothing_is_reported_cached() -> None:
+    engine = make_engine(block_size=8, enable_prefix_caching=False)
+    prompt = list(range(2, 30))
+    engine.add_request("first", prompt, make_params(max_tokens=2))
+    run_to_completion(engine)
+    engine.add_request("second", prompt, make_params(max_tokens=2))
+    outputs = [out for _ in range(3) for out in engine.step()]
+    assert outputs[-1].output.num_cached_tokens == 0
+
+
+def test_preempted_requests_finish_with_the_tokens_they_would_have_had(tmp_path: Path) -> None:
+    hf, ours = hf_twin(tmp_path, "llama")
+    # 19 usable blocks of 8 tokens: four requests growing to 51 tokens need 28.
+    memory = 20 * 8 * bytes_per_token(ours.config, torch.float32)
+    engine = make_engine(ours, block_size=8, kv_cache_memory=memory)
+    prompts = {str(i): [(3 * i + j) % 90 + 2 for j in range(11)] for i in range(4)}
+    for request_id, prompt in prompts.items():
+        engine.add_request(request_id, prompt, make_params(max_tokens=40))
+    tokens = run_to_completion(engine)
+    assert engine.scheduler.num_preemptions > 0
+    for request_id, prompt in prompts.items():
+        assert tokens[request_id] == hf_greedy(hf, prompt, 40), request_id
+    assert engine.blocks.pool.num_used == 0
+
+
+def test_a_cache_too_small_for_one_context_is_refused() -> None:
+    model = make_model()
+    memory = 16 * 8 * bytes_per_token(model.config, torch.float32)  # one block short
+    with pytest.raises(ValueError, match="--kv-cache-memory"):
+        make_engine(model, max_model_len=128, block_size=8, kv_cache_memory=memory)

@@ -170,31 +170,51 @@ def write_gguf(
     return path
 
 
+# Positions per cache block in model tests: small, so sequences span several blocks.
+BLOCK_SIZE = 4
+
+
 def new_kv_cache(
     config: LlamaConfig, max_len: int = 64, slots: int = 1
 ) -> list[tuple[Tensor, Tensor]]:
-    shape = (slots, config.num_key_value_heads, max_len, config.head_dim)
+    """A paged cache with room for `slots` sequences of `max_len` tokens, plus the null block."""
+    num_blocks = 1 + slots * -(-max_len // BLOCK_SIZE)
+    shape = (num_blocks, BLOCK_SIZE, config.num_key_value_heads, config.head_dim)
     return [(torch.zeros(shape), torch.zeros(shape)) for _ in range(config.num_hidden_layers)]
 
 
-def prefill_batch(length: int, cached_len: int = 0, slot: int = 0) -> AttentionBatch:
+def block_table(length: int, slot: int = 0, slots: int = 1) -> Tensor:
+    """The blocks of sequence `slot` of `slots`: 1 + slot, 1 + slot + slots, ... (interleaved)."""
+    return torch.arange(-(-length // BLOCK_SIZE)) * slots + 1 + slot
+
+
+def slot_mapping(positions: Tensor, slot: int = 0, slots: int = 1) -> Tensor:
+    table = block_table(int(positions.max()) + 1, slot, slots)
+    return table[positions // BLOCK_SIZE] * BLOCK_SIZE + positions % BLOCK_SIZE
+
+
+def prefill_batch(
+    length: int, cached_len: int = 0, slot: int = 0, slots: int = 1
+) -> AttentionBatch:
+    positions = torch.arange(cached_len, cached_len + length)
+    table = block_table(cached_len + length, slot, slots)
     return AttentionBatch(
-        token_slots=torch.full((length,), slot, dtype=torch.long),
-        positions=torch.arange(cached_len, cached_len + length),
-        decode_slots=torch.empty(0, dtype=torch.long),
+        slot_mapping=slot_mapping(positions, slot, slots),
+        positions=positions,
+        decode_block_tables=torch.empty(0, 0, dtype=torch.long),
         decode_mask=torch.empty(0, 1, 1, 0, dtype=torch.bool),
-        decode_max_len=0,
-        prefills=(PrefillSpan(slot=slot, token_offset=0, cached_len=cached_len, length=length),),
+        prefills=(PrefillSpan(table, token_offset=0, cached_len=cached_len, length=length),),
     )
 
 
-def decode_batch(position: int, slot: int = 0) -> AttentionBatch:
+def decode_batch(position: int, slot: int = 0, slots: int = 1) -> AttentionBatch:
+    table = block_table(position + 1, slot, slots)
+    width = len(table) * BLOCK_SIZE
     return AttentionBatch(
-        token_slots=torch.tensor([slot]),
+        slot_mapping=slot_mapping(torch.tensor([position]), slot, slots),
         positions=torch.tensor([position]),
-        decode_slots=torch.tensor([slot]),
-        decode_mask=torch.ones(1, 1, 1, position + 1, dtype=torch.bool),
-        decode_max_len=position + 1,
+        decode_block_tables=table.unsqueeze(0),
+        decode_mask=(torch.arange(width) <= position).view(1, 1, 1, width),
         prefills=(),
     )
 

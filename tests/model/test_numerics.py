@@ -12,6 +12,7 @@ from headrace.model.attention import AttentionBatch, PrefillSpan
 from headrace.model.llama import LlamaForCausalLM
 from headrace.model.loader import load_model
 from tests.model.factories import (
+    block_table,
     decode_batch,
     hf_logits,
     make_hf_model,
@@ -81,15 +82,15 @@ def test_decodes_and_prefill_in_one_batch_match_separate_runs(pair: Any) -> None
     a, b = prompt(9, seed=2), prompt(11, seed=3)
     expected_a, expected_b = full_logits(model, a), full_logits(model, b)
     kv = new_kv_cache(model.config, slots=3)
-    run(model, a[:8], prefill_batch(8, slot=2), kv)
+    run(model, a[:8], prefill_batch(8, slot=2, slots=3), kv)
     # a's last token decodes while b's prompt prefills, in one flat batch.
+    decode, prefill = decode_batch(8, slot=2, slots=3), prefill_batch(len(b), slot=0, slots=3)
     batch = AttentionBatch(
-        token_slots=torch.tensor([2] + [0] * len(b)),
-        positions=torch.cat((torch.tensor([8]), torch.arange(len(b)))),
-        decode_slots=torch.tensor([2]),
-        decode_mask=torch.ones(1, 1, 1, 9, dtype=torch.bool),
-        decode_max_len=9,
-        prefills=(PrefillSpan(slot=0, token_offset=1, cached_len=0, length=len(b)),),
+        slot_mapping=torch.cat((decode.slot_mapping, prefill.slot_mapping)),
+        positions=torch.cat((decode.positions, prefill.positions)),
+        decode_block_tables=decode.decode_block_tables,
+        decode_mask=decode.decode_mask,
+        prefills=(PrefillSpan(block_table(len(b), 0, 3), 1, cached_len=0, length=len(b)),),
     )
     logits = run(model, torch.cat((a[8:], b)), batch, kv)
     assert (logits[0] - expected_a[-1]).abs().max().item() < TOLERANCE
