@@ -68,7 +68,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _gib(text: str) -> int:
     """A size in GiB, as bytes."""
-    gib = float(text)
+    try:
+        gib = float(text)
+    except ValueError:
+        gib = math.nan
     if not math.isfinite(gib) or gib <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number of GiB, not {text}")
     return int(gib * 2**30)

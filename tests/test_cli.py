@@ -24,13 +24,19 @@ def serve(*args: str) -> subprocess.CompletedProcess[str]:
         (["--max-model-len", "4"], "max_model_len must be at least 16"),
         (["--served-model-name", "a", "a"], "served model names must be distinct"),
         (["--max-num-seqs", "0"], "max_num_seqs must be positive"),
+        (["--block-size", "12"], "block_size must be 8, 16, 32, 64 or 128"),
+        (["--kv-cache-memory", "0"], "must be a positive number of GiB, not 0"),
+        (["--kv-cache-memory", "inf"], "must be a positive number of GiB, not inf"),
+        (["--kv-cache-memory", "-1"], "must be a positive number of GiB, not -1"),
+        (["--kv-cache-memory", "lots"], "must be a positive number of GiB, not lots"),
     ],
 )
 def test_bad_configuration_is_one_line(args: list[str], message: str) -> None:
     done = serve(*args)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines()[-1].startswith("headrace: error: ")
+    last_line = done.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(("headrace: error: ", "headrace serve: error: "))
     assert message in done.stderr
 
 
@@ -44,3 +50,9 @@ def test_a_file_that_is_not_gguf(tmp_path: Path) -> None:
 def test_max_model_len_beyond_the_model(default_model_path: Path) -> None:
     done = serve("--model", str(default_model_path), "--max-model-len", "100000")
     assert done.returncode == 2 and "exceeds the model's context length 8192" in done.stderr
+
+
+def test_a_kv_cache_too_small_for_one_context(default_model_path: Path) -> None:
+    done = serve("--model", str(default_model_path), "--kv-cache-memory", "0.01")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "give --kv-cache-memory more or lower --max-model-len" in done.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 
 import httpx
 import openai
@@ -165,3 +166,36 @@ def test_disconnect_aborts_generation(server: Server) -> None:
     while server.health()["running"] != 0:
         assert time.monotonic() < deadline, "generation went on after the client left"
         time.sleep(0.05)
+
+
+def test_a_repeated_prefix_is_served_from_the_cache(client: openai.OpenAI) -> None:
+    system = f"Session {uuid.uuid4()}. " + "You answer questions about rivers briefly. " * 20
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": "Name a river."}]
+    first = client.chat.completions.create(
+        model=MODEL_NAMES[0], messages=messages, max_tokens=16, temperature=0
+    )
+    again = client.chat.completions.create(
+        model=MODEL_NAMES[0], messages=messages, max_tokens=16, temperature=0
+    )
+    assert first.usage and again.usage
+    validate(again.model_dump(exclude_unset=True), "CreateChatCompletionResponse")
+    assert first.usage.prompt_tokens_details.cached_tokens == 0  # type: ignore[union-attr]
+    cached = again.usage.prompt_tokens_details.cached_tokens  # type: ignore[union-attr]
+    # Every full 16-token block of the prompt but the one holding its last token.
+    assert cached == (again.usage.prompt_tokens - 1) // 16 * 16
+    assert again.choices[0].message.content == first.choices[0].message.content
+
+
+def test_streamed_usage_reports_cached_tokens(server: Server) -> None:
+    system = f"Session {uuid.uuid4()}. " + "Be terse. " * 40
+    body = {
+        "model": MODEL_NAMES[0],
+        "messages": [{"role": "system", "content": system}, {"role": "user", "content": "Hi"}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "max_tokens": 4,
+    }
+    raw_stream(server, body)
+    usage = raw_stream(server, body)[-1]["usage"]
+    assert usage["prompt_tokens_details"]["cached_tokens"] > 0  # type: ignore[index]
+    assert server.health()["kv_cache_usage"] == 0
