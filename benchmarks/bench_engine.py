@@ -21,12 +21,12 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import transformers
 from contention import PairRunner, Run
 from local_runs import HeadraceRunner, TransformersRunner, build_transformers_model
+from machine import cpu_model
 from timing import aggregate_tok_s, decode_tok_s, steady_decode_tok_s, ttft_ms
 
 from headrace.config import EngineConfig
@@ -278,7 +278,7 @@ def _report(args: argparse.Namespace, workload: Workload, rows: list[Row], notes
     lines = [
         f"Command: `{command}`",
         f"Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
-        f"Machine: {_cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}, "
+        f"Machine: {cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}, "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
         f"transformers {transformers.__version__}, device {args.device}, {args.dtype}",
         f"Workload: {workload.prompt_len}-token prompts, {workload.output_len} tokens out "
@@ -297,15 +297,6 @@ def _report(args: argparse.Namespace, workload: Workload, rows: list[Row], notes
         lines.append(f"| {row.metric} | {ours:.1f} | {theirs} | {ratio} |")
     lines += ["", *notes]
     return "\n".join(lines)
-
-
-def _cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def _log(message: str) -> None:

@@ -7,7 +7,7 @@ two torch threads per side one stolen core can stall a step many times over.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -24,15 +24,17 @@ _PROC_STAT = Path("/proc/stat")
 class ForeignCpu:
     """The share of the machine's CPU time that other processes (or the host) took during a block.
 
-    Reads 0 where /proc/stat does not exist.
+    Reads 0 where /proc/stat does not exist. `own_pids` are other processes whose CPU time is
+    not foreign: a server under test, say.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, own_pids: Sequence[int] = ()) -> None:
         self.share = 0.0
+        self.own_pids = tuple(own_pids)
         self._start = (0.0, 0.0, 0.0)
 
     def __enter__(self) -> ForeignCpu:
-        self._start = _cpu_ticks()
+        self._start = _cpu_ticks(self.own_pids)
         return self
 
     def __exit__(
@@ -41,13 +43,14 @@ class ForeignCpu:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        end = _cpu_ticks()
+        end = _cpu_ticks(self.own_pids)
         busy, total, own = (e - s for e, s in zip(end, self._start, strict=True))
         self.share = max(0.0, (busy - own) / total) if total > 0 else 0.0
 
 
-def _cpu_ticks() -> tuple[float, float, float]:
-    # -> busy and total clock ticks of the whole machine, and this process's own busy ticks
+def _cpu_ticks(own_pids: Sequence[int]) -> tuple[float, float, float]:
+    # -> busy and total clock ticks of the whole machine, and the busy ticks of this process
+    # and of own_pids
     if not _PROC_STAT.is_file():
         return 0.0, 0.0, 0.0
     cpu = _PROC_STAT.read_text().split("\n", 1)[0].split()
@@ -55,7 +58,20 @@ def _cpu_ticks() -> tuple[float, float, float]:
     busy = user + nice + system + irq + softirq + steal
     times = os.times()
     own = (times.user + times.system) * os.sysconf("SC_CLK_TCK")
+    own += sum(_process_ticks(pid) for pid in own_pids)
     return busy, busy + idle + iowait, own
+
+
+def _process_ticks(pid: int) -> int:
+    # A live process's user + system clock ticks, all its threads included (0 once it is gone).
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    # Fields after the parenthesized command name start at field 3 (state); 14 and 15 are
+    # utime and stime.
+    fields = stat.rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
 
 
 class PairRunner:

@@ -4,8 +4,21 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
+from itertools import pairwise
 
-__all__ = ["StreamTiming", "aggregate_tok_s", "decode_tok_s", "steady_decode_tok_s", "ttft_ms"]
+import numpy as np
+
+__all__ = [
+    "StreamTiming",
+    "aggregate_tok_s",
+    "decode_tok_s",
+    "itls_ms",
+    "percentile",
+    "steady_decode_tok_s",
+    "tpot_ms",
+    "ttft_ms",
+    "ttfts_ms",
+]
 
 
 @dataclass
@@ -33,6 +46,26 @@ class StreamTiming:
 def ttft_ms(streams: list[StreamTiming]) -> float:
     """Median over the streams of submit -> first token, in milliseconds."""
     return 1000 * statistics.median(s.first - s.start for s in streams)
+
+
+def ttfts_ms(streams: list[StreamTiming]) -> list[float]:
+    """Every stream's submit -> first token, in milliseconds."""
+    return [1000 * (s.first - s.start) for s in streams]
+
+
+def itls_ms(streams: list[StreamTiming]) -> list[float]:
+    """Every gap between consecutive tokens (HTTP: content chunks) of every stream, in ms."""
+    return [1000 * (b - a) for s in streams for a, b in pairwise(s.token_times)]
+
+
+def tpot_ms(stream: StreamTiming) -> float:
+    """One stream's time per output token after the first, in milliseconds (1000 / decode rate)."""
+    return 1000 / decode_tok_s(stream)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100) of `values`, interpolated between the nearest ranks."""
+    return float(np.percentile(values, q))
 
 
 def decode_tok_s(stream: StreamTiming) -> float:

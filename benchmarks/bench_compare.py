@@ -1,0 +1,641 @@
+"""headrace against llama.cpp's llama-server on the same weights, one server after the other.
+
+    python benchmarks/bench_compare.py [--quick] [--llama-server PATH] [--dtype bfloat16]
+
+Both servers load the default model (SmolLM2-135M-Instruct, GGUF Q4_1): headrace dequantizes it
+to --dtype, llama-server gets it requantized to F16 by llama-quantize (--peer-types adds more,
+Q8_0 say). Each server is started on loopback, warmed up, measured and stopped before the next.
+One streaming client drives both through /v1/chat/completions (greedy, ignore_eos, a fixed
+max_tokens) with prompts never sent before, so no prefix cache can answer them (but for the
+prefix shared on purpose). The metrics follow vLLM's benchmark_serving: TTFT is submit -> first
+content chunk, ITL the gaps between content chunks, TPOT (last - first) / (tokens - 1), output
+tok/s all completion tokens of a level over its wall time. Workloads: one stream; all requests
+of each --levels at once, with GET /health timed every 100 ms during the largest; a fresh
+--prefix-len system prompt shared by --prefix-streams streams once a first request has cached
+it. Prints one markdown table on stdout; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import itertools
+import math
+import os
+import platform
+import random
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from contention import ForeignCpu
+from gguf import GGUFReader
+from http_runs import Chat, HttpRunner, random_words
+from llama_cpp import LlamaCpp, peers_dir
+from machine import cpu_model
+from openai.types.chat import ChatCompletionUserMessageParam
+from servers import HealthPoller, ServerExited, ServerProcess, free_port
+from timing import (
+    StreamTiming,
+    aggregate_tok_s,
+    decode_tok_s,
+    itls_ms,
+    percentile,
+    tpot_ms,
+    ttfts_ms,
+)
+
+from headrace.model.gguf_file import gguf_config
+from headrace.model.source import resolve_model
+from headrace.text import Tokenizer
+
+# headrace's switch for prefix caching; a headrace that rejects it gets no such row.
+NO_PREFIX_CACHING_FLAG = "--no-prefix-caching"
+# An argparse usage error: the server did not know a flag.
+_USAGE_ERROR = 2
+# The warm-up every server gets before it is measured.
+_WARMUP_PROMPT_LEN = 48
+_WARMUP_OUTPUT_LEN = 4
+# Random words in each shared-prefix stream's own question.
+_QUESTION_WORDS = 12
+# Seconds a server may take to load the model and answer /health.
+_READY_TIMEOUT_S = 600
+# Tokens of room left in each llama-server slot beyond the longest request.
+_SLOT_MARGIN = 64
+# Bytes per weight the bounds assume: bf16 on headrace's side, F16 on llama-server's.
+_WEIGHT_BYTES = 2
+
+_T0 = time.perf_counter()
+
+
+@dataclass(frozen=True)
+class Workloads:
+    # Tokens of each prompt once the chat template is applied.
+    prompt_len: int
+    # Tokens generated per request, single stream and levels.
+    output_len: int
+    # Concurrency levels, ascending: that many requests sent at once.
+    levels: tuple[int, ...]
+    # Tokens of the shared system prompt, templated.
+    prefix_len: int
+    # Streams sharing the prefix.
+    prefix_streams: int
+    # Tokens generated per shared-prefix stream.
+    prefix_output_len: int
+    # Seconds between GET /health polls during the largest level.
+    health_interval_s: float
+
+    @property
+    def slots(self) -> int:
+        """The most requests in flight at once."""
+        return max(*self.levels, self.prefix_streams)
+
+    @property
+    def longest_request(self) -> int:
+        """The most tokens one request holds, prompt and output (a question is ~2 tokens/word)."""
+        prefixed = self.prefix_len + 2 * _QUESTION_WORDS + 16 + self.prefix_output_len
+        return max(self.prompt_len + self.output_len, prefixed)
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    # Parameters of the matmuls every token goes through: all but the embedding and the head.
+    body_params: int
+    # Parameters of the output head, run only where a token is sampled.
+    head_params: int
+    layers: int
+    # Query heads x head width: the width attention scores and mixes at.
+    attention_width: int
+
+    @classmethod
+    def from_gguf(cls, path: Path) -> ModelShape:
+        """The shape recorded in a GGUF file."""
+        reader = GGUFReader(path)
+        config = gguf_config(reader)
+        sizes = {tensor.name: int(tensor.n_elements) for tensor in reader.tensors}
+        # The embedding is a lookup; the head is a matmul of the same size, tied or not.
+        embedding_and_head = sizes["token_embd.weight"] + sizes.get("output.weight", 0)
+        return cls(
+            body_params=sum(sizes.values()) - embedding_and_head,
+            head_params=config.vocab_size * config.hidden_size,
+            layers=config.num_hidden_layers,
+            attention_width=config.num_attention_heads * config.head_dim,
+        )
+
+    @property
+    def weights_per_token(self) -> int:
+        """Weights one decode step reads: the body and the head."""
+        return self.body_params + self.head_params
+
+    def gflop(self, tokens: int, sampled: int) -> float:
+        """GFLOPs of running `tokens` through the model and the head on `sampled` of them.
+
+        2 FLOPs per weight per token, and causal attention: 4·layers·width·t at position t.
+        """
+        matmuls = 2 * (self.body_params * tokens + self.head_params * sampled)
+        attention = 2 * self.layers * self.attention_width * tokens**2
+        return (matmuls + attention) / 1e9
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The best the machine could do on this model with 16-bit weights."""
+
+    # Single-stream decode: memory bandwidth over the bytes of weights read per token.
+    decode_tok_s: float
+    # Single-stream TTFT: the prompt's FLOPs at peak.
+    prefill_ms: float
+    # A level's output tok/s when compute bound: peak over a request's FLOPs per output token.
+    compute_tok_s: float
+
+    @classmethod
+    def of(
+        cls, shape: ModelShape, workloads: Workloads, bandwidth_gbs: float, peak_gflops: float
+    ) -> Bounds:
+        prompt, output = workloads.prompt_len, workloads.output_len
+        # The last output token is never fed back; every output token was sampled.
+        request_gflop = shape.gflop(prompt + output - 1, sampled=output)
+        return cls(
+            decode_tok_s=bandwidth_gbs * 1e9 / (_WEIGHT_BYTES * shape.weights_per_token),
+            prefill_ms=1000 * shape.gflop(prompt, sampled=1) / peak_gflops,
+            compute_tok_s=peak_gflops * output / request_gflop,
+        )
+
+    def level_tok_s(self, concurrency: int) -> float:
+        """A level's roofline: one weight read per step for all streams, or the FLOPs."""
+        return min(concurrency * self.decode_tok_s, self.compute_tok_s)
+
+
+@dataclass
+class Measured:
+    """One server's streams in every workload."""
+
+    single: StreamTiming | None = None
+    levels: dict[int, list[StreamTiming]] = field(default_factory=dict)
+    # GET /health round trips during the largest level, ms.
+    health_ms: list[float] = field(default_factory=list)
+    # The request that put the shared prefix in the cache.
+    prefix_cold: StreamTiming | None = None
+    # The streams that found it there.
+    prefix: list[StreamTiming] = field(default_factory=list)
+    # The same streams with prefix caching switched off (headrace only).
+    prefix_uncached: list[StreamTiming] = field(default_factory=list)
+    # The share of the machine's CPU other processes took while this server was measured.
+    foreign_cpu: float = 0.0
+
+    def plain_streams(self) -> list[StreamTiming]:
+        """The streams of the single-stream and concurrency workloads."""
+        single = [self.single] if self.single else []
+        return single + [s for streams in self.levels.values() for s in streams]
+
+    def prefix_streams(self) -> list[StreamTiming]:
+        """The streams of the shared-prefix workload."""
+        cold = [self.prefix_cold] if self.prefix_cold else []
+        return [*cold, *self.prefix, *self.prefix_uncached]
+
+
+@dataclass(frozen=True)
+class Metric:
+    workload: str
+    name: str
+    # True for rates, False for latencies (which way the ratio and the bound point).
+    higher_is_better: bool
+    # The machine's best for this metric, where one is meaningful.
+    bound: float | None
+    # The metric of one server's measurements; None where that server has none.
+    value: Callable[[Measured], float | None]
+
+
+class Prompts:
+    """Chats never sent before: a unique nonce first, then seeded random words, fit to a length.
+
+    Lengths count the tokens of the chat once headrace's tokenizer applies the chat template.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, seed: int) -> None:
+        self.tokenizer = tokenizer
+        self.seed = seed
+        self._rng = random.Random(seed)
+        self._nonces = itertools.count()
+
+    def user(self, tokens: int) -> Chat:
+        """One user message, `tokens` long in all."""
+        nonce = self._nonce()
+        return self._fit(lambda words: [{"role": "user", "content": f"{nonce} {words}"}], tokens)
+
+    def system(self, tokens: int) -> Chat:
+        """One system message, `tokens` long once templated on its own."""
+        nonce = self._nonce()
+        return self._fit(lambda words: [{"role": "system", "content": f"{nonce} {words}"}], tokens)
+
+    def question(self) -> ChatCompletionUserMessageParam:
+        """A short user message of its own."""
+        words = random_words(self._rng, _QUESTION_WORDS)
+        return {"role": "user", "content": f"{self._nonce()} {words}?"}
+
+    def length(self, chat: Chat) -> int:
+        """Tokens of `chat` with the chat template applied."""
+        return len(self.tokenizer.apply_chat_template(chat))
+
+    def _nonce(self) -> str:
+        return f"Request {self.seed}-{next(self._nonces)}:"
+
+    def _fit(self, make: Callable[[str], Chat], tokens: int) -> Chat:
+        # Nearly one token per word: a few corrections of the word count land on `tokens`.
+        words = random_words(self._rng, 2 * tokens).split()
+        count = max(1, tokens - self.length(make("")))
+        chat = make(" ".join(words[:count]))
+        for _ in range(4):
+            missing = tokens - self.length(chat)
+            if missing == 0:
+                break
+            count = min(len(words), max(1, count + missing))
+            chat = make(" ".join(words[:count]))
+        return chat
+
+
+@dataclass(frozen=True)
+class Side:
+    """One server as the table's column: how to start it and what to send it."""
+
+    name: str
+    argv: Callable[[int], list[str]]
+    # Request fields for this server beyond the OpenAI API's.
+    extra_body: dict[str, object] = field(default_factory=dict)
+
+
+def main() -> None:
+    args = _parse_args()
+    workloads = _workloads(args)
+    model = Path(args.model) if args.model else resolve_model(None).path
+    shape = ModelShape.from_gguf(model)
+    bounds = Bounds.of(shape, workloads, args.bandwidth_gbs, args.peak_gflops)
+    prompts = Prompts(Tokenizer.from_path(model), args.seed)
+    llama = LlamaCpp.find_or_build(args.llama_server, _log)
+    headrace = _headrace_side(args, model, workloads)
+    sides = [headrace] + [
+        _llama_side(args, llama, llama.weights(model, peer_type, _log), workloads)
+        for peer_type in args.peer_types
+    ]
+    notes: list[str] = []
+    measured = {side.name: _measure(side, workloads, prompts) for side in sides}
+    measured[headrace.name].prefix_uncached = _measure_uncached(args, model, workloads, prompts)
+    if not measured[headrace.name].prefix_uncached:
+        notes.append(f"headrace rejected {NO_PREFIX_CACHING_FLAG}: no row without prefix caching.")
+    metrics = _metrics(workloads, bounds)
+    print(_report(args, model, shape, llama, sides, workloads, measured, metrics, notes))
+
+
+def _parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help=".gguf file (default: the default model)")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="bfloat16")
+    parser.add_argument("--llama-server", type=Path, help="llama-server (default: built in cache)")
+    parser.add_argument(
+        "--peer-types",
+        nargs="+",
+        default=["F16"],
+        help="llama-quantize types for llama-server's weights, one column each (default: F16)",
+    )
+    parser.add_argument("--quick", action="store_true", help="a smoke run: tiny sizes")
+    parser.add_argument("--prompt-len", type=int, help="prompt tokens (default 256)")
+    parser.add_argument("--output-len", type=int, help="tokens generated (default 128)")
+    parser.add_argument("--levels", type=int, nargs="+", help="concurrency (default 1 4 16 32)")
+    parser.add_argument("--prefix-len", type=int, help="shared system prompt tokens (default 1000)")
+    parser.add_argument("--prefix-streams", type=int, help="streams sharing it (default 8)")
+    parser.add_argument("--prefix-output-len", type=int, help="their tokens out (default 64)")
+    parser.add_argument("--health-interval-ms", type=float, default=100)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="llama-server -t")
+    parser.add_argument("--slot-context", type=int, help="llama-server context per slot")
+    parser.add_argument("--headrace-args", default="", help="more `headrace serve` flags")
+    parser.add_argument("--llama-args", default="", help="more llama-server flags")
+    parser.add_argument("--bandwidth-gbs", type=float, default=25.0, help="memory bandwidth")
+    parser.add_argument("--peak-gflops", type=float, default=210.0, help="peak bf16 GFLOP/s")
+    parser.add_argument(
+        "--seed", type=int, default=time.time_ns() % 1_000_000, help="prompts' words and nonces"
+    )
+    return parser.parse_args()
+
+
+def _workloads(args: argparse.Namespace) -> Workloads:
+    quick = args.quick
+    return Workloads(
+        prompt_len=args.prompt_len or (64 if quick else 256),
+        output_len=args.output_len or (8 if quick else 128),
+        levels=tuple(sorted(args.levels or ((1, 4) if quick else (1, 4, 16, 32)))),
+        prefix_len=args.prefix_len or (128 if quick else 1000),
+        prefix_streams=args.prefix_streams or (4 if quick else 8),
+        prefix_output_len=args.prefix_output_len or (8 if quick else 64),
+        health_interval_s=args.health_interval_ms / 1000,
+    )
+
+
+def _headrace_side(args: argparse.Namespace, model: Path, workloads: Workloads) -> Side:
+    def argv(port: int) -> list[str]:
+        return [
+            *(sys.executable, "-m", "headrace", "serve", "--model", str(model)),
+            *("--dtype", args.dtype, "--max-num-seqs", str(workloads.slots)),
+            *("--host", "127.0.0.1", "--port", str(port)),
+            *shlex.split(args.headrace_args),
+        ]
+
+    return Side("headrace", argv)
+
+
+def _llama_side(
+    args: argparse.Namespace, llama: LlamaCpp, weights: Path, workloads: Workloads
+) -> Side:
+    slot_context = args.slot_context or _round_up(workloads.longest_request + _SLOT_MARGIN, 256)
+
+    def argv(port: int) -> list[str]:
+        return [
+            *(str(llama.server), "-m", str(weights), "--host", "127.0.0.1", "--port", str(port)),
+            *("-t", str(args.threads), "-ngl", "0", "--no-webui"),
+            # Continuous batching is on by default; each slot gets its own slot_context.
+            *("--parallel", str(workloads.slots), "-c", str(workloads.slots * slot_context)),
+            *shlex.split(args.llama_args),
+        ]
+
+    type_name = weights.stem.rsplit(".", 1)[-1]
+    # cache_prompt is llama-server's default, spelled out: reuse a slot's cached prefix.
+    return Side(f"llama-server {type_name}", argv, {"cache_prompt": True})
+
+
+def _measure(side: Side, workloads: Workloads, prompts: Prompts) -> Measured:
+    measured = Measured()
+    with _started(side) as server, ForeignCpu(own_pids=[server.pid]) as cpu:
+        client = _warmed_up_client(side, server.url, workloads, prompts)
+        measured.single = _single_stream(side, client, workloads, prompts)
+        for n in workloads.levels[:-1]:
+            measured.levels[n] = _level(side, client, workloads, prompts, n)
+        top = workloads.levels[-1]
+        with HealthPoller(server.url, workloads.health_interval_s) as health:
+            measured.levels[top] = _level(side, client, workloads, prompts, top)
+        measured.health_ms = health.latencies_ms
+        _log(f"{side.name}: /health p50 {percentile(health.latencies_ms, 50):.1f} ms")
+        measured.prefix_cold, measured.prefix = _shared_prefix(side, client, workloads, prompts)
+    measured.foreign_cpu = cpu.share
+    return measured
+
+
+def _measure_uncached(
+    args: argparse.Namespace, model: Path, workloads: Workloads, prompts: Prompts
+) -> list[StreamTiming]:
+    """The shared-prefix streams on headrace with prefix caching off; none if it has no switch."""
+    base = _headrace_side(args, model, workloads)
+    side = Side(
+        f"headrace {NO_PREFIX_CACHING_FLAG}", lambda p: [*base.argv(p), NO_PREFIX_CACHING_FLAG]
+    )
+    try:
+        with _started(side) as server:
+            client = _warmed_up_client(side, server.url, workloads, prompts)
+            return _shared_prefix(side, client, workloads, prompts)[1]
+    except ServerExited as exc:
+        if exc.returncode != _USAGE_ERROR:
+            raise
+        _log(f"{side.name}: {exc.log_tail.splitlines()[-1]}")
+        return []
+
+
+def _started(side: Side) -> ServerProcess:
+    port = free_port()
+    log_path = peers_dir() / "logs" / f"{side.name.replace(' ', '_')}.log"
+    _log(f"starting {side.name} on port {port} (log: {log_path})")
+    return ServerProcess(side.name, side.argv(port), port, log_path, _READY_TIMEOUT_S)
+
+
+def _warmed_up_client(side: Side, url: str, workloads: Workloads, prompts: Prompts) -> HttpRunner:
+    client = HttpRunner(url, None, side.extra_body)
+    _log(f"{side.name}: warming up")
+    client.run_chats([prompts.user(_WARMUP_PROMPT_LEN)], _WARMUP_OUTPUT_LEN)
+    batch = [prompts.user(_WARMUP_PROMPT_LEN) for _ in range(workloads.slots)]
+    client.run_chats(batch, _WARMUP_OUTPUT_LEN)
+    return client
+
+
+def _single_stream(
+    side: Side, client: HttpRunner, workloads: Workloads, prompts: Prompts
+) -> StreamTiming:
+    stream = client.run_chats([prompts.user(workloads.prompt_len)], workloads.output_len)[0]
+    _log(
+        f"{side.name}: 1 stream: decode {decode_tok_s(stream):.1f} tok/s, "
+        f"TTFT {ttfts_ms([stream])[0]:.0f} ms"
+    )
+    return stream
+
+
+def _level(
+    side: Side, client: HttpRunner, workloads: Workloads, prompts: Prompts, n: int
+) -> list[StreamTiming]:
+    batch = [prompts.user(workloads.prompt_len) for _ in range(n)]
+    streams = client.run_chats(batch, workloads.output_len)
+    _log(
+        f"{side.name}: {n} streams: {aggregate_tok_s(streams):.1f} output tok/s, "
+        f"TTFT p50 {percentile(ttfts_ms(streams), 50):.0f} ms"
+    )
+    return streams
+
+
+def _shared_prefix(
+    side: Side, client: HttpRunner, workloads: Workloads, prompts: Prompts
+) -> tuple[StreamTiming, list[StreamTiming]]:
+    # -> the request that put the fresh prefix in the cache, and the streams that share it
+    system = prompts.system(workloads.prefix_len)
+    max_tokens = workloads.prefix_output_len
+    cold = client.run_chats([[*system, prompts.question()]], max_tokens)[0]
+    chats = [[*system, prompts.question()] for _ in range(workloads.prefix_streams)]
+    streams = client.run_chats(chats, max_tokens)
+    _log(
+        f"{side.name}: shared prefix: TTFT {ttfts_ms([cold])[0]:.0f} ms cold, "
+        f"p50 {percentile(ttfts_ms(streams), 50):.0f} ms cached"
+    )
+    return cold, streams
+
+
+def _metrics(workloads: Workloads, bounds: Bounds) -> list[Metric]:
+    w = workloads
+    single = f"1 stream, {w.prompt_len} → {w.output_len} tokens"
+    metrics = [
+        _rate(single, "decode tok/s (1/TPOT)", _of_single(decode_tok_s), bounds.decode_tok_s),
+        _latency(single, "TTFT ms", _of_single(lambda s: ttfts_ms([s])[0]), bounds.prefill_ms),
+    ]
+    for n in w.levels:
+        metrics += _level_metrics(w, bounds, n)
+    prefix = f"{w.prefix_len}-token shared prefix, {w.prefix_streams} streams → "
+    prefix += f"{w.prefix_output_len} tokens"
+    uncached = f"TTFT p50 ms, headrace {NO_PREFIX_CACHING_FLAG}"
+    return [
+        *metrics,
+        _latency(prefix, "TTFT ms, first request (fills the cache)", _p(_cold_ttft, 50)),
+        _latency(prefix, "TTFT p50 ms, prefix cached", _p(lambda m: ttfts_ms(m.prefix), 50)),
+        _latency(prefix, uncached, _p(lambda m: ttfts_ms(m.prefix_uncached), 50)),
+    ]
+
+
+def _level_metrics(w: Workloads, bounds: Bounds, n: int) -> list[Metric]:
+    level = f"{n} concurrent, {w.prompt_len} → {w.output_len} tokens"
+
+    def ttfts(m: Measured) -> list[float]:
+        return ttfts_ms(m.levels[n])
+
+    def itls(m: Measured) -> list[float]:
+        return itls_ms(m.levels[n])
+
+    def tpots(m: Measured) -> list[float]:
+        return [tpot_ms(s) for s in m.levels[n]]
+
+    metrics = [
+        _rate(level, "output tok/s", lambda m: aggregate_tok_s(m.levels[n]), bounds.level_tok_s(n)),
+        _latency(level, "TTFT p50 ms", _p(ttfts, 50)),
+        _latency(level, "TTFT p99 ms", _p(ttfts, 99)),
+        _latency(level, "ITL p50 ms", _p(itls, 50)),
+        _latency(level, "ITL p99 ms", _p(itls, 99)),
+        _latency(level, "TPOT p50 ms", _p(tpots, 50)),
+    ]
+    if n == w.levels[-1]:
+        metrics += [
+            _latency(level, "/health p50 ms (polled)", _p(lambda m: m.health_ms, 50)),
+            _latency(level, "/health max ms (polled)", _p(lambda m: m.health_ms, 100)),
+        ]
+    return metrics
+
+
+def _rate(
+    workload: str, name: str, value: Callable[[Measured], float | None], bound: float
+) -> Metric:
+    return Metric(workload, name, higher_is_better=True, bound=bound, value=value)
+
+
+def _latency(
+    workload: str, name: str, value: Callable[[Measured], float | None], bound: float | None = None
+) -> Metric:
+    return Metric(workload, name, higher_is_better=False, bound=bound, value=value)
+
+
+def _p(values: Callable[[Measured], list[float]], q: float) -> Callable[[Measured], float | None]:
+    # The q-th percentile of the values; None where a server has none.
+    def value(m: Measured) -> float | None:
+        measured = values(m)
+        return percentile(measured, q) if measured else None
+
+    return value
+
+
+def _of_single(metric: Callable[[StreamTiming], float]) -> Callable[[Measured], float | None]:
+    return lambda m: metric(m.single) if m.single else None
+
+
+def _cold_ttft(m: Measured) -> list[float]:
+    return ttfts_ms([m.prefix_cold]) if m.prefix_cold else []
+
+
+def _report(
+    args: argparse.Namespace,
+    model: Path,
+    shape: ModelShape,
+    llama: LlamaCpp,
+    sides: list[Side],
+    workloads: Workloads,
+    measured: dict[str, Measured],
+    metrics: list[Metric],
+    notes: list[str],
+) -> str:
+    w = workloads
+    command = shlex.join(["python", "benchmarks/bench_compare.py", *sys.argv[1:]])
+    names = [side.name for side in sides]
+    lines = [
+        f"Command: `{command}`",
+        f"Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
+        f"Machine: {cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}, "
+        f"torch {torch.__version__}, headrace {_headrace_commit()}; llama.cpp {llama.version()}",
+        f"Model: {model.name}; headrace dequantizes it to "
+        f"{args.dtype}, llama-server gets it requantized by llama-quantize "
+        f"({', '.join(args.peer_types)}).",
+        *(f"{side.name}: `{shlex.join(side.argv(0))}` (port 0: a free port)" for side in sides),
+        f"Workloads: prompts of {w.prompt_len} tokens after the chat template, fresh for every "
+        f"request (seed {args.seed}), {w.output_len} tokens out (temperature 0, ignore_eos); "
+        f"levels {', '.join(map(str, w.levels))} send that many requests at once; /health is "
+        f"polled every {1000 * w.health_interval_s:.0f} ms during the {w.levels[-1]}-stream "
+        f"level. Shared prefix: one request caches a fresh {w.prefix_len}-token system prompt, "
+        f"then {w.prefix_streams} streams with their own {_QUESTION_WORDS}-word questions.",
+        f"Bounds (column 'bound', and each figure's share of it in parentheses): decode "
+        f"{args.bandwidth_gbs:g} GB/s over {_WEIGHT_BYTES} bytes x "
+        f"{shape.weights_per_token / 1e6:.1f}M weights read per token; TTFT the prompt's FLOPs "
+        f"at {args.peak_gflops:g} GFLOP/s; a level's output tok/s the lesser of n x the decode "
+        "bound and peak FLOP/s over a request's FLOPs (prompt and output: 2 per weight per token, "
+        "the output head only where a token is sampled, plus attention) per output token.",
+        "",
+        f"| workload | metric | bound | {' | '.join(names)} | ratio (>1: headrace better) |",
+        f"|---|---|---:|{'---:|' * len(names)}---:|",
+    ]
+    lines += [_table_row(metric, [measured[name] for name in names]) for metric in metrics]
+    lines += ["", *_stream_notes(measured), *notes]
+    return "\n".join(lines)
+
+
+def _table_row(metric: Metric, measured: list[Measured]) -> str:
+    values = [metric.value(m) for m in measured]
+    bound = "—" if metric.bound is None else f"{metric.bound:.1f}"
+    cells = [_cell(value, metric) for value in values]
+    ours, theirs = values[0], values[1]
+    if not ours or not theirs:
+        ratio = "—"
+    else:
+        ratio = f"{ours / theirs if metric.higher_is_better else theirs / ours:.2f}x"
+    return f"| {metric.workload} | {metric.name} | {bound} | {' | '.join(cells)} | {ratio} |"
+
+
+def _cell(value: float | None, metric: Metric) -> str:
+    if value is None:
+        return "—"
+    if metric.bound is None:
+        return f"{value:.1f}"
+    share = value / metric.bound if metric.higher_is_better else metric.bound / value
+    return f"{value:.1f} ({share:.0%})"
+
+
+def _stream_notes(measured: dict[str, Measured]) -> list[str]:
+    # What each server counted: the prompt lengths fit with headrace's tokenizer, the outputs.
+    notes = []
+    for name, m in measured.items():
+        outputs = _span(s.num_tokens for s in m.plain_streams() + m.prefix_streams())
+        notes.append(
+            f"{name}: prompts of {_span(s.num_prompt_tokens for s in m.plain_streams())} tokens "
+            f"(shared prefix: {_span(s.num_prompt_tokens for s in m.prefix_streams())}) by its "
+            f"own count, {outputs} tokens out; other processes took {m.foreign_cpu:.0%} of the "
+            "machine's CPU while it was measured."
+        )
+    return notes
+
+
+def _span(values: Iterable[int]) -> str:
+    ordered = sorted(values)
+    return f"{ordered[0]}" if ordered[0] == ordered[-1] else f"{ordered[0]}-{ordered[-1]}"
+
+
+def _headrace_commit() -> str:
+    repo = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        ["git", "-C", str(repo), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.stdout.strip() or "unknown commit"
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return math.ceil(value / multiple) * multiple
+
+
+def _log(message: str) -> None:
+    print(f"[compare {time.perf_counter() - _T0:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()
