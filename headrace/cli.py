@@ -1,4 +1,7 @@
-"""`headrace serve`: configuration from flags and environment, then the app under uvicorn."""
+"""`headrace serve`: configuration from flags and environment, then the app under uvicorn.
+
+`headrace keys create|list|revoke`: the API keys in the key store.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +11,19 @@ import math
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+from headrace.auth import Access, ApiKey, KeyStore, Limits, default_key_store_path
 from headrace.config import EngineConfig, ModelConfig, ServerConfig
 from headrace.text import TOOL_CALL_FORMATS
 
 __all__ = ["main"]
 
 logger = logging.getLogger("headrace")
+
+# Where keys are kept unless told otherwise (see headrace.auth.default_key_store_path).
+_DEFAULT_STORE = "$XDG_DATA_HOME/headrace/keys.sqlite3 (~/.local/share/headrace/...)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,6 +42,12 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="accepted bearer key (repeatable; also HEADRACE_API_KEYS, comma-separated)",
+    )
+    serve.add_argument(
+        "--key-store",
+        metavar="PATH",
+        help="SQLite file of keys from `headrace keys create`; needed when named (default: "
+        f"$HEADRACE_KEY_STORE, else {_DEFAULT_STORE}, used if it exists)",
     )
     serve.add_argument(
         "--served-model-name", nargs="+", default=[], help="names clients may use for the model"
@@ -63,7 +78,32 @@ def _parser() -> argparse.ArgumentParser:
         help="how the model writes tool calls (default: told from its chat template)",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    _add_keys_parser(commands)
     return parser
+
+
+def _add_keys_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keys = commands.add_parser("keys", help="create, list and revoke API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    store = argparse.ArgumentParser(add_help=False)
+    store.add_argument(
+        "--key-store",
+        metavar="PATH",
+        help=f"SQLite file of keys (default: $HEADRACE_KEY_STORE, else {_DEFAULT_STORE})",
+    )
+    create = key_commands.add_parser(
+        "create", parents=[store], help="create a key and print it; it is shown only this once"
+    )
+    create.add_argument("--name", default="", help="what or whom the key is for")
+    expiry = create.add_mutually_exclusive_group()
+    expiry.add_argument("--expires-in", type=_days, metavar="DAYS", help="expire after DAYS")
+    expiry.add_argument("--expires", type=_instant, metavar="ISO", help="expire at this time")
+    create.add_argument("--models", nargs="+", metavar="MODEL", help="the only models it may use")
+    create.add_argument("--rpm", type=int, help="requests per minute (default: no limit)")
+    create.add_argument("--tpm", type=int, help="tokens per minute (default: no limit)")
+    key_commands.add_parser("list", parents=[store], help="list every key, revoked ones too")
+    revoke = key_commands.add_parser("revoke", parents=[store], help="revoke a key at once")
+    revoke.add_argument("id", help="the key's id, as `headrace keys list` shows it")
 
 
 def _gib(text: str) -> int:
@@ -75,6 +115,26 @@ def _gib(text: str) -> int:
     if not math.isfinite(gib) or gib <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number of GiB, not {text}")
     return int(gib * 2**30)
+
+
+def _days(text: str) -> timedelta:
+    """A positive number of days."""
+    try:
+        days = float(text)
+    except ValueError:
+        days = math.nan
+    if not math.isfinite(days) or days <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of days, not {text}")
+    return timedelta(days=days)
+
+
+def _instant(text: str) -> datetime:
+    """An ISO 8601 date or time; UTC unless it names its zone."""
+    try:
+        instant = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an ISO 8601 date or time, not {text}") from None
+    return instant if instant.tzinfo else instant.replace(tzinfo=UTC)
 
 
 def _api_keys(flags: Sequence[str]) -> tuple[str, ...]:
@@ -102,11 +162,15 @@ def _serve(args: argparse.Namespace) -> None:
         kv_cache_memory=args.kv_cache_memory,
         enable_prefix_caching=args.prefix_caching,
     )
-    server_config = ServerConfig(host=args.host, port=args.port, api_keys=_api_keys(args.api_key))
-    runtime = load_runtime(model_config, engine_config)
-    app = create_app(
-        runtime, api_keys=server_config.api_keys, tool_call_format=args.tool_call_parser
+    server_config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        api_keys=_api_keys(args.api_key),
+        key_store=_serving_key_store(args.key_store),
     )
+    access = _access(server_config)
+    runtime = load_runtime(model_config, engine_config)
+    app = create_app(runtime, access=access, tool_call_format=args.tool_call_parser)
     logger.info(
         "serving %s on http://%s:%d/v1",
         ", ".join(runtime.model_names),
@@ -116,13 +180,104 @@ def _serve(args: argparse.Namespace) -> None:
     uvicorn.run(app, host=server_config.host, port=server_config.port, log_level=args.log_level)
 
 
+def _serving_key_store(flag: str | None) -> Path | None:
+    """The key store to check keys against: the one named, else the default one if it exists."""
+    path = _key_store_path(flag)
+    if path.exists():
+        return path
+    if flag is not None or os.environ.get("HEADRACE_KEY_STORE"):
+        raise _no_key_store(path)
+    return None
+
+
+def _no_key_store(path: Path) -> ValueError:
+    return ValueError(f"there is no key store at {path}; `headrace keys create` makes one")
+
+
+def _access(config: ServerConfig) -> Access:
+    store = KeyStore(config.key_store) if config.key_store is not None else None
+    if config.api_keys or store is not None:
+        where = f" and the keys in {store.path}" if store is not None else ""
+        logger.info("API keys needed: %d static key(s)%s", len(config.api_keys), where)
+    return Access(config.api_keys, store)
+
+
+def _key_store_path(flag: str | None) -> Path:
+    return Path(flag).expanduser() if flag else default_key_store_path()
+
+
+def _keys(args: argparse.Namespace) -> None:
+    path = _key_store_path(args.key_store)
+    # Only `create` makes a store: once one exists, `headrace serve` wants keys.
+    if args.keys_command != "create" and not path.exists():
+        raise _no_key_store(path)
+    store = KeyStore(path)
+    if args.keys_command == "create":
+        _create_key(store, args)
+    elif args.keys_command == "list":
+        _list_keys(store.list())
+    else:
+        key = store.revoke(args.id)
+        print(f"revoked {key.id} ({key.prefix}...)", file=sys.stderr)
+
+
+def _create_key(store: KeyStore, args: argparse.Namespace) -> None:
+    now = datetime.now(UTC)
+    expires = now + args.expires_in if args.expires_in else args.expires
+    if expires is not None and expires <= now:
+        raise ValueError(f"--expires must be in the future, not {expires.isoformat()}")
+    issued = store.create(
+        name=args.name,
+        expires=expires.timestamp() if expires else None,
+        models=args.models,
+        limits=Limits(requests=args.rpm, tokens=args.tpm),
+    )
+    print(issued.secret)
+    print(f"created {issued.key.id} in {store.path}; the key is shown only once", file=sys.stderr)
+
+
+def _list_keys(keys: Sequence[ApiKey]) -> None:
+    """One aligned row per key; the key itself is never shown, only its prefix."""
+    header = ("id", "name", "prefix", "created", "expires", "models", "rpm", "tpm", "revoked")
+    rows = [header, *(_key_row(key) for key in keys)]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+def _key_row(key: ApiKey) -> tuple[str, ...]:
+    return (
+        key.id,
+        key.name or "-",
+        key.prefix,
+        _utc(key.created),
+        _utc(key.expires),
+        ",".join(key.models) if key.models is not None else "all",
+        str(key.limits.requests or "-"),
+        str(key.limits.tokens or "-"),
+        _utc(key.revoked),
+    )
+
+
+def _utc(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
-        _serve(args)
+        if args.command == "serve":
+            logging.basicConfig(
+                level=args.log_level.upper(),
+                format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            )
+            _serve(args)
+        else:
+            _keys(args)
     except ValueError as exc:  # configuration and model-source errors: one line, no traceback
         print(f"headrace: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

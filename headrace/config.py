@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 __all__ = ["DEFAULT_MODEL_NAME", "Device", "Dtype", "EngineConfig", "ModelConfig", "ServerConfig"]
@@ -70,8 +71,11 @@ class ServerConfig:
     host: str = "127.0.0.1"
     # TCP port to listen on; 0 picks a free one.
     port: int = 8000
-    # Bearer keys accepted on /v1 routes; empty means no authentication.
+    # Bearer keys accepted on every route but /health, without limits.
     api_keys: tuple[str, ...] = field(default=(), repr=False)
+    # SQLite file of keys made by `headrace keys create`; None means none. With neither these
+    # nor `api_keys`, no key is needed.
+    key_store: Path | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

@@ -13,6 +13,7 @@ import httpx
 from fastapi import FastAPI
 
 from headrace.api import create_app
+from headrace.auth import Access
 from headrace.engine.outputs import EngineStats, FinishReason, SamplingParams, TokenOutput
 from headrace.text.grammar import GrammarCompiler
 
@@ -191,13 +192,29 @@ class FakeServed:
     grammars: GrammarCompiler | None = None
 
 
+class FakeClock:
+    """A clock for the rate limiter and key expiry that moves only when told to."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        # Seconds, as the clock reads now.
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def make_app(
     engine: FakeEngine | None = None,
     api_keys: Sequence[str] = (),
     grammars: GrammarCompiler | None = None,
+    access: Access | None = None,
 ) -> FastAPI:
+    """The app on a fake engine; `access`, else `api_keys` as static keys, says who may use it."""
     served = FakeServed(engine=engine or FakeEngine(), grammars=grammars)
-    return create_app(served, api_keys=api_keys)
+    return create_app(served, access=access or Access(api_keys))
 
 
 def make_client(app: FastAPI, **kwargs: Any) -> httpx.AsyncClient:

@@ -1,4 +1,4 @@
-"""The rooms of DESIGN.md import one way: api -> batch -> serving -> {engine, text} -> model."""
+"""The rooms of DESIGN.md import one way: api -> {batch, auth} -> serving -> {engine, text}."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ ALLOWED = {
     "engine": {"model", "config"},
     "serving": {"engine", "text", "model", "config"},
     "batch": {"serving", "engine", "text", "model", "config"},
-    "api": {"batch", "serving", "engine", "text", "model", "config"},
-    "cli": {"api", "batch", "serving", "engine", "text", "model", "config"},
+    "auth": {"serving", "config"},
+    "api": {"auth", "batch", "serving", "engine", "text", "model", "config"},
+    "cli": {"api", "auth", "batch", "serving", "engine", "text", "model", "config"},
     "__main__": {"cli"},
     "__init__": set(),
 }

@@ -1,13 +1,19 @@
-"""`headrace serve` refuses what it cannot serve with one clear line, never a traceback."""
+"""`headrace serve` refuses what it cannot serve with one clear line, never a traceback.
+
+`headrace keys` creates, lists and revokes keys, with errors as clear.
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+
+from headrace.cli import main
 
 
 def serve(*args: str) -> subprocess.CompletedProcess[str]:
@@ -56,3 +62,90 @@ def test_a_kv_cache_too_small_for_one_context(default_model_path: Path) -> None:
     done = serve("--model", str(default_model_path), "--kv-cache-memory", "0.01")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "give --kv-cache-memory more or lower --max-model-len" in done.stderr
+
+
+def keys(capsys: pytest.CaptureFixture[str], store: Path, *args: str) -> tuple[int, str, str]:
+    """`headrace keys ARGS --key-store STORE` in process: exit status, stdout, stderr."""
+    command, *rest = args
+    try:
+        main(["keys", command, "--key-store", str(store), *rest])
+        status = 0
+    except SystemExit as exit:
+        status = int(exit.code or 0)
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_keys_create_list_revoke(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    store = tmp_path / "keys.sqlite3"
+    status, out, err = keys(capsys, store, "create", "--name", "ci", "--models", "m1", "m2")
+    secret = out.strip()
+    assert status == 0 and secret.startswith("sk-hr-") and "\n" not in secret
+    assert "shown only once" in err
+    keys(capsys, store, "create", "--expires", "2999-01-02T03:04", "--rpm", "5", "--tpm", "900")
+    status, out, _ = keys(capsys, store, "list")
+    header, first, second = (line.split() for line in out.splitlines())
+    assert " ".join(header) == "id name prefix created expires models rpm tpm revoked"
+    assert first[1:3] == ["ci", secret[:12]] and first[4:] == ["-", "m1,m2", "-", "-", "-"]
+    assert second[4:] == ["2999-01-02T03:04:00Z", "all", "5", "900", "-"]
+    assert secret not in out
+    status, _, err = keys(capsys, store, "revoke", first[0])
+    assert status == 0 and f"revoked {first[0]}" in err
+    revoked = keys(capsys, store, "list")[1].splitlines()[1].split()
+    assert revoked[-1].endswith("Z")
+
+
+def test_keys_expire_in_days(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    store = tmp_path / "keys.sqlite3"
+    keys(capsys, store, "create", "--expires-in", "1.5")
+    created, expires = keys(capsys, store, "list")[1].splitlines()[1].split()[3:5]
+    lifetime = datetime.fromisoformat(expires) - datetime.fromisoformat(created)
+    assert abs(lifetime - timedelta(days=1.5)) <= timedelta(seconds=1)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["revoke", "key_nope"], "there is no key store at"),
+        (["list"], "there is no key store at"),
+        (["create", "--rpm", "0"], "requests per minute must be positive, not 0"),
+        (["create", "--tpm", "-1"], "tokens per minute must be positive, not -1"),
+        (["create", "--expires", "2001-01-01"], "--expires must be in the future"),
+        (["create", "--expires", "soon"], "must be an ISO 8601 date or time, not soon"),
+        (["create", "--expires-in", "0"], "must be a positive number of days, not 0"),
+        (["create", "--expires-in", "1", "--expires", "2999-01-01"], "not allowed with"),
+    ],
+)
+def test_keys_errors_are_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, args: list[str], message: str
+) -> None:
+    store = tmp_path / "keys.sqlite3"
+    status, _, err = keys(capsys, store, *args)
+    assert status == 2 and message in err and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(("headrace: error: ", "headrace keys "))
+    assert not store.exists() or args[0] == "create"
+
+
+def test_revoking_an_unknown_key(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    store = tmp_path / "keys.sqlite3"
+    keys(capsys, store, "create")
+    status, _, err = keys(capsys, store, "revoke", "key_nope")
+    assert status == 2 and err.startswith("headrace: error: no key has the id 'key_nope'")
+
+
+def test_the_key_store_from_the_environment(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HEADRACE_KEY_STORE", str(tmp_path / "env.sqlite3"))
+    main(["keys", "create"])
+    assert (tmp_path / "env.sqlite3").exists()
+
+
+def test_serve_wants_a_named_key_store_to_exist(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    with pytest.raises(SystemExit) as exit:
+        main(["serve", "--key-store", str(tmp_path / "missing.sqlite3")])
+    assert exit.value.code == 2
+    assert "there is no key store at" in capsys.readouterr().err
+    assert not (tmp_path / "missing.sqlite3").exists()

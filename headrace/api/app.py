@@ -6,11 +6,12 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 
-from headrace.api.auth import api_key_check
+from headrace.api.auth import KeyCheck
 from headrace.api.errors import install_error_handlers
 from headrace.api.routes import health_router, v1_router
+from headrace.auth import Access
 from headrace.engine.client import EngineClient
 from headrace.serving import ChatService, ModelCatalog, TokenizerLike
 from headrace.text.grammar import GrammarCompiler
@@ -39,12 +40,15 @@ class Served(Protocol):
 
 
 def create_app(
-    served: Served, *, api_keys: Sequence[str] = (), tool_call_format: str | None = None
+    served: Served, *, access: Access | None = None, tool_call_format: str | None = None
 ) -> FastAPI:
-    """The app; with `api_keys`, every /v1 route wants `Authorization: Bearer <key>`.
+    """The app.
 
+    access: who may use it; when it wants keys, every route but /health needs
+        `Authorization: Bearer <key>`. None: anyone may, without limits.
     tool_call_format: how replies are read for tool calls; None lets the chat template tell.
     """
+    access = access or Access()
     models = ModelCatalog(served.model_names)
     chat = ChatService(
         served.engine,
@@ -55,10 +59,9 @@ def create_app(
     )
     app = FastAPI(title="headrace", lifespan=_lifespan(served.engine))
     install_error_handlers(app)
+    app.add_middleware(KeyCheck, access=access)
     app.include_router(health_router(served.engine))
-    app.include_router(
-        v1_router(chat, models), dependencies=[Depends(api_key_check(api_keys))] if api_keys else []
-    )
+    app.include_router(v1_router(chat, models, access))
     return app
 
 

@@ -1,38 +1,96 @@
-"""Bearer API keys on the /v1 routes."""
+"""Bearer API keys and rate limits over HTTP.
+
+Every request but /health goes through `KeyCheck`, which admits it by its key and counts it;
+routes find what its key may do with `grant_of`. Every response to a counted key carries
+OpenAI's `x-ratelimit-*` headers, errors and streams included.
+"""
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Awaitable, Callable, Sequence
+import math
 
 from fastapi import Request
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from headrace.serving import AuthenticationError
+from headrace.api.errors import error_response
+from headrace.auth import Access, Grant, LimitStatus
+from headrace.serving import HeadraceError
 
-__all__ = ["api_key_check"]
+__all__ = ["KeyCheck", "grant_of"]
 
-
-def api_key_check(keys: Sequence[str]) -> Callable[[Request], Awaitable[None]]:
-    """A FastAPI dependency that admits only `Authorization: Bearer <one of keys>`."""
-    accepted = tuple(key.encode() for key in keys)
-
-    async def check(request: Request) -> None:
-        header = request.headers.get("authorization")
-        if not header:
-            raise AuthenticationError(
-                "You didn't provide an API key. You need to provide your API key in an "
-                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
-            )
-        scheme, _, key = header.partition(" ")
-        if scheme.lower() != "bearer" or not _is_accepted(key.strip().encode(), accepted):
-            raise AuthenticationError("Incorrect API key provided.")
-
-    return check
+# Open to all: load balancers and orchestrators probe it without a key.
+_OPEN_PATH = "/health"
 
 
-def _is_accepted(key: bytes, accepted: tuple[bytes, ...]) -> bool:
-    # Every key is compared, in constant time, so timing tells nothing about which came close.
-    found = False
-    for candidate in accepted:
-        found |= hmac.compare_digest(key, candidate)
-    return found
+class KeyCheck:
+    """ASGI middleware: admits each request by its bearer key, or answers 401 or 429 itself."""
+
+    def __init__(self, app: ASGIApp, access: Access) -> None:
+        self._app = app
+        self._access = access
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] == _OPEN_PATH:
+            await self._app(scope, receive, send)
+            return
+        try:
+            grant = self._access.authenticate(_bearer_key(Headers(scope=scope)))
+        except HeadraceError as error:
+            await error_response(error)(scope, receive, send)
+            return
+        send = self._with_limit_headers(send, grant)
+        try:
+            self._access.take_request(grant)
+        except HeadraceError as error:
+            await error_response(error)(scope, receive, send)
+            return
+        scope.setdefault("state", {})["grant"] = grant
+        await self._app(scope, receive, send)
+
+    def _with_limit_headers(self, send: Send, grant: Grant) -> Send:
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for status in self._access.limit_status(grant):
+                    headers.update(_limit_headers(status))
+            await send(message)
+
+        return send_with_headers
+
+
+def grant_of(request: Request) -> Grant:
+    """What the request's key may do, as KeyCheck found it."""
+    grant = request.state.grant
+    assert isinstance(grant, Grant), "KeyCheck admits every request a route sees"
+    return grant
+
+
+def _bearer_key(headers: Headers) -> str | None:
+    header = headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, key = header.partition(" ")
+    # Another scheme shows no key of ours; the empty key matches none.
+    return key.strip() if scheme.lower() == "bearer" else ""
+
+
+def _limit_headers(status: LimitStatus) -> dict[str, str]:
+    """OpenAI's headers for one limit, e.g. x-ratelimit-reset-tokens: 6m0s."""
+    return {
+        f"x-ratelimit-limit-{status.name}": str(status.limit),
+        f"x-ratelimit-remaining-{status.name}": str(status.remaining),
+        f"x-ratelimit-reset-{status.name}": duration(status.reset),
+    }
+
+
+def duration(seconds: float) -> str:
+    """A duration as Go writes it, as OpenAI's reset headers do: 0s, 120ms, 8.64s, 6m0s."""
+    millis = math.ceil(seconds * 1000)
+    if millis == 0:
+        return "0s"
+    if millis < 1000:
+        return f"{millis}ms"
+    minutes, millis = divmod(millis, 60_000)
+    text = f"{millis / 1000:.3f}".rstrip("0").rstrip(".") + "s"
+    return f"{minutes}m{text}" if minutes else text

@@ -10,6 +10,7 @@ from headrace.serving.errors import (
     MethodNotAllowedError,
     ModelNotFoundError,
     NotFoundError,
+    RateLimitError,
     ServiceUnavailableError,
     invalid_request_from_validation,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "ModelNotFoundError",
     "NotFoundError",
     "PreparedChat",
+    "RateLimitError",
     "ServiceUnavailableError",
     "TokenizerLike",
     "Usage",

@@ -75,6 +75,11 @@ class PreparedChat:
     # How the reply is read for tool calls; None when the request allows none.
     tool_call_format: str | None
 
+    @property
+    def most_tokens(self) -> int:
+        """The prompt and the longest completion allowed: the most the request can cost."""
+        return len(self.prompt_token_ids) + self.params.max_tokens
+
 
 @dataclass(frozen=True)
 class _Step:

@@ -19,6 +19,7 @@ __all__ = [
     "MethodNotAllowedError",
     "ModelNotFoundError",
     "NotFoundError",
+    "RateLimitError",
     "ServiceUnavailableError",
     "invalid_request_from_validation",
     "invalid_value",
@@ -115,6 +116,20 @@ class MethodNotAllowedError(HeadraceError):
 
     status = 405
     type = "invalid_request_error"
+
+
+class RateLimitError(HeadraceError):
+    """A key has used up its requests or tokens per minute.
+
+    Its `type` names the limit, "requests" or "tokens", as OpenAI's does.
+    """
+
+    status = 429
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, limit: str, headers: Mapping[str, str]) -> None:
+        super().__init__(message, headers=headers)
+        self.type = limit
 
 
 class ServiceUnavailableError(HeadraceError):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from headrace.serving.errors import ModelNotFoundError
 from headrace.serving.responses import ModelCard, ModelList
@@ -31,5 +31,7 @@ class ModelCatalog:
         self.require(name)
         return ModelCard(id=name, object="model", created=self._created, owned_by="headrace")
 
-    def list(self) -> ModelList:
-        return ModelList(object="list", data=[self.card(name) for name in self.names])
+    def list(self, only: Collection[str] | None = None) -> ModelList:
+        """The served models; with `only`, just those among them."""
+        names = self.names if only is None else [name for name in self.names if name in only]
+        return ModelList(object="list", data=[self.card(name) for name in names])

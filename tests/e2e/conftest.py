@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from headrace.auth import KeyStore
+
 # The guide's model names, all served by the default model.
 MODEL_NAMES = ("SmolLM2-135M-Instruct", "Llama-3.3-70B-Instruct", "gpt-4.1")
 API_KEY = "sk-headrace-e2e"
@@ -27,8 +29,10 @@ START_TIMEOUT_S = 600
 class Server:
     # http://127.0.0.1:PORT
     url: str
-    # The key the server accepts.
+    # The static key the server accepts.
     api_key: str
+    # The key store it also checks keys against; `headrace keys --key-store` adds to it.
+    key_store: Path
     # Where the server's output goes.
     log: Path
 
@@ -54,14 +58,16 @@ def _free_port() -> int:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     port = _free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
+    key_store = log.parent / "keys.sqlite3"
+    KeyStore(key_store).close()  # empty: the keys tests add theirs while it serves
     command = [
         sys.executable, "-m", "headrace", "serve", "--port", str(port),
         "--served-model-name", *MODEL_NAMES, "--max-model-len", str(MAX_MODEL_LEN),
-        "--api-key", API_KEY,
+        "--api-key", API_KEY, "--key-store", str(key_store),
     ]  # fmt: skip
     with log.open("w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    server = Server(url=f"http://127.0.0.1:{port}", api_key=API_KEY, log=log)
+    server = Server(url=f"http://127.0.0.1:{port}", api_key=API_KEY, key_store=key_store, log=log)
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
