@@ -62,6 +62,18 @@ def _parser() -> argparse.ArgumentParser:
         choices=TOOL_CALL_FORMATS,
         help="how the model writes tool calls (default: told from its chat template)",
     )
+    serve.add_argument(
+        "--max-waiting",
+        type=int,
+        default=ServerConfig.max_waiting,
+        help="requests that may wait for the engine; beyond them chat completions get 503",
+    )
+    serve.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=ServerConfig.max_body_bytes,
+        help="largest request body accepted; a larger one gets 413",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     return parser
 
@@ -102,10 +114,20 @@ def _serve(args: argparse.Namespace) -> None:
         kv_cache_memory=args.kv_cache_memory,
         enable_prefix_caching=args.prefix_caching,
     )
-    server_config = ServerConfig(host=args.host, port=args.port, api_keys=_api_keys(args.api_key))
+    server_config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        api_keys=_api_keys(args.api_key),
+        max_waiting=args.max_waiting,
+        max_body_bytes=args.max_body_bytes,
+    )
     runtime = load_runtime(model_config, engine_config)
     app = create_app(
-        runtime, api_keys=server_config.api_keys, tool_call_format=args.tool_call_parser
+        runtime,
+        api_keys=server_config.api_keys,
+        tool_call_format=args.tool_call_parser,
+        max_waiting=server_config.max_waiting,
+        max_body_bytes=server_config.max_body_bytes,
     )
     logger.info(
         "serving %s on http://%s:%d/v1",
