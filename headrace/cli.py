@@ -77,6 +77,18 @@ def _parser() -> argparse.ArgumentParser:
         choices=TOOL_CALL_FORMATS,
         help="how the model writes tool calls (default: told from its chat template)",
     )
+    serve.add_argument(
+        "--max-waiting",
+        type=int,
+        default=ServerConfig.max_waiting,
+        help="requests that may wait for the engine; beyond them chat completions get 503",
+    )
+    serve.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=ServerConfig.max_body_bytes,
+        help="largest request body accepted; a larger one gets 413",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     _add_keys_parser(commands)
     return parser
@@ -167,10 +179,18 @@ def _serve(args: argparse.Namespace) -> None:
         port=args.port,
         api_keys=_api_keys(args.api_key),
         key_store=_serving_key_store(args.key_store),
+        max_waiting=args.max_waiting,
+        max_body_bytes=args.max_body_bytes,
     )
     access = _access(server_config)
     runtime = load_runtime(model_config, engine_config)
-    app = create_app(runtime, access=access, tool_call_format=args.tool_call_parser)
+    app = create_app(
+        runtime,
+        access=access,
+        tool_call_format=args.tool_call_parser,
+        max_waiting=server_config.max_waiting,
+        max_body_bytes=server_config.max_body_bytes,
+    )
     logger.info(
         "serving %s on http://%s:%d/v1",
         ", ".join(runtime.model_names),

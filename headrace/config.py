@@ -76,9 +76,17 @@ class ServerConfig:
     # SQLite file of keys made by `headrace keys create`; None means none. With neither these
     # nor `api_keys`, no key is needed.
     key_store: Path | None = None
+    # Requests that may wait for the engine; a chat completion beyond them is refused with 503.
+    max_waiting: int = 256
+    # Largest request body accepted, in bytes; a larger one is refused with 413.
+    max_body_bytes: int = 8 * 2**20
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, not {self.port}")
         if any(not key for key in self.api_keys):
             raise ValueError("API keys must not be empty")
+        if self.max_waiting < 1:
+            raise ValueError(f"max_waiting must be positive, not {self.max_waiting}")
+        if self.max_body_bytes < 1024:
+            raise ValueError(f"max_body_bytes must be at least 1024, not {self.max_body_bytes}")

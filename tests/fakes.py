@@ -128,6 +128,8 @@ class FakeEngine:
         self.closed_early: list[str] = []
         # Requests being generated right now.
         self.running = 0
+        # Requests the engine reports waiting for a place in the batch; tests set it.
+        self.waiting = 0
         # Set once any request has produced its first token.
         self.started = asyncio.Event()
 
@@ -175,7 +177,7 @@ class FakeEngine:
         """Nothing to stop."""
 
     def stats(self) -> EngineStats:
-        return EngineStats(running=self.running, waiting=0)
+        return EngineStats(running=self.running, waiting=self.waiting)
 
 
 @dataclass(frozen=True)
@@ -211,10 +213,12 @@ def make_app(
     api_keys: Sequence[str] = (),
     grammars: GrammarCompiler | None = None,
     access: Access | None = None,
+    **limits: int,
 ) -> FastAPI:
-    """The app on a fake engine; `access`, else `api_keys` as static keys, says who may use it."""
+    """The app on fakes; `access`, else `api_keys` as static keys, says who may use it;
+    `limits` are create_app's max_waiting and max_body_bytes."""
     served = FakeServed(engine=engine or FakeEngine(), grammars=grammars)
-    return create_app(served, access=access or Access(api_keys))
+    return create_app(served, access=access or Access(api_keys), **limits)
 
 
 def make_client(app: FastAPI, **kwargs: Any) -> httpx.AsyncClient:

@@ -35,6 +35,8 @@ def serve(*args: str) -> subprocess.CompletedProcess[str]:
         (["--kv-cache-memory", "inf"], "must be a positive number of GiB, not inf"),
         (["--kv-cache-memory", "-1"], "must be a positive number of GiB, not -1"),
         (["--kv-cache-memory", "lots"], "must be a positive number of GiB, not lots"),
+        (["--max-waiting", "0"], "max_waiting must be positive, not 0"),
+        (["--max-body-bytes", "100"], "max_body_bytes must be at least 1024, not 100"),
     ],
 )
 def test_bad_configuration_is_one_line(args: list[str], message: str) -> None:

@@ -9,9 +9,12 @@ from typing import Protocol
 from fastapi import FastAPI
 
 from headrace.api.auth import KeyCheck
+from headrace.api.body_limit import BodyLimit
 from headrace.api.errors import install_error_handlers
+from headrace.api.openapi import install_openapi
 from headrace.api.routes import health_router, v1_router
 from headrace.auth import Access
+from headrace.config import ServerConfig
 from headrace.engine.client import EngineClient
 from headrace.serving import ChatService, ModelCatalog, TokenizerLike
 from headrace.text.grammar import GrammarCompiler
@@ -40,13 +43,20 @@ class Served(Protocol):
 
 
 def create_app(
-    served: Served, *, access: Access | None = None, tool_call_format: str | None = None
+    served: Served,
+    *,
+    access: Access | None = None,
+    tool_call_format: str | None = None,
+    max_waiting: int = ServerConfig.max_waiting,
+    max_body_bytes: int = ServerConfig.max_body_bytes,
 ) -> FastAPI:
     """The app.
 
     access: who may use it; when it wants keys, every route but /health needs
         `Authorization: Bearer <key>`. None: anyone may, without limits.
     tool_call_format: how replies are read for tool calls; None lets the chat template tell.
+    max_waiting: requests that may wait for the engine before chat completions get 503.
+    max_body_bytes: largest request body; a larger one gets 413.
     """
     access = access or Access()
     models = ModelCatalog(served.model_names)
@@ -56,10 +66,13 @@ def create_app(
         models,
         grammars=served.grammars,
         tool_call_format=tool_call_format,
+        max_waiting=max_waiting,
     )
     app = FastAPI(title="headrace", lifespan=_lifespan(served.engine))
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     install_error_handlers(app)
     app.add_middleware(KeyCheck, access=access)
+    install_openapi(app)
     app.include_router(health_router(served.engine))
     app.include_router(v1_router(chat, models, access))
     return app

@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from headrace.api.auth import grant_of
 from headrace.api.disconnect import unless_disconnected
+from headrace.api.openapi import request_body, responses
 from headrace.api.sse import EventStreamResponse
 from headrace.auth import Access
 from headrace.engine.client import EngineClient
-from headrace.serving import ChatService, ModelCatalog, dump, parse_chat_request
+from headrace.serving import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatService,
+    ModelCard,
+    ModelCatalog,
+    ModelList,
+    UnsupportedMediaTypeError,
+    dump,
+    parse_chat_request,
+)
 
 __all__ = ["health_router", "v1_router"]
 
@@ -18,16 +33,38 @@ __all__ = ["health_router", "v1_router"]
 _CLIENT_CLOSED = 499
 
 
+class Health(BaseModel):
+    # Always "ok": the server answers.
+    status: Literal["ok"]
+    # Requests in the engine's running batch.
+    running: int
+    # Requests waiting for a place in it.
+    waiting: int
+    # Fraction of the KV cache's blocks in use, 0 to 1.
+    kv_cache_usage: float
+    # Requests preempted since the start.
+    preemptions: int
+
+
 def v1_router(chat: ChatService, models: ModelCatalog, access: Access) -> APIRouter:
     """The OpenAI routes, under /v1; `access` counts the tokens each key asks for."""
     router = APIRouter(prefix="/v1")
 
-    @router.post("/chat/completions")
+    @router.post(
+        "/chat/completions",
+        openapi_extra=request_body(ChatCompletionRequest, _chat_examples(models.names[0])),
+        responses=responses(
+            ChatCompletion, stream=ChatCompletionChunk, errors=(400, 401, 404, 413, 415, 503)
+        ),
+    )
     async def create_chat_completion(request: Request) -> Response:
+        _require_json(request)
         body = parse_chat_request(await request.body())
         grant = grant_of(request)
         grant.require_model(body.model)
-        prepared = chat.prepare(body)  # every check, before any response begins
+        # Every check, before any response begins. Rendering and tokenizing a long prompt can
+        # take seconds (8 MiB: 6 s), so it runs on a worker thread while the loop serves others.
+        prepared = await run_in_threadpool(chat.prepare, body)
         access.take_tokens(grant, prepared.most_tokens)
         if body.stream:
             return EventStreamResponse(chat.stream(prepared))
@@ -36,11 +73,11 @@ def v1_router(chat: ChatService, models: ModelCatalog, access: Access) -> APIRou
             return Response(status_code=_CLIENT_CLOSED)
         return _json(completion)
 
-    @router.get("/models")
+    @router.get("/models", responses=responses(ModelList, errors=(401,)))
     async def list_models(request: Request) -> Response:
         return _json(models.list(only=grant_of(request).models))
 
-    @router.get("/models/{model_id:path}")
+    @router.get("/models/{model_id:path}", responses=responses(ModelCard, errors=(401, 404)))
     async def retrieve_model(request: Request, model_id: str) -> Response:
         grant_of(request).require_model(model_id)
         return _json(models.card(model_id))
@@ -53,17 +90,42 @@ def health_router(engine: EngineClient) -> APIRouter:
     router = APIRouter()
 
     @router.get("/health")
-    async def health() -> dict[str, object]:
+    async def health() -> Health:
         stats = engine.stats()
-        return {
-            "status": "ok",
-            "running": stats.running,
-            "waiting": stats.waiting,
-            "kv_cache_usage": round(stats.kv_cache_usage, 4),
-            "preemptions": stats.num_preemptions,
-        }
+        return Health(
+            status="ok",
+            running=stats.running,
+            waiting=stats.waiting,
+            kv_cache_usage=round(stats.kv_cache_usage, 4),
+            preemptions=stats.num_preemptions,
+        )
 
     return router
+
+
+def _chat_examples(model: str) -> dict[str, object]:
+    """Requests that succeed, by name, for the OpenAPI document."""
+    messages = [{"role": "user", "content": "Explain quantum computing"}]
+    return {
+        "whole": {"model": model, "messages": messages, "max_tokens": 16},
+        "stream": {
+            "model": model,
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+    }
+
+
+def _require_json(request: Request) -> None:
+    """Raises UnsupportedMediaTypeError for a body declared as anything but JSON.
+
+    A body declared as nothing is read as JSON.
+    """
+    declared = request.headers.get("content-type", "")
+    media_type = declared.partition(";")[0].strip().lower()
+    if media_type and media_type != "application/json" and not media_type.endswith("+json"):
+        raise UnsupportedMediaTypeError(media_type)
 
 
 def _json(model: BaseModel) -> Response:

@@ -4,6 +4,7 @@ from headrace.serving.chat import ChatService, PreparedChat
 from headrace.serving.errors import (
     AuthenticationError,
     ContextLengthExceededError,
+    EngineOverloadedError,
     HeadraceError,
     InternalError,
     InvalidRequestError,
@@ -11,7 +12,9 @@ from headrace.serving.errors import (
     ModelNotFoundError,
     NotFoundError,
     RateLimitError,
+    RequestTooLargeError,
     ServiceUnavailableError,
+    UnsupportedMediaTypeError,
     invalid_request_from_validation,
 )
 from headrace.serving.models import ModelCatalog
@@ -34,6 +37,7 @@ __all__ = [
     "ChatService",
     "ContextLengthExceededError",
     "DetokenizerLike",
+    "EngineOverloadedError",
     "HeadraceError",
     "InternalError",
     "InvalidRequestError",
@@ -45,8 +49,10 @@ __all__ = [
     "NotFoundError",
     "PreparedChat",
     "RateLimitError",
+    "RequestTooLargeError",
     "ServiceUnavailableError",
     "TokenizerLike",
+    "UnsupportedMediaTypeError",
     "Usage",
     "dump",
     "invalid_request_from_validation",

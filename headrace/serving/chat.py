@@ -13,11 +13,13 @@ from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 
+from headrace.config import ServerConfig
 from headrace.engine.client import EngineClient
 from headrace.engine.outputs import SamplingParams, TokenOutput
 from headrace.serving.conversation import template_messages
 from headrace.serving.errors import (
     ContextLengthExceededError,
+    EngineOverloadedError,
     InternalError,
     InvalidRequestError,
     ServiceUnavailableError,
@@ -54,6 +56,9 @@ from headrace.text.grammar import (
 __all__ = ["ChatService", "PreparedChat"]
 
 logger = logging.getLogger("headrace.serving")
+
+# What an overloaded server asks its clients to wait before they retry (Retry-After).
+_RETRY_AFTER_SECONDS = 1
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,7 @@ class ChatService:
         *,
         grammars: GrammarCompiler | None = None,
         tool_call_format: str | None = None,
+        max_waiting: int = ServerConfig.max_waiting,
     ) -> None:
         self._engine = engine
         self._tokenizer = tokenizer
@@ -110,9 +116,12 @@ class ChatService:
         self._grammars = grammars
         # How replies are read for tool calls: the server's choice, else the template's.
         self._tool_call_format = tool_call_format or tokenizer.tool_call_format
+        # Requests that may wait for the engine before new ones are refused.
+        self._max_waiting = max_waiting
 
     def prepare(self, request: ChatCompletionRequest) -> PreparedChat:
         """Checks the request and renders its prompt; raises HeadraceError, starts nothing."""
+        self._check_capacity()
         self._models.require(request.model)
         _check_supported(request)
         if request.model_extra:
@@ -193,6 +202,11 @@ class ChatService:
                     yield _chunk(chat, Delta(), reply.finish_reason(step.finish_reason))
                     if chat.include_usage:
                         yield _usage_chunk(chat, step.usage)
+
+    def _check_capacity(self) -> None:
+        """Refuse at once rather than queue behind more requests than the server allows."""
+        if self._engine.stats().waiting >= self._max_waiting:
+            raise EngineOverloadedError(_RETRY_AFTER_SECONDS)
 
     def _forced_call_format(self) -> str:
         """The format forced calls are written in: the model's, if a grammar can write it."""

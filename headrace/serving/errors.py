@@ -13,6 +13,7 @@ from typing import Any
 __all__ = [
     "AuthenticationError",
     "ContextLengthExceededError",
+    "EngineOverloadedError",
     "HeadraceError",
     "InternalError",
     "InvalidRequestError",
@@ -20,7 +21,9 @@ __all__ = [
     "ModelNotFoundError",
     "NotFoundError",
     "RateLimitError",
+    "RequestTooLargeError",
     "ServiceUnavailableError",
+    "UnsupportedMediaTypeError",
     "invalid_request_from_validation",
     "invalid_value",
     "missing_parameter",
@@ -132,11 +135,48 @@ class RateLimitError(HeadraceError):
         self.type = limit
 
 
+class RequestTooLargeError(HeadraceError):
+    """The request body is larger than the server accepts."""
+
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"The request body is too large: the limit is {limit} bytes.")
+
+
+class UnsupportedMediaTypeError(HeadraceError):
+    """The body comes with a Content-Type other than JSON."""
+
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_content_type"
+
+    def __init__(self, content_type: str) -> None:
+        super().__init__(
+            f"Unsupported content type: '{content_type}'. This API method only accepts "
+            "'application/json' requests."
+        )
+
+
 class ServiceUnavailableError(HeadraceError):
     """The engine cannot take or finish the request right now."""
 
     status = 503
     code = "service_unavailable"
+
+
+class EngineOverloadedError(ServiceUnavailableError):
+    """Too many requests already wait for the engine; the client should come back shortly."""
+
+    code = "engine_overloaded"
+
+    def __init__(self, retry_after_seconds: int) -> None:
+        super().__init__(
+            "The engine is currently overloaded, please try again later.",
+            headers={"Retry-After": str(retry_after_seconds)},
+        )
 
 
 class InternalError(HeadraceError):
@@ -160,6 +200,41 @@ def _is_field(part: int | str) -> bool:
 
 def _path(loc: Iterable[int | str]) -> tuple[int | str, ...]:
     return tuple(part for part in loc if _is_field(part))
+
+
+# OpenAI's error codes for the checks pydantic makes, by pydantic's error type.
+_CODES = {
+    "int_from_float": "invalid_type",
+    "literal_error": "invalid_value",
+    "string_pattern_mismatch": "invalid_value",
+    "too_short": "array_below_min_length",
+    "too_long": "array_above_max_length",
+    "string_too_short": "string_below_min_length",
+    "string_too_long": "string_above_max_length",
+}
+# Lengths below the minimum, when the value is empty.
+_EMPTY = {"too_short": "empty_array", "string_too_short": "empty_string"}
+# Bounds, and the side of them the value fell on.
+_BOUNDS = {
+    "greater_than": "below_min_value",
+    "greater_than_equal": "below_min_value",
+    "less_than": "above_max_value",
+    "less_than_equal": "above_max_value",
+}
+
+
+def _code(error: Mapping[str, Any]) -> str | None:
+    """OpenAI's code for a pydantic error: "invalid_type", "integer_above_max_value"..."""
+    kind = error["type"]
+    if kind.endswith("_type"):
+        return "invalid_type"
+    if kind in _EMPTY and not error["input"]:
+        return _EMPTY[kind]
+    if kind in _BOUNDS:
+        # pydantic gives the bound the field's type, which tells integers from decimals.
+        (bound,) = error["ctx"].values()
+        return f"{'decimal' if isinstance(bound, float) else 'integer'}_{_BOUNDS[kind]}"
+    return _CODES.get(kind)
 
 
 def invalid_request_from_validation(errors: Sequence[Mapping[str, Any]]) -> InvalidRequestError:
@@ -186,15 +261,20 @@ def invalid_request_from_validation(errors: Sequence[Mapping[str, Any]]) -> Inva
     param = ".".join(str(part) for part in path)
     if deepest["type"] == "missing":
         return missing_parameter(param)
-    reasons = dict.fromkeys(error["msg"] for error in related if _path(error["loc"]) == path)
-    return invalid_value(param, "; or ".join(reasons))
+    at_path = [error for error in related if _path(error["loc"]) == path]
+    # A union member of the right type that failed a finer check says more than the others.
+    fitting = [error for error in at_path if _code(error) != "invalid_type"] or at_path
+    reasons = dict.fromkeys(error["msg"] for error in fitting)
+    return invalid_value(param, "; or ".join(reasons), code=_code(fitting[0]))
 
 
 def missing_parameter(param: str) -> InvalidRequestError:
     """The 400 for a required parameter that is absent; `param` is its dotted path."""
-    return InvalidRequestError(f"Missing required parameter: '{param}'.", param=param)
+    return InvalidRequestError(
+        f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter"
+    )
 
 
-def invalid_value(param: str, reason: str) -> InvalidRequestError:
+def invalid_value(param: str, reason: str, *, code: str | None = None) -> InvalidRequestError:
     """The 400 for a parameter whose value is wrong, and why; `param` is its dotted path."""
-    return InvalidRequestError(f"Invalid value for '{param}': {reason}.", param=param)
+    return InvalidRequestError(f"Invalid value for '{param}': {reason}.", param=param, code=code)

@@ -7,7 +7,7 @@ ignore unknown fields too. Parameters we accept but do not act on say so in thei
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -38,8 +38,9 @@ _NAME = r"^[a-zA-Z0-9_-]+$"
 
 
 class _Request(BaseModel):
-    # Types as JSON has them, as OpenAI checks them: "10" is not an integer, 1 is not true.
-    model_config = ConfigDict(strict=True)
+    # Types as JSON has them, as OpenAI checks them: "10" is not an integer, 1 is not true;
+    # NaN and Infinity, which some JSON writers emit, are no numbers.
+    model_config = ConfigDict(strict=True, allow_inf_nan=False)
 
 
 class ContentPart(_Request):
@@ -148,12 +149,12 @@ class ResponseFormat(_Request):
 
 
 class ChatCompletionRequest(_Request):
-    model_config = ConfigDict(strict=True, extra="allow")
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="allow")
 
     # Which served model to use; echoed back in the response.
     model: str
-    # The conversation so far.
-    messages: list[ChatMessage] = Field(min_length=1)
+    # The conversation so far; at most 2048 messages, as OpenAI allows.
+    messages: list[ChatMessage] = Field(min_length=1, max_length=2048)
     # Answer as server-sent events.
     stream: bool | None = None
     # Streaming options; only allowed with `stream`.
@@ -168,20 +169,21 @@ class ChatCompletionRequest(_Request):
     top_p: float | None = Field(default=None, gt=0, le=1)
     # How many choices; only 1 is supported.
     n: int | None = Field(default=None, ge=1)
-    # Seed for reproducible sampling.
-    seed: int | None = None
+    # Seed for reproducible sampling; a 64-bit signed integer, as OpenAI's.
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
     # vLLM's extension: generate through end-of-sequence tokens (fixed-length benchmarks).
     ignore_eos: bool = False
     # Up to 4 strings that end the completion; never part of the returned text.
-    stop: str | list[str] | None = Field(default=None, max_length=4)
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
     # Accepted and ignored: the engine has no repetition penalties yet.
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     # Accepted and ignored, as presence_penalty.
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     # End-user id; accepted and ignored.
     user: str | None = None
-    # Functions the model may call (checked by `headrace.serving.tools.prepare_tools`).
-    tools: list[Tool] | None = None
+    # Functions the model may call, at most 128 as OpenAI allows (checked by
+    # `headrace.serving.tools.prepare_tools`).
+    tools: list[Tool] | None = Field(default=None, max_length=128)
     # "none", "auto", "required", a named function or allowed tools; needs `tools`.
     tool_choice: Literal["none", "auto", "required"] | ToolChoice | None = None
     # Whether the model may call several tools in one answer. Default true.

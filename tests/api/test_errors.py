@@ -12,6 +12,7 @@ from tests.fakes import chat_body, make_app, make_client
 from tests.schema import validate
 
 INVALID = "invalid_request_error"
+MISSING = "missing_required_parameter"
 CHAT = "/v1/chat/completions"
 
 
@@ -32,17 +33,19 @@ def check(response: httpx.Response, status: int, code: str | None, param: str | 
     ("body", "status", "code", "param"),
     [
         (chat_body(model="gpt-5"), 404, "model_not_found", "model"),
-        ({"messages": [{"role": "user", "content": "hi"}]}, 400, None, "model"),
-        ({"model": "test-model"}, 400, None, "messages"),
-        (chat_body(messages=[]), 400, None, "messages"),
-        (chat_body(messages=[{"role": "robot", "content": "hi"}]), 400, None, "messages.0.role"),
-        (chat_body(messages=[{"role": "user"}]), 400, None, "messages.0.content"),
-        (chat_body(temperature=3), 400, None, "temperature"),
-        (chat_body(top_p=0), 400, None, "top_p"),
+        ({"messages": [{"role": "user", "content": "hi"}]}, 400, MISSING, "model"),
+        ({"model": "test-model"}, 400, MISSING, "messages"),
+        (chat_body(messages=[]), 400, "empty_array", "messages"),
+        (chat_body(messages=[{"role": "robot", "content": "hi"}]), 400, "invalid_value",
+         "messages.0.role"),
+        (chat_body(messages=[{"role": "user"}]), 400, MISSING, "messages.0.content"),
+        (chat_body(temperature=3), 400, "decimal_above_max_value", "temperature"),
+        (chat_body(top_p=0), 400, "decimal_below_min_value", "top_p"),
         (chat_body(n=2), 400, None, "n"),
-        (chat_body(max_tokens=0), 400, None, "max_tokens"),
-        (chat_body(max_completion_tokens=0), 400, None, "max_completion_tokens"),
-        (chat_body(stop=["a", "b", "c", "d", "e"]), 400, None, "stop"),
+        (chat_body(max_tokens=0), 400, "integer_below_min_value", "max_tokens"),
+        (chat_body(max_completion_tokens=0), 400, "integer_below_min_value",
+         "max_completion_tokens"),
+        (chat_body(stop=["a", "b", "c", "d", "e"]), 400, "array_above_max_length", "stop"),
         (chat_body(logprobs=True), 400, None, "logprobs"),
         (chat_body(max_tokens=1000), 400, "context_length_exceeded", "messages"),
         (chat_body(messages=[{"role": "user", "content": "x" * 300}]), 400,
