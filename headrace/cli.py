@@ -62,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
         choices=TOOL_CALL_FORMATS,
         help="how the model writes tool calls (default: told from its chat template)",
     )
+    serve.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=ServerConfig.drain_timeout,
+        metavar="SECONDS",
+        help="on SIGTERM, how long running requests may finish before they are ended",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     return parser
 
@@ -83,9 +90,9 @@ def _api_keys(flags: Sequence[str]) -> tuple[str, ...]:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    import uvicorn
-
     from headrace.api.app import create_app
+    from headrace.api.drain import Drain
+    from headrace.api.server import serve
     from headrace.serving.runtime import load_runtime
 
     model_config = ModelConfig(
@@ -102,10 +109,19 @@ def _serve(args: argparse.Namespace) -> None:
         kv_cache_memory=args.kv_cache_memory,
         enable_prefix_caching=args.prefix_caching,
     )
-    server_config = ServerConfig(host=args.host, port=args.port, api_keys=_api_keys(args.api_key))
+    server_config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        api_keys=_api_keys(args.api_key),
+        drain_timeout=args.drain_timeout,
+    )
     runtime = load_runtime(model_config, engine_config)
+    drain = Drain(runtime.engine)
     app = create_app(
-        runtime, api_keys=server_config.api_keys, tool_call_format=args.tool_call_parser
+        runtime,
+        api_keys=server_config.api_keys,
+        tool_call_format=args.tool_call_parser,
+        drain=drain,
     )
     logger.info(
         "serving %s on http://%s:%d/v1",
@@ -113,7 +129,14 @@ def _serve(args: argparse.Namespace) -> None:
         server_config.host,
         server_config.port,
     )
-    uvicorn.run(app, host=server_config.host, port=server_config.port, log_level=args.log_level)
+    serve(
+        app,
+        drain,
+        host=server_config.host,
+        port=server_config.port,
+        log_level=args.log_level,
+        drain_timeout=server_config.drain_timeout,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

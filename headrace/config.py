@@ -72,9 +72,13 @@ class ServerConfig:
     port: int = 8000
     # Bearer keys accepted on /v1 routes; empty means no authentication.
     api_keys: tuple[str, ...] = field(default=(), repr=False)
+    # Seconds a SIGTERM lets running requests finish before it ends them and the server stops.
+    drain_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, not {self.port}")
+        if not 0 <= self.drain_timeout < float("inf"):
+            raise ValueError(f"drain_timeout must be 0 or more seconds, not {self.drain_timeout}")
         if any(not key for key in self.api_keys):
             raise ValueError("API keys must not be empty")

@@ -29,6 +29,7 @@ def serve(*args: str) -> subprocess.CompletedProcess[str]:
         (["--kv-cache-memory", "inf"], "must be a positive number of GiB, not inf"),
         (["--kv-cache-memory", "-1"], "must be a positive number of GiB, not -1"),
         (["--kv-cache-memory", "lots"], "must be a positive number of GiB, not lots"),
+        (["--drain-timeout", "-1"], "drain_timeout must be 0 or more seconds, not -1.0"),
     ],
 )
 def test_bad_configuration_is_one_line(args: list[str], message: str) -> None:

@@ -9,6 +9,7 @@ from typing import Protocol
 from fastapi import Depends, FastAPI
 
 from headrace.api.auth import api_key_check
+from headrace.api.drain import Drain
 from headrace.api.errors import install_error_handlers
 from headrace.api.routes import health_router, v1_router
 from headrace.engine.client import EngineClient
@@ -39,12 +40,18 @@ class Served(Protocol):
 
 
 def create_app(
-    served: Served, *, api_keys: Sequence[str] = (), tool_call_format: str | None = None
+    served: Served,
+    *,
+    api_keys: Sequence[str] = (),
+    tool_call_format: str | None = None,
+    drain: Drain | None = None,
 ) -> FastAPI:
     """The app; with `api_keys`, every /v1 route wants `Authorization: Bearer <key>`.
 
     tool_call_format: how replies are read for tool calls; None lets the chat template tell.
+    drain: what shuts the app down gracefully (the server's SIGTERM runs it); None makes one.
     """
+    drain = drain or Drain(served.engine)
     models = ModelCatalog(served.model_names)
     chat = ChatService(
         served.engine,
@@ -55,7 +62,8 @@ def create_app(
     )
     app = FastAPI(title="headrace", lifespan=_lifespan(served.engine))
     install_error_handlers(app)
-    app.include_router(health_router(served.engine))
+    app.add_middleware(drain.guard)
+    app.include_router(health_router(served.engine, drain))
     app.include_router(
         v1_router(chat, models), dependencies=[Depends(api_key_check(api_keys))] if api_keys else []
     )

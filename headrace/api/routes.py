@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import orjson
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
 from headrace.api.disconnect import unless_disconnected
+from headrace.api.drain import Drain
 from headrace.api.sse import EventStreamResponse
 from headrace.engine.client import EngineClient
 from headrace.serving import ChatService, ModelCatalog, dump, parse_chat_request
@@ -42,20 +44,22 @@ def v1_router(chat: ChatService, models: ModelCatalog) -> APIRouter:
     return router
 
 
-def health_router(engine: EngineClient) -> APIRouter:
-    """GET /health, open to all: liveness and the engine's load."""
+def health_router(engine: EngineClient, drain: Drain) -> APIRouter:
+    """GET /health, open to all: liveness and the engine's load; a 503 once draining."""
     router = APIRouter()
 
     @router.get("/health")
-    async def health() -> dict[str, object]:
+    async def health() -> Response:
         stats = engine.stats()
-        return {
-            "status": "ok",
+        body = {
+            "status": "draining" if drain.draining else "ok",
             "running": stats.running,
             "waiting": stats.waiting,
             "kv_cache_usage": round(stats.kv_cache_usage, 4),
             "preemptions": stats.num_preemptions,
         }
+        status = 503 if drain.draining else 200
+        return Response(orjson.dumps(body), status, media_type="application/json")
 
     return router
 
