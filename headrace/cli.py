@@ -89,6 +89,13 @@ def _parser() -> argparse.ArgumentParser:
         default=ServerConfig.max_body_bytes,
         help="largest request body accepted; a larger one gets 413",
     )
+    serve.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=ServerConfig.drain_timeout,
+        metavar="SECONDS",
+        help="on SIGTERM, how long running requests may finish before they are ended",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     _add_keys_parser(commands)
     return parser
@@ -155,9 +162,9 @@ def _api_keys(flags: Sequence[str]) -> tuple[str, ...]:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    import uvicorn
-
     from headrace.api.app import create_app
+    from headrace.api.drain import Drain
+    from headrace.api.server import serve
     from headrace.serving.runtime import load_runtime
 
     model_config = ModelConfig(
@@ -181,15 +188,18 @@ def _serve(args: argparse.Namespace) -> None:
         key_store=_serving_key_store(args.key_store),
         max_waiting=args.max_waiting,
         max_body_bytes=args.max_body_bytes,
+        drain_timeout=args.drain_timeout,
     )
     access = _access(server_config)
     runtime = load_runtime(model_config, engine_config)
+    drain = Drain(runtime.engine)
     app = create_app(
         runtime,
         access=access,
         tool_call_format=args.tool_call_parser,
         max_waiting=server_config.max_waiting,
         max_body_bytes=server_config.max_body_bytes,
+        drain=drain,
     )
     logger.info(
         "serving %s on http://%s:%d/v1",
@@ -197,7 +207,14 @@ def _serve(args: argparse.Namespace) -> None:
         server_config.host,
         server_config.port,
     )
-    uvicorn.run(app, host=server_config.host, port=server_config.port, log_level=args.log_level)
+    serve(
+        app,
+        drain,
+        host=server_config.host,
+        port=server_config.port,
+        log_level=args.log_level,
+        drain_timeout=server_config.drain_timeout,
+    )
 
 
 def _serving_key_store(flag: str | None) -> Path | None:

@@ -80,10 +80,14 @@ class ServerConfig:
     max_waiting: int = 256
     # Largest request body accepted, in bytes; a larger one is refused with 413.
     max_body_bytes: int = 8 * 2**20
+    # Seconds a SIGTERM lets running requests finish before it ends them and the server stops.
+    drain_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, not {self.port}")
+        if not 0 <= self.drain_timeout < float("inf"):
+            raise ValueError(f"drain_timeout must be 0 or more seconds, not {self.drain_timeout}")
         if any(not key for key in self.api_keys):
             raise ValueError("API keys must not be empty")
         if self.max_waiting < 1:

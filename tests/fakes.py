@@ -124,6 +124,8 @@ class FakeEngine:
         self.params: dict[str, SamplingParams] = {}
         # Ids passed to abort().
         self.aborted: list[str] = []
+        # Ids of the requests abort_all() ended.
+        self.ended: set[str] = set()
         # Ids whose stream was closed or cancelled before it finished.
         self.closed_early: list[str] = []
         # Requests being generated right now.
@@ -146,7 +148,8 @@ class FakeEngine:
                 await asyncio.sleep(self.step_delay)
                 if self.raise_after is not None and n > self.raise_after:
                     raise RuntimeError("engine exploded")
-                if self.abort_after is not None and n > self.abort_after:
+                ended = request_id in self.ended
+                if ended or (self.abort_after is not None and n > self.abort_after):
                     finished = True
                     yield TokenOutput([], "abort", prompt, n - 1, 0)
                     return
@@ -169,6 +172,9 @@ class FakeEngine:
 
     def abort(self, request_id: str) -> None:
         self.aborted.append(request_id)
+
+    def abort_all(self) -> None:
+        self.ended.update(self.prompts)
 
     def start(self) -> None:
         """Nothing to start: generate() runs on the caller's loop."""

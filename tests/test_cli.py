@@ -37,6 +37,7 @@ def serve(*args: str) -> subprocess.CompletedProcess[str]:
         (["--kv-cache-memory", "lots"], "must be a positive number of GiB, not lots"),
         (["--max-waiting", "0"], "max_waiting must be positive, not 0"),
         (["--max-body-bytes", "100"], "max_body_bytes must be at least 1024, not 100"),
+        (["--drain-timeout", "-1"], "drain_timeout must be 0 or more seconds, not -1.0"),
     ],
 )
 def test_bad_configuration_is_one_line(args: list[str], message: str) -> None:

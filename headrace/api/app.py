@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from headrace.api.auth import KeyCheck
 from headrace.api.body_limit import BodyLimit
+from headrace.api.drain import Drain
 from headrace.api.errors import install_error_handlers
 from headrace.api.openapi import install_openapi
 from headrace.api.routes import health_router, v1_router
@@ -49,6 +50,7 @@ def create_app(
     tool_call_format: str | None = None,
     max_waiting: int = ServerConfig.max_waiting,
     max_body_bytes: int = ServerConfig.max_body_bytes,
+    drain: Drain | None = None,
 ) -> FastAPI:
     """The app.
 
@@ -57,8 +59,10 @@ def create_app(
     tool_call_format: how replies are read for tool calls; None lets the chat template tell.
     max_waiting: requests that may wait for the engine before chat completions get 503.
     max_body_bytes: largest request body; a larger one gets 413.
+    drain: what shuts the app down gracefully (the server's SIGTERM runs it); None makes one.
     """
     access = access or Access()
+    drain = drain or Drain(served.engine)
     models = ModelCatalog(served.model_names)
     chat = ChatService(
         served.engine,
@@ -71,9 +75,10 @@ def create_app(
     app = FastAPI(title="headrace", lifespan=_lifespan(served.engine))
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     install_error_handlers(app)
+    app.add_middleware(drain.guard)
     app.add_middleware(KeyCheck, access=access)
     install_openapi(app)
-    app.include_router(health_router(served.engine))
+    app.include_router(health_router(served.engine, drain))
     app.include_router(v1_router(chat, models, access))
     return app
 

@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from headrace.api.auth import grant_of
 from headrace.api.disconnect import unless_disconnected
+from headrace.api.drain import Drain
 from headrace.api.openapi import request_body, responses
 from headrace.api.sse import EventStreamResponse
 from headrace.auth import Access
@@ -34,8 +35,8 @@ _CLIENT_CLOSED = 499
 
 
 class Health(BaseModel):
-    # Always "ok": the server answers.
-    status: Literal["ok"]
+    # "ok" while serving; "draining" once SIGTERM came, with HTTP status 503.
+    status: Literal["ok", "draining"]
     # Requests in the engine's running batch.
     running: int
     # Requests waiting for a place in it.
@@ -85,20 +86,25 @@ def v1_router(chat: ChatService, models: ModelCatalog, access: Access) -> APIRou
     return router
 
 
-def health_router(engine: EngineClient) -> APIRouter:
-    """GET /health, open to all: liveness and the engine's load."""
+def health_router(engine: EngineClient, drain: Drain) -> APIRouter:
+    """GET /health, open to all: liveness and the engine's load; a 503 once draining."""
     router = APIRouter()
 
-    @router.get("/health")
-    async def health() -> Health:
+    @router.get(
+        "/health",
+        response_model=Health,
+        responses={503: {"model": Health, "description": "Draining: shutting down."}},
+    )
+    async def health() -> Response:
         stats = engine.stats()
-        return Health(
-            status="ok",
+        health = Health(
+            status="draining" if drain.draining else "ok",
             running=stats.running,
             waiting=stats.waiting,
             kv_cache_usage=round(stats.kv_cache_usage, 4),
             preemptions=stats.num_preemptions,
         )
+        return _json(health, status_code=503 if drain.draining else 200)
 
     return router
 
@@ -128,5 +134,5 @@ def _require_json(request: Request) -> None:
         raise UnsupportedMediaTypeError(media_type)
 
 
-def _json(model: BaseModel) -> Response:
-    return Response(dump(model), media_type="application/json")
+def _json(model: BaseModel, status_code: int = 200) -> Response:
+    return Response(dump(model), status_code, media_type="application/json")

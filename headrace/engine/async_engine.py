@@ -46,7 +46,12 @@ class _Abort:
     request_id: str
 
 
-_Command = _Add | _Abort | None  # None asks the thread to stop
+@dataclass(frozen=True)
+class _AbortAll:
+    """End every request, each stream with a last output whose finish_reason is "abort"."""
+
+
+_Command = _Add | _Abort | _AbortAll | None  # None asks the thread to stop
 
 
 class AsyncEngine:
@@ -115,6 +120,9 @@ class AsyncEngine:
     def abort(self, request_id: str) -> None:
         self._commands.put(_Abort(request_id))
 
+    def abort_all(self) -> None:
+        self._commands.put(_AbortAll())
+
     def _run(self) -> None:
         engine = self._engine
         while True:
@@ -125,10 +133,7 @@ class AsyncEngine:
             for command in commands:
                 if command is None:
                     return
-                if isinstance(command, _Add):
-                    engine.add_request(command.request_id, command.prompt_token_ids, command.params)
-                else:
-                    engine.abort(command.request_id)
+                self._apply(command)
             try:
                 outputs = engine.step()
             except Exception as exc:
@@ -139,11 +144,24 @@ class AsyncEngine:
             if outputs:
                 self._publish(outputs)
 
+    def _apply(self, command: _Add | _Abort | _AbortAll) -> None:
+        engine = self._engine
+        if isinstance(command, _Abort):
+            engine.abort(command.request_id)
+        elif isinstance(command, _AbortAll):
+            self._publish(engine.abort_all())
+        else:
+            try:
+                engine.add_request(command.request_id, command.prompt_token_ids, command.params)
+            except Exception as exc:  # this request's fault (its grammar, say): it fails alone
+                logger.exception("request %s could not start", command.request_id)
+                self._deliver([(command.request_id, EngineError(f"request failed: {exc}"))])
+
     def _fail_all(self, exc: Exception) -> None:
         error = EngineError(f"engine step failed: {exc}")
         failed = self._engine.abort_all()
         self._stats = self._engine.stats()
-        self._deliver([(request_id, error) for request_id in failed])
+        self._deliver([(out.request_id, error) for out in failed])
 
     def _publish(self, outputs: list[RequestOutput]) -> None:
         self._deliver(

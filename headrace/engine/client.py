@@ -36,6 +36,13 @@ class EngineClient(Protocol):
         """Drop the request and free its state before the next engine step."""
         ...
 
+    def abort_all(self) -> None:
+        """End every request now: each stream's last output has finish_reason "abort".
+
+        A server that stops does this; its clients may retry elsewhere.
+        """
+        ...
+
     def stats(self) -> EngineStats:
         """Running and waiting request counts, as of the last step."""
         ...

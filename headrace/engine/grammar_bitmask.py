@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from headrace.engine.request import Request
+from headrace.engine.request import Request, isolated
 
 __all__ = ["GrammarBitmask"]
 
@@ -59,7 +59,8 @@ class GrammarBitmask:
             return
         buffers = self._reserve(len(rows), max(_mask_words(requests[row]) for row in rows))
         for i, row in enumerate(rows):
-            self._fill(buffers.packed[i], requests[row])
+            # A row whose mask fails fails its request alone: the sampler then skips the row.
+            isolated(requests[row], self._fill, buffers.packed[i], requests[row])
         bias = self._bias(buffers, len(rows))
         if len(rows) == logits.shape[0]:
             logits.add_(bias)

@@ -11,9 +11,9 @@ from headrace.config import EngineConfig
 from headrace.engine.block_manager import BlockManager
 from headrace.engine.kv_cache import KVCache, bytes_per_token, num_blocks_for
 from headrace.engine.outputs import EngineStats, SamplingParams, TokenOutput
-from headrace.engine.request import Request
+from headrace.engine.request import Request, isolated
 from headrace.engine.runner import ModelRunner
-from headrace.engine.scheduler import Scheduler
+from headrace.engine.scheduler import Scheduler, SchedulerOutput
 from headrace.model.llama import LlamaForCausalLM
 
 __all__ = ["LLMEngine", "RequestOutput"]
@@ -97,60 +97,88 @@ class LLMEngine:
         if request is not None:
             self.scheduler.finish(request)
 
-    def abort_all(self) -> list[str]:
-        """Abort every request; return their ids."""
-        request_ids = list(self._requests)
-        for request_id in request_ids:
-            self.abort(request_id)
-        return request_ids
+    def abort_all(self) -> list[RequestOutput]:
+        """End every request with finish_reason "abort"; return their last outputs."""
+        requests = list(self._requests.values())
+        for request in requests:
+            request.finish_reason = "abort"
+            self.abort(request.request_id)
+        return [self._output(request, []) for request in requests]
 
     def step(self) -> list[RequestOutput]:
+        """Schedule, run the model, hand out the new tokens.
+
+        A request whose own part of the step fails ends alone, with finish_reason "abort" and the
+        error; a failure of the model ends every request of the step that way. Either way the
+        engine goes on with the rest.
+        """
         scheduled = self.scheduler.schedule()
         if scheduled.is_empty:
             return []
-        tokens = self.runner.execute(scheduled)
+        try:
+            tokens = self.runner.execute(scheduled)
+        except Exception as exc:
+            return self._fail_step(scheduled, exc)
         for chunk in scheduled.prefills:
             chunk.request.num_computed_tokens += chunk.num_tokens
             self.blocks.cache_full_blocks(chunk.request)
         for request in scheduled.decodes:
             request.num_computed_tokens += 1
             self.blocks.cache_full_blocks(request)
-        return [self._append(request, token) for request, token in tokens.items()]
+        return [self._update(request, token) for request, token in tokens.items()]
 
-    def _append(self, request: Request, token: int) -> RequestOutput:
-        request.num_generated_tokens += 1
-        params = request.params
-        new_tokens: list[int] = []
-        error = self._advance_grammar(request, token)
-        if error is not None:
+    def _fail_step(self, scheduled: SchedulerOutput, exc: Exception) -> list[RequestOutput]:
+        requests = scheduled.requests
+        logger.exception("the model failed a step of %d requests", len(requests))
+        for request in requests:
+            request.error = f"the model failed: {type(exc).__name__}: {exc}"
+        return [self._update(request, None) for request in requests]
+
+    def _update(self, request: Request, token: int | None) -> RequestOutput:
+        """Hand the request its new token (None: it failed); take it out once it is done."""
+        num_output_tokens = len(request.output_token_ids)
+        if token is not None:
+            isolated(request, self._append, request, token)
+        if request.error is not None:
             request.finish_reason = "abort"
-        elif token in params.stop_token_ids:
-            request.finish_reason = "stop"
-        else:
-            request.output_token_ids.append(token)
-            new_tokens.append(token)
-            out_of_room = request.num_tokens >= self.max_model_len
-            if request.matcher is not None and request.matcher.is_stopped():
-                request.finish_reason = "stop"
-            elif request.num_generated_tokens >= params.max_tokens or out_of_room:
-                request.finish_reason = "length"
         if request.finish_reason is not None:
             del self._requests[request.request_id]
             self.scheduler.finish(request)
+        return self._output(request, request.output_token_ids[num_output_tokens:])
+
+    def _append(self, request: Request, token: int) -> None:
+        """Take the token: a stop token, a complete grammar or the length limit ends the request."""
+        request.num_generated_tokens += 1
+        params = request.params
+        self._advance_grammar(request, token)
+        if request.error is not None:
+            return
+        if token in params.stop_token_ids:
+            request.finish_reason = "stop"
+            return
+        request.output_token_ids.append(token)
+        out_of_room = request.num_tokens >= self.max_model_len
+        if request.matcher is not None and request.matcher.is_stopped():
+            request.finish_reason = "stop"
+        elif request.num_generated_tokens >= params.max_tokens or out_of_room:
+            request.finish_reason = "length"
+
+    @staticmethod
+    def _advance_grammar(request: Request, token: int) -> None:
+        """Feed the token to the request's grammar; fail the request if the grammar refuses it."""
+        matcher = request.matcher
+        if matcher is None or (matcher.consume_token(token) and not matcher.is_error()):
+            return
+        logger.error("request %s: %s", request.request_id, matcher.get_error())
+        request.error = f"the output's grammar refused token {token}"
+
+    @staticmethod
+    def _output(request: Request, token_ids: list[int]) -> RequestOutput:
         output = TokenOutput(
-            token_ids=new_tokens,
+            token_ids=token_ids,
             finish_reason=request.finish_reason,
             num_prompt_tokens=len(request.prompt_token_ids),
             num_cached_tokens=request.num_cached_tokens,
             num_generated_tokens=request.num_generated_tokens,
         )
-        return RequestOutput(request.request_id, output, error)
-
-    @staticmethod
-    def _advance_grammar(request: Request, token: int) -> str | None:
-        """Feed the token to the request's grammar; return the error if the grammar refuses it."""
-        matcher = request.matcher
-        if matcher is None or (matcher.consume_token(token) and not matcher.is_error()):
-            return None
-        logger.error("request %s: %s", request.request_id, matcher.get_error())
-        return f"the output's grammar refused token {token}"
+        return RequestOutput(request.request_id, output, request.error)

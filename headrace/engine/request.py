@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import enum
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ParamSpec, TypeVar
 
 import llguidance
 import torch
 
 from headrace.engine.outputs import FinishReason, SamplingParams
 
-__all__ = ["Request", "RequestStatus"]
+__all__ = ["Request", "RequestStatus", "isolated"]
+
+logger = logging.getLogger("headrace.engine")
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class RequestStatus(enum.Enum):
@@ -51,6 +59,8 @@ class Request:
     generator: torch.Generator | None = None
     # Where its output stands in its grammar, when it has one: which tokens may come next.
     matcher: llguidance.LLMatcher | None = None
+    # Why the engine failed it, once its part of a step went wrong; it then ends with "abort".
+    error: str | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -71,3 +81,22 @@ class Request:
         if end <= prompt_len:
             return self.prompt_token_ids[start:end]
         return (self.prompt_token_ids + self.output_token_ids)[start:end]
+
+
+def isolated(
+    request: Request, work: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+) -> T | None:
+    """`work(*args, **kwargs)`, one request's part of a step, kept from failing the others.
+
+    When it raises, the request is marked failed (its `error` set, the traceback logged) and None
+    is returned; the step goes on with the rest of the batch. A request already failed is left
+    alone: None, and `work` is not called.
+    """
+    if request.error is not None:
+        return None
+    try:
+        return work(*args, **kwargs)
+    except Exception as exc:
+        logger.exception("request %s failed", request.request_id)
+        request.error = f"{type(exc).__name__}: {exc}"
+        return None

@@ -24,8 +24,12 @@ class ModelRunner:
         self.grammar_bitmask = GrammarBitmask(model.config.vocab_size, device)
 
     @torch.inference_mode()
-    def execute(self, step: SchedulerOutput) -> dict[Request, int]:
-        """Run one step; return the next token of every request whose tokens are now computed."""
+    def execute(self, step: SchedulerOutput) -> dict[Request, int | None]:
+        """Run one step; return the next token of every request whose tokens are now computed.
+
+        A request whose own part of the step failed (its grammar mask, its sampling) gets None
+        and carries the `error`; a failure of the model fails the step and raises.
+        """
         input_ids: list[int] = []
         positions: list[int] = []
         slot_mapping: list[int] = []
@@ -65,7 +69,7 @@ class ModelRunner:
             return {}
         logits = self.model.compute_logits(hidden[self._tensor(sample_rows)])
         self.grammar_bitmask.apply(logits, sampled)
-        tokens = sample(logits, [r.params for r in sampled], [r.generator for r in sampled])
+        tokens = sample(logits, sampled)
         return dict(zip(sampled, tokens, strict=True))
 
     def _slots(self, request: Request, start: int, end: int) -> list[int]:

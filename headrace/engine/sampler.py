@@ -6,25 +6,35 @@ import torch
 from torch import Tensor
 
 from headrace.engine.outputs import SamplingParams
+from headrace.engine.request import Request, isolated
 
 __all__ = ["sample"]
 
 
-def sample(
-    logits: Tensor, params: list[SamplingParams], generators: list[torch.Generator | None]
-) -> list[int]:
-    # logits: [N, V] float32 -> N token ids
+def sample(logits: Tensor, requests: list[Request]) -> list[int | None]:
+    """The next token of each request, row i of `logits` being requests[i]'s.
+
+    A row whose sampling raises fails its request alone (see `isolated`) and gets None, as does
+    a request that failed earlier in the step.
+    """
+    # logits: [N, V] float32
     greedy = logits.argmax(dim=-1).tolist()
-    tokens: list[int] = []
-    for row, (p, generator) in enumerate(zip(params, generators, strict=True)):
-        if p.temperature == 0:
-            tokens.append(greedy[row])
-            continue
-        probs = torch.softmax(logits[row] / p.temperature, dim=-1)
-        if p.top_p < 1:
-            probs = _top_p(probs, p.top_p)
-        tokens.append(int(torch.multinomial(probs, 1, generator=generator)))
-    return tokens
+    return [
+        isolated(request, _sample_row, logits[row], request.params, request.generator, greedy[row])
+        for row, request in enumerate(requests)
+    ]
+
+
+def _sample_row(
+    logits: Tensor, params: SamplingParams, generator: torch.Generator | None, greedy: int
+) -> int:
+    # logits: [V] float32; greedy: its argmax
+    if params.temperature == 0:
+        return greedy
+    probs = torch.softmax(logits / params.temperature, dim=-1)
+    if params.top_p < 1:
+        probs = _top_p(probs, params.top_p)
+    return int(torch.multinomial(probs, 1, generator=generator))
 
 
 def _top_p(probs: Tensor, top_p: float) -> Tensor:

@@ -42,6 +42,11 @@ class SchedulerOutput:
     def is_empty(self) -> bool:
         return not self.decodes and not self.prefills
 
+    @property
+    def requests(self) -> list[Request]:
+        """Every request in the step, in batch order."""
+        return self.decodes + [chunk.request for chunk in self.prefills]
+
 
 class Scheduler:
     def __init__(self, config: EngineConfig, blocks: BlockManager) -> None:

@@ -7,14 +7,23 @@ tests speak ASGI to the app directly.
 from __future__ import annotations
 
 import asyncio
+import random
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from starlette.types import Message
 
-from tests.fakes import FakeEngine, chat_body, make_app
+from headrace.api import create_app
+from headrace.engine.async_engine import AsyncEngine
+from headrace.serving.runtime import Runtime
+from headrace.text import Tokenizer
+from headrace.text.grammar import GrammarCompiler
+from tests.engine.factories import make_engine, make_model, wait_until_idle
+from tests.fakes import MODEL_NAMES, REPLY, FakeEngine, chat_body, make_app, make_client
+from tests.text.factories import make_tokenizer_dir
 
 
 @dataclass
@@ -112,3 +121,35 @@ async def test_disconnect_during_a_whole_response() -> None:
     await serve(engine, client)
     assert_aborted(engine)
     assert engine.closed_early == engine.aborted
+
+
+async def test_a_storm_of_cut_streams_on_the_real_engine(tmp_path: Path) -> None:
+    tokenizer = Tokenizer.from_path(make_tokenizer_dir(tmp_path))
+    model = make_model(vocab_size=tokenizer.vocab_size, max_position_embeddings=256)
+    # Four sequences at a time and chunked prefill: streams are cut queued, prefilling, decoding.
+    engine = AsyncEngine.build(
+        lambda: make_engine(model, max_model_len=256, max_num_seqs=4, max_num_batched_tokens=32)
+    )
+    app = create_app(Runtime(engine, tokenizer, MODEL_NAMES, GrammarCompiler(tokenizer)))
+    engine.start()
+    rng = random.Random(0)
+    words = REPLY.split()
+    clients = []
+    for _ in range(200):
+        text = " ".join(rng.choices(words, k=rng.randrange(1, 40)))
+        body = chat_body(stream=True, max_tokens=12, messages=[{"role": "user", "content": text}])
+        client = Client(orjson.dumps(body), leave_after_bodies=rng.randrange(1, 16))
+        if rng.random() < 0.2:
+            client.gone.set()  # gone before the response begins
+        clients.append(client)
+    try:
+        calls = (app(scope("2.3"), client.receive, client.send) for client in clients)
+        await asyncio.wait_for(asyncio.gather(*calls), 20)
+        await wait_until_idle(engine)
+        async with make_client(app) as http:
+            response = await http.post("/v1/chat/completions", json=chat_body(max_tokens=5))
+    finally:
+        engine.shutdown()
+    finished = sum(b"[DONE]" in client.text() for client in clients)
+    assert 0 < finished < len(clients)  # some ran to the end; the others were cut
+    assert response.json()["usage"]["completion_tokens"] <= 5

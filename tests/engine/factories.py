@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import torch
 
 from headrace.config import EngineConfig
+from headrace.engine.async_engine import AsyncEngine
 from headrace.engine.block_manager import BlockManager
 from headrace.engine.llm_engine import LLMEngine
 from headrace.engine.outputs import SamplingParams
@@ -96,3 +99,13 @@ def run_to_completion(engine: LLMEngine) -> dict[str, list[int]]:
         for out in engine.step():
             tokens.setdefault(out.request_id, []).extend(out.output.token_ids)
     return tokens
+
+
+async def wait_until_idle(engine: AsyncEngine, timeout: float = 10) -> None:
+    """Poll until nothing runs or waits and every KV-cache block is free."""
+    loop = asyncio.get_running_loop()
+    blocks = engine._engine.blocks
+    deadline = loop.time() + timeout
+    while engine.stats().running or engine.stats().waiting or blocks.pool.num_used:
+        assert loop.time() < deadline, (engine.stats(), blocks.pool.num_used)
+        await asyncio.sleep(0.01)

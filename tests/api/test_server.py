@@ -1,0 +1,103 @@
+"""`headrace serve` drains on SIGTERM, then exits with status 0.
+
+A real server process, on a tiny random model: the running stream finishes with [DONE] while new
+requests get a 503.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from tests.model.factories import make_hf_model, save_hf
+from tests.text.factories import make_tokenizer_dir
+
+START_TIMEOUT_S = 120
+# Tokens the running stream generates: enough to outlast the checks made while it runs (about
+# 1 s on an idle machine, against some 10 ms), few enough to end well within the drain even on a
+# loaded one.
+STREAM_TOKENS = 1000
+DRAIN_TIMEOUT_S = 120
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama with the tiny real tokenizer: quick to load and to run."""
+    path = tmp_path_factory.mktemp("model")
+    save_hf(make_hf_model(vocab_size=512, max_position_embeddings=4096), path)
+    return make_tokenizer_dir(path)
+
+
+@pytest.fixture
+def server(model_dir: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    port = free_port()
+    command = [sys.executable, "-m", "headrace", "serve", "--model", str(model_dir),
+               "--port", str(port), "--device", "cpu", "--served-model-name", "tiny",
+               "--drain-timeout", str(DRAIN_TIMEOUT_S)]  # fmt: skip
+    log = tmp_path / "server.log"
+    with log.open("w") as out:
+        # One torch thread: a tiny model gains nothing from more, and a busy machine's cores
+        # would only slow their rendezvous down.
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not is_up(url):
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        yield process, url
+    finally:
+        process.kill()
+        process.wait()
+
+
+def is_up(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health").status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def chat(**fields: object) -> dict[str, object]:
+    return {"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], **fields}
+
+
+def test_sigterm_drains_then_exits_cleanly(server: tuple[subprocess.Popen[bytes], str]) -> None:
+    process, url = server
+    body = chat(stream=True, max_tokens=STREAM_TOKENS, ignore_eos=True)
+    client = httpx.Client(base_url=url, timeout=60)
+    with client, client.stream("POST", "/v1/chat/completions", json=body) as stream:
+        events = stream.iter_lines()
+        assert next(events).startswith("data: ")
+        process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while (health := client.get("/health")).status_code == 200:
+            assert time.monotonic() < deadline, "SIGTERM did not start a drain"
+            time.sleep(0.01)
+        refused = client.post("/v1/chat/completions", json=chat())
+        rest = [line for line in events if line]
+    assert health.status_code == 503 and health.json()["status"] == "draining"
+    assert refused.status_code == 503 and "retry-after" in refused.headers
+    assert refused.json()["error"]["code"] == "service_unavailable"
+    assert rest[-1] == "data: [DONE]"
+    last = orjson.loads(rest[-2].removeprefix("data: "))
+    assert last["choices"][0]["finish_reason"] == "length"
+    assert process.wait(timeout=30) == 0
