@@ -55,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-model-len", type=int, help="prompt + completion token cap")
     serve.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
     serve.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    serve.add_argument(
+        "--quantization",
+        choices=["int8"],
+        help="int8: weight-only int8 projections on the CPU (faster decoding, slower prefill)",
+    )
     serve.add_argument("--max-num-seqs", type=int, default=EngineConfig.max_num_seqs)
     serve.add_argument(
         "--max-num-batched-tokens", type=int, default=EngineConfig.max_num_batched_tokens
@@ -173,6 +178,7 @@ def _serve(args: argparse.Namespace) -> None:
         dtype=args.dtype,
         device=args.device,
         max_model_len=args.max_model_len,
+        quantization=args.quantization,
     )
     engine_config = EngineConfig(
         max_num_seqs=args.max_num_seqs,

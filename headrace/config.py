@@ -21,18 +21,23 @@ class ModelConfig:
     model: str | None = None
     # Names clients may use for the model; empty means one name derived from `model`.
     served_model_names: tuple[str, ...] = ()
-    # Weight and activation dtype; "auto" is bfloat16 on CUDA, float32 on the CPU.
+    # Weight and activation dtype; "auto" is bfloat16 on CUDA and on CPUs with native bfloat16
+    # (AVX512-BF16), else float32.
     dtype: Dtype = "auto"
     # Where the model runs; "auto" is CUDA when available.
     device: Device = "auto"
     # Cap on prompt + completion tokens; None means the model's own context length.
     max_model_len: int | None = None
+    # Weight quantization: "int8" keeps projections as int8 per output row (CPU only).
+    quantization: Literal["int8"] | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise ValueError(f"dtype must be auto, float32 or bfloat16, not {self.dtype!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, not {self.device!r}")
+        if self.quantization not in (None, "int8"):
+            raise ValueError(f"quantization must be int8 or none, not {self.quantization!r}")
         if self.max_model_len is not None and self.max_model_len < 16:
             raise ValueError(f"max_model_len must be at least 16, not {self.max_model_len}")
         if any(not name.strip() for name in self.served_model_names):

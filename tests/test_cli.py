@@ -31,6 +31,7 @@ def serve(*args: str) -> subprocess.CompletedProcess[str]:
         (["--served-model-name", "a", "a"], "served model names must be distinct"),
         (["--max-num-seqs", "0"], "max_num_seqs must be positive"),
         (["--block-size", "12"], "block_size must be 8, 16, 32, 64 or 128"),
+        (["--quantization", "int4"], "invalid choice: 'int4'"),
         (["--kv-cache-memory", "0"], "must be a positive number of GiB, not 0"),
         (["--kv-cache-memory", "inf"], "must be a positive number of GiB, not inf"),
         (["--kv-cache-memory", "-1"], "must be a positive number of GiB, not -1"),

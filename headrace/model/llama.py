@@ -1,11 +1,14 @@
 """The Llama family (Llama 2/3.x, SmolLM2, Mistral, Qwen2/2.5) as one decoder-only model.
 
-Parameter names match Hugging Face checkpoint keys, so a state dict loads as it is.
+Parameter names match Hugging Face checkpoint keys, except for two fused projections:
+`qkv_proj` holds q_proj, k_proj and v_proj stacked along the output rows, and `gate_up_proj`
+holds gate_proj then up_proj, so that each is one matmul. The loader does the stacking.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -14,11 +17,15 @@ from torch import Tensor, nn
 from headrace.model.attention import AttentionBatch, attend, write_kv
 
 __all__ = [
+    "Int8Linear",
     "LlamaConfig",
     "LlamaForCausalLM",
+    "PackedLinear",
     "RopeScaling",
+    "apply_rope",
+    "replace_linears",
     "rope_inverse_frequencies",
-    "rope_tables",
+    "rope_table",
 ]
 
 
@@ -86,19 +93,76 @@ def rope_inverse_frequencies(config: LlamaConfig) -> Tensor:
     return torch.where(medium, blended, scaled).float()
 
 
-def rope_tables(config: LlamaConfig) -> tuple[Tensor, Tensor]:
-    # -> cos, sin: [P, D] in float32
+def rope_table(config: LlamaConfig) -> Tensor:
+    # -> [P, 2, 1, D] in float32: every position's cos, then its sin with the first half negated
     angles = torch.outer(
         torch.arange(config.max_position_embeddings, dtype=torch.float32),
         rope_inverse_frequencies(config),
     )  # [P, D/2]
-    angles = torch.cat((angles, angles), dim=-1)  # [P, D]
-    return angles.cos(), angles.sin()
+    cos, sin = angles.cos(), angles.sin()
+    table = torch.stack((torch.cat((cos, cos), dim=-1), torch.cat((-sin, sin), dim=-1)), dim=1)
+    return table.unsqueeze(2)
 
 
-def rotate_half(x: Tensor) -> Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+def apply_rope(x: Tensor, rope: Tensor) -> Tensor:
+    # x: [T, H, D]; rope: [T, 2, 1, D] rows of rope_table -> [T, H, D]
+    # Hugging Face's rotate-half form, x * cos + cat(-x2, x1) * sin, with the sign folded into
+    # the table: cat(x2, x1) is x rolled by half a head.
+    cos, signed_sin = rope.unbind(1)
+    return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), signed_sin)
+
+
+class PackedLinear(nn.Module):
+    """nn.Linear with its weight laid out once in oneDNN's blocked format for this CPU.
+
+    For bfloat16 on CPUs with native bfloat16 this is faster than nn.Linear, whose oneDNN call
+    reads the plain weight at about half the memory bandwidth for one row and whose AMX path
+    is slower for many rows. The results are the same bit for bit.
+    """
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach())
+        self.weight = nn.Parameter(packed, requires_grad=False)
+        self.bias = linear.bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        # x: [T, K] -> [T, N]
+        out: Tensor = torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
+        return out
+
+
+class Int8Linear(nn.Module):
+    """nn.Linear with int8 weights and one scale per output row (weight-only quantization).
+
+    On the CPU it reads half the bytes of bfloat16, so one token at a time runs faster; many
+    rows at once run several times slower than bfloat16, torch's kernel being a plain loop.
+    """
+
+    scale: Tensor  # [N] in the activations' dtype
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        weight = linear.weight.detach().float()  # [N, K]
+        scale = weight.abs().amax(dim=1).clamp(min=torch.finfo(torch.float32).tiny) / 127
+        quantized = torch.round(weight / scale.unsqueeze(1)).to(torch.int8)
+        self.weight = nn.Parameter(quantized, requires_grad=False)
+        self.register_buffer("scale", scale.to(linear.weight.dtype))
+        self.bias = linear.bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        # x: [T, K] -> [T, N]
+        out: Tensor = torch.ops.aten._weight_int8pack_mm(x, self.weight, self.scale)
+        return out if self.bias is None else out + self.bias
+
+
+def replace_linears(model: nn.Module, make: Callable[[nn.Linear], nn.Module]) -> None:
+    """Swap every nn.Linear of the model for make(linear); a tied head gets its own copy."""
+    linears = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    while linears:  # popped one at a time, so each old weight is freed once it is replaced
+        name, linear = linears.popitem()
+        parent, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(parent), leaf, make(linear))
 
 
 class RMSNorm(nn.Module):
@@ -120,23 +184,22 @@ class LlamaAttention(nn.Module):
         self.num_heads = config.num_attention_heads
         self.num_kv_heads = config.num_key_value_heads
         self.head_dim = config.head_dim
-        q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
-        bias = config.attention_bias
-        self.q_proj = nn.Linear(config.hidden_size, q_size, bias=bias)
-        self.k_proj = nn.Linear(config.hidden_size, kv_size, bias=bias)
-        self.v_proj = nn.Linear(config.hidden_size, kv_size, bias=bias)
-        self.o_proj = nn.Linear(q_size, config.hidden_size, bias=False)
+        qkv_heads = self.num_heads + 2 * self.num_kv_heads
+        self.qkv_proj = nn.Linear(
+            config.hidden_size, qkv_heads * self.head_dim, bias=config.attention_bias
+        )
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=False)
 
     def forward(
-        self, x: Tensor, cos: Tensor, sin: Tensor, batch: AttentionBatch, kv: tuple[Tensor, Tensor]
+        self, x: Tensor, rope: Tensor, batch: AttentionBatch, kv: tuple[Tensor, Tensor]
     ) -> Tensor:
-        # x: [T, C]; cos, sin: [T, 1, D]; kv: two [S, Hkv, L, D] -> [T, C]
+        # x: [T, C]; rope: [T, 2, 1, D]; kv: two [S, Hkv, L, D] -> [T, C]
         tokens = x.shape[0]
-        q = self.q_proj(x).view(tokens, self.num_heads, self.head_dim)
-        k = self.k_proj(x).view(tokens, self.num_kv_heads, self.head_dim)
-        v = self.v_proj(x).view(tokens, self.num_kv_heads, self.head_dim)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
+        qk_heads = self.num_heads + self.num_kv_heads
+        qkv = self.qkv_proj(x).view(tokens, -1, self.head_dim)  # [T, H + 2 Hkv, D]
+        qk = apply_rope(qkv[:, :qk_heads], rope)  # [T, H + Hkv, D]
+        q, k = torch.split(qk, [self.num_heads, self.num_kv_heads], dim=1)
+        v = qkv[:, qk_heads:]  # [T, Hkv, D]
         write_kv(kv[0], kv[1], k, v, batch)
         out = attend(q, kv[0], kv[1], batch)  # [T, H, D]
         return self.o_proj(out.reshape(tokens, self.num_heads * self.head_dim))
@@ -145,13 +208,13 @@ class LlamaAttention(nn.Module):
 class LlamaMLP(nn.Module):
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
-        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.gate_up_proj = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=False)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
         # x: [T, C] -> [T, C]
-        return self.down_proj(nn.functional.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)  # [T, I] each
+        return self.down_proj(nn.functional.silu(gate) * up)
 
 
 class LlamaDecoderLayer(nn.Module):
@@ -163,16 +226,15 @@ class LlamaDecoderLayer(nn.Module):
         self.mlp = LlamaMLP(config)
 
     def forward(
-        self, x: Tensor, cos: Tensor, sin: Tensor, batch: AttentionBatch, kv: tuple[Tensor, Tensor]
+        self, x: Tensor, rope: Tensor, batch: AttentionBatch, kv: tuple[Tensor, Tensor]
     ) -> Tensor:
-        # x: [T, C] -> [T, C]
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, batch, kv)
+        # x: [T, C]; rope: [T, 2, 1, D] -> [T, C]
+        x = x + self.self_attn(self.input_layernorm(x), rope, batch, kv)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
 class LlamaModel(nn.Module):
-    rope_cos: Tensor  # [P, D]
-    rope_sin: Tensor  # [P, D]
+    rope: Tensor  # [P, 2, 1, D] in the model's dtype, as rope_table lays it out
 
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
@@ -181,19 +243,16 @@ class LlamaModel(nn.Module):
             LlamaDecoderLayer(config) for _ in range(config.num_hidden_layers)
         )
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        cos, sin = rope_tables(config)
-        self.register_buffer("rope_cos", cos, persistent=False)
-        self.register_buffer("rope_sin", sin, persistent=False)
+        self.register_buffer("rope", rope_table(config), persistent=False)
 
     def forward(
         self, input_ids: Tensor, batch: AttentionBatch, kv_caches: list[tuple[Tensor, Tensor]]
     ) -> Tensor:
         # input_ids: [T] -> hidden states [T, C]
         x = self.embed_tokens(input_ids)
-        cos = self.rope_cos[batch.positions].to(x.dtype).unsqueeze(1)  # [T, 1, D]
-        sin = self.rope_sin[batch.positions].to(x.dtype).unsqueeze(1)
+        rope = self.rope[batch.positions]  # [T, 2, 1, D]
         for layer, kv in zip(self.layers, kv_caches, strict=True):
-            x = layer(x, cos, sin, batch, kv)
+            x = layer(x, rope, batch, kv)
         return self.norm(x)
 
 

@@ -1,8 +1,9 @@
 """Build a LlamaForCausalLM from a local checkpoint: a Hugging Face directory or a .gguf file.
 
-The model is built on the meta device and every parameter is then assigned straight from
+The model is built on the meta device and every parameter is then filled straight from
 the checkpoint, converted to the wanted dtype and device one tensor at a time, so memory
-never holds more than the model plus one tensor in flight.
+never holds more than the model plus one tensor in flight. Checkpoints name q/k/v and
+gate/up projections apart; each fills its rows of the model's fused qkv_proj or gate_up_proj.
 """
 
 from __future__ import annotations
@@ -19,7 +20,16 @@ from safetensors import safe_open
 from torch import Tensor, nn
 
 from headrace.model.gguf_file import gguf_config, gguf_weights
-from headrace.model.llama import LlamaConfig, LlamaForCausalLM, RopeScaling, rope_tables
+from headrace.model.llama import (
+    Int8Linear,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PackedLinear,
+    RopeScaling,
+    replace_linears,
+    rope_table,
+)
+from headrace.model.placement import cpu_has_native_bfloat16
 
 __all__ = ["load_model", "read_config"]
 
@@ -52,8 +62,16 @@ def read_config(path: Path) -> LlamaConfig:
         raise ValueError(f"{config_file} lacks {exc.args[0]!r}") from exc
 
 
-def load_model(path: Path, dtype: torch.dtype, device: torch.device) -> LlamaForCausalLM:
-    """Every weight of the checkpoint at `path`, in `dtype` on `device`, ready for inference."""
+def load_model(
+    path: Path, dtype: torch.dtype, device: torch.device, *, int8_weights: bool = False
+) -> LlamaForCausalLM:
+    """Every weight of the checkpoint at `path`, in `dtype` on `device`, ready for inference.
+
+    With `int8_weights` (CPU only) every projection is quantized to int8 per output row and
+    computes in `dtype`: faster than bfloat16 decoding one sequence, slower for many at once.
+    """
+    if int8_weights and device.type != "cpu":
+        raise ValueError("int8 weights are supported on the CPU only")
     weights: Iterator[tuple[str, Tensor]]
     if _is_gguf(path):
         reader = gguf.GGUFReader(path)
@@ -66,9 +84,12 @@ def load_model(path: Path, dtype: torch.dtype, device: torch.device) -> LlamaFor
     with torch.device("meta"):
         model = LlamaForCausalLM(config)
     _assign_weights(model, weights, dtype, device)
-    cos, sin = rope_tables(config)
-    model.model.rope_cos = cos.to(device)
-    model.model.rope_sin = sin.to(device)
+    if int8_weights:
+        replace_linears(model, Int8Linear)
+    elif device.type == "cpu" and dtype == torch.bfloat16 and cpu_has_native_bfloat16():
+        replace_linears(model, PackedLinear)
+    # Computed in float32, applied in the model's dtype, as transformers does.
+    model.model.rope = rope_table(config).to(device=device, dtype=dtype)
     return model.eval()
 
 
@@ -180,32 +201,64 @@ def _assign_weights(
 ) -> None:
     tied = model.config.tie_word_embeddings
     params = dict(model.named_parameters())  # a tied head appears once, as the embedding
+    layout = _checkpoint_layout(model)
+    filled: dict[str, Tensor] = {}
     loaded: set[str] = set()
     unexpected: list[str] = []
     for name, tensor in weights:
         if name.endswith("rotary_emb.inv_freq") or (tied and name == "lm_head.weight"):
             continue
-        param = params.get(name)
-        if param is None:
+        if name not in layout:
             unexpected.append(name)
             continue
-        if tensor.shape != param.shape:
+        param_name, rows = layout[name]
+        param = params[param_name]
+        expected = (rows.stop - rows.start, *param.shape[1:])
+        if tensor.shape != expected:
             raise ValueError(
                 f"{name} has shape {tuple(tensor.shape)} in the checkpoint, "
-                f"the model expects {tuple(param.shape)}"
+                f"the model expects {expected}"
             )
-        module_name, _, leaf = name.rpartition(".")
-        value = nn.Parameter(tensor.to(device=device, dtype=dtype), requires_grad=False)
-        setattr(model.get_submodule(module_name), leaf, value)
+        if param_name not in filled:
+            filled[param_name] = torch.empty(param.shape, dtype=dtype, device=device)
+        filled[param_name][rows] = tensor  # converted to dtype and device as it is copied
         loaded.add(name)
-    missing = sorted(set(params) - loaded)
+    missing = sorted(set(layout) - loaded)
     if missing or unexpected:
         raise ValueError(
             "checkpoint does not match the model: "
             f"missing {_listing(missing)}; unexpected {_listing(sorted(unexpected))}"
         )
+    for param_name, value in filled.items():
+        module_name, _, leaf = param_name.rpartition(".")
+        setattr(model.get_submodule(module_name), leaf, nn.Parameter(value, requires_grad=False))
     if tied:
         model.lm_head.weight = model.model.embed_tokens.weight
+
+
+def _checkpoint_layout(model: LlamaForCausalLM) -> dict[str, tuple[str, slice]]:
+    # checkpoint tensor name -> the parameter it goes into, and the rows it fills there
+    fused = _fused_projections(model.config)
+    layout: dict[str, tuple[str, slice]] = {}
+    for name, param in model.named_parameters():
+        module, _, leaf = name.rpartition(".")
+        parent, dot, child = module.rpartition(".")
+        start = 0
+        for part, rows in fused.get(child, ((child, param.shape[0]),)):
+            layout[f"{parent}{dot}{part}.{leaf}"] = (name, slice(start, start + rows))
+            start += rows
+    return layout
+
+
+def _fused_projections(config: LlamaConfig) -> dict[str, tuple[tuple[str, int], ...]]:
+    # fused projection -> the checkpoint projections it stacks, in order, with their rows
+    q_rows = config.num_attention_heads * config.head_dim
+    kv_rows = config.num_key_value_heads * config.head_dim
+    mlp_rows = config.intermediate_size
+    return {
+        "qkv_proj": (("q_proj", q_rows), ("k_proj", kv_rows), ("v_proj", kv_rows)),
+        "gate_up_proj": (("gate_proj", mlp_rows), ("up_proj", mlp_rows)),
+    }
 
 
 def _listing(names: list[str], limit: int = 8) -> str:

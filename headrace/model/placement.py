@@ -6,7 +6,7 @@ import torch
 
 from headrace.config import Device, Dtype
 
-__all__ = ["resolve_device", "resolve_dtype"]
+__all__ = ["cpu_has_native_bfloat16", "resolve_device", "resolve_dtype"]
 
 
 def resolve_device(device: Device) -> torch.device:
@@ -18,6 +18,14 @@ def resolve_device(device: Device) -> torch.device:
 
 
 def resolve_dtype(dtype: Dtype, device: torch.device) -> torch.dtype:
+    """The dtype asked for; "auto" is bfloat16 on CUDA and AVX512-BF16 CPUs, else float32."""
     if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        native = device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bfloat16())
+        return torch.bfloat16 if native else torch.float32
     return torch.bfloat16 if dtype == "bfloat16" else torch.float32
+
+
+def cpu_has_native_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16), through oneDNN."""
+    mkldnn = torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
+    return mkldnn and torch.cpu._is_avx512_bf16_supported()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,16 +55,17 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@contextmanager
+def running_server(log_dir: Path, *flags: str) -> Iterator[Server]:
+    """`headrace serve` on the default model with the guide's names, the key and `flags`."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    key_store = log.parent / "keys.sqlite3"
+    log = log_dir / "server.log"
+    key_store = log_dir / "keys.sqlite3"
     KeyStore(key_store).close()  # empty: the keys tests add theirs while it serves
     command = [
         sys.executable, "-m", "headrace", "serve", "--port", str(port),
         "--served-model-name", *MODEL_NAMES, "--max-model-len", str(MAX_MODEL_LEN),
-        "--api-key", API_KEY, "--key-store", str(key_store),
+        "--api-key", API_KEY, "--key-store", str(key_store), *flags,
     ]  # fmt: skip
     with log.open("w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
@@ -87,3 +89,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running_server(tmp_path_factory.mktemp("server")) as server:
+        yield server

@@ -70,6 +70,26 @@ def hf_logits(model: Any, ids: Tensor) -> Tensor:
     return model(ids.unsqueeze(0)).logits[0].float()  # type: ignore[no-any-return]
 
 
+def checkpoint_state(model: LlamaForCausalLM) -> dict[str, Tensor]:
+    """The model's weights under Hugging Face names: its fused projections split apart again."""
+    c = model.config
+    q_rows, kv_rows = c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim
+    splits = {
+        "qkv_proj": (("q_proj", "k_proj", "v_proj"), (q_rows, kv_rows, kv_rows)),
+        "gate_up_proj": (("gate_proj", "up_proj"), (c.intermediate_size, c.intermediate_size)),
+    }
+    state = {}
+    for name, tensor in model.state_dict().items():
+        fused = next((f for f in splits if f".{f}." in name), None)
+        if fused is None:
+            state[name] = tensor
+            continue
+        parts, rows = splits[fused]
+        for part, piece in zip(parts, tensor.split(rows), strict=True):
+            state[name.replace(fused, part)] = piece
+    return state
+
+
 def llama_cpp_permute(weight: Tensor, num_heads: int) -> Tensor:
     # What llama.cpp's convert_hf_to_gguf.py does to Llama q/k rows.
     return (

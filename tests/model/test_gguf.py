@@ -13,6 +13,7 @@ import torch
 from headrace.model.llama import RopeScaling
 from headrace.model.loader import load_model, read_config
 from tests.model.factories import (
+    checkpoint_state,
     decode_batch,
     hf_logits,
     llama3_rope_factors,
@@ -81,11 +82,12 @@ def test_q8_0_weights_are_dequantized(tmp_path: Path) -> None:
     reference = make_hf_model("llama")
     q8 = gguf.GGMLQuantizationType.Q8_0
     model = load_model(write_gguf(reference, tmp_path / "q8.gguf", quantize=q8), torch.float32, CPU)
+    loaded_state = checkpoint_state(model)
     for name, weight in reference.state_dict().items():
         expected = weight.numpy()
         if expected.ndim == 2:
             expected = gguf.quants.dequantize(gguf.quants.quantize(expected, q8), q8)
-        loaded = model.get_parameter(name).detach().numpy()
+        loaded = loaded_state[name].numpy()
         assert np.array_equal(loaded, expected), name
 
 
@@ -100,8 +102,15 @@ def test_unsupported_architecture(tmp_path: Path) -> None:
         read_config(tmp_path / "phi.gguf")
 
 
-def test_smollm2_q4_1_knows_the_capital_of_france(default_model_path: Path) -> None:
-    model = load_model(default_model_path, torch.float32, CPU)
+@pytest.mark.parametrize(
+    ("dtype", "int8_weights"),
+    [(torch.float32, False), (torch.bfloat16, False), (torch.bfloat16, True)],
+    ids=["float32", "bfloat16", "int8"],
+)
+def test_smollm2_q4_1_knows_the_capital_of_france(
+    default_model_path: Path, dtype: torch.dtype, int8_weights: bool
+) -> None:
+    model = load_model(default_model_path, dtype, CPU, int8_weights=int8_weights)
     c = model.config
     assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.head_dim) == (
         30,
@@ -111,7 +120,7 @@ def test_smollm2_q4_1_knows_the_capital_of_france(default_model_path: Path) -> N
     )
     assert c.tie_word_embeddings and c.vocab_size == 49152 and c.rope_theta == 100000.0
     ids = torch.tensor([504, 3575, 282, 4649, 314])  # "The capital of France is"
-    kv = new_kv_cache(c, max_len=16)
+    kv = [(k.to(dtype), v.to(dtype)) for k, v in new_kv_cache(c, max_len=16)]
     tokens = [int(run(model, ids, prefill_batch(len(ids)), kv)[-1].argmax())]
     for position in range(len(ids), len(ids) + 2):
         step = run(model, torch.tensor(tokens[-1:]), decode_batch(position), kv)

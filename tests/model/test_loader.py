@@ -10,9 +10,18 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from headrace.model.llama import RopeScaling
+from headrace.model import loader
+from headrace.model.llama import Int8Linear, LlamaForCausalLM, PackedLinear, RopeScaling
 from headrace.model.loader import load_model, read_config
-from tests.model.factories import make_hf_model, save_hf
+from headrace.model.placement import cpu_has_native_bfloat16
+from tests.model.factories import (
+    checkpoint_state,
+    make_hf_model,
+    new_kv_cache,
+    prefill_batch,
+    run,
+    save_hf,
+)
 
 CPU = torch.device("cpu")
 
@@ -118,7 +127,7 @@ def test_directory_without_config(tmp_path: Path) -> None:
 def test_loads_every_weight(llama_dir: Path) -> None:
     model = load_model(llama_dir, torch.float32, CPU)
     saved = load_file(llama_dir / "model.safetensors")
-    state = model.state_dict()
+    state = checkpoint_state(model)
     assert set(state) == set(saved)
     assert all(torch.equal(state[name], saved[name]) for name in saved)
     assert not any(p.is_meta for p in model.parameters())
@@ -126,12 +135,31 @@ def test_loads_every_weight(llama_dir: Path) -> None:
     assert not model.training
 
 
+def test_projections_are_stacked_into_fused_ones(llama_dir: Path) -> None:
+    layer = load_model(llama_dir, torch.float32, CPU).model.layers[1]
+    saved = load_file(llama_dir / "model.safetensors")
+    prefix = "model.layers.1"
+    qkv = [saved[f"{prefix}.self_attn.{p}_proj.weight"] for p in "qkv"]
+    gate_up = [saved[f"{prefix}.mlp.{p}_proj.weight"] for p in ("gate", "up")]
+    assert torch.equal(layer.self_attn.qkv_proj.weight, torch.cat(qkv))
+    assert torch.equal(layer.mlp.gate_up_proj.weight, torch.cat(gate_up))
+
+
+def test_wrong_shape_of_a_fused_part_is_named(llama_dir: Path, tmp_path: Path) -> None:
+    def edit(weights: dict[str, torch.Tensor]) -> None:
+        weights["model.layers.0.self_attn.k_proj.weight"] = torch.ones(16, 64)
+
+    message = r"k_proj.weight has shape \(16, 64\) .* expects \(32, 64\)"
+    with pytest.raises(ValueError, match=message):
+        load_model(_edit_checkpoint(llama_dir, tmp_path, edit), torch.float32, CPU)
+
+
 def test_sharded_checkpoint_loads_like_a_single_file(llama_dir: Path, tmp_path: Path) -> None:
     reference = make_hf_model("llama")
     save_hf(reference, tmp_path, max_shard_size="100KB")
     assert (tmp_path / "model.safetensors.index.json").is_file()
-    sharded = load_model(tmp_path, torch.float32, CPU).state_dict()
-    single = load_model(llama_dir, torch.float32, CPU).state_dict()
+    sharded = checkpoint_state(load_model(tmp_path, torch.float32, CPU))
+    single = checkpoint_state(load_model(llama_dir, torch.float32, CPU))
     assert all(torch.equal(sharded[name], single[name]) for name in single)
 
 
@@ -148,6 +176,46 @@ def test_tied_head_shares_the_embedding(tmp_path: Path) -> None:
 def test_dtype_is_applied(llama_dir: Path) -> None:
     model = load_model(llama_dir, torch.bfloat16, CPU)
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+
+
+def linear_kinds(model: LlamaForCausalLM) -> set[type[torch.nn.Module]]:
+    projections = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj", "lm_head")
+    return {type(m) for name, m in model.named_modules() if name.endswith(projections)}
+
+
+def logits(model: LlamaForCausalLM, length: int = 12) -> torch.Tensor:
+    ids = torch.arange(length) * 13 % model.config.vocab_size
+    dtype = model.model.embed_tokens.weight.dtype
+    kv = [(k.to(dtype), v.to(dtype)) for k, v in new_kv_cache(model.config)]
+    return run(model, ids, prefill_batch(length), kv)
+
+
+def test_float32_keeps_plain_linears(llama_dir: Path) -> None:
+    assert linear_kinds(load_model(llama_dir, torch.float32, CPU)) == {torch.nn.Linear}
+
+
+@pytest.mark.skipif(not cpu_has_native_bfloat16(), reason="no native bfloat16 on this CPU")
+def test_bfloat16_on_a_native_cpu_packs_every_linear(
+    llama_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    packed = load_model(llama_dir, torch.bfloat16, CPU)
+    assert linear_kinds(packed) == {PackedLinear}
+    monkeypatch.setattr(loader, "cpu_has_native_bfloat16", lambda: False)
+    plain = load_model(llama_dir, torch.bfloat16, CPU)
+    assert linear_kinds(plain) == {torch.nn.Linear}
+    assert torch.equal(logits(packed), logits(plain))
+
+
+def test_int8_weights_stay_close_to_float32(llama_dir: Path) -> None:
+    int8 = load_model(llama_dir, torch.float32, CPU, int8_weights=True)
+    assert linear_kinds(int8) == {Int8Linear}
+    expected = logits(load_model(llama_dir, torch.float32, CPU))
+    assert (logits(int8) - expected).abs().max() < 0.05 * expected.abs().max()
+
+
+def test_int8_weights_are_refused_off_the_cpu(llama_dir: Path) -> None:
+    with pytest.raises(ValueError, match="CPU only"):
+        load_model(llama_dir, torch.float32, torch.device("cuda"), int8_weights=True)
 
 
 def _edit_checkpoint(src: Path, dst: Path, edit: Any) -> Path:

@@ -102,7 +102,7 @@ def test_bfloat16_load_stays_close(pair: Any, tmp_path: Path) -> None:
     path = save_hf(reference, tmp_path)
     low = load_model(path, torch.bfloat16, CPU)
     assert low.model.embed_tokens.weight.dtype == torch.bfloat16
-    assert low.model.rope_cos.dtype == torch.float32
+    assert low.model.rope.dtype == torch.bfloat16
     ids = prompt()
     expected = full_logits(model, ids)
     got = run(low, ids, prefill_batch(len(ids)), _bf16_cache(low))
