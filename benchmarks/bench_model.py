@@ -33,6 +33,9 @@ from headrace.model.loader import load_model
 from headrace.model.source import resolve_model
 
 # --dtypes name -> activation dtype, and whether the weights are int8.
+# Positions per KV-cache block, headrace's default.
+_BLOCK_SIZE = 16
+
 _DTYPES = {
     "float32": (torch.float32, False),
     "bfloat16": (torch.bfloat16, False),
@@ -53,17 +56,20 @@ class Case:
     def __post_init__(self) -> None:
         c = self.model.config
         dtype = self.model.model.embed_tokens.weight.dtype
-        shape = (self.batch_size, c.num_key_value_heads, self.context, c.head_dim)
+        # Sequence i holds blocks 1 + i * per_seq onwards (block 0 is the null block).
+        per_seq = -(-self.context // _BLOCK_SIZE)
+        shape = (1 + self.batch_size * per_seq, _BLOCK_SIZE, c.num_key_value_heads, c.head_dim)
         self.kv = [(torch.zeros(shape, dtype=dtype), torch.zeros(shape, dtype=dtype))] * len(
             self.model.model.layers
         )
-        slots = torch.arange(self.batch_size)
+        tables = 1 + torch.arange(self.batch_size * per_seq).view(self.batch_size, per_seq)
+        position = self.context - 1
+        width = per_seq * _BLOCK_SIZE
         self.batch = AttentionBatch(
-            token_slots=slots,
-            positions=torch.full((self.batch_size,), self.context - 1),
-            decode_slots=slots,
-            decode_mask=torch.ones(self.batch_size, 1, 1, self.context, dtype=torch.bool),
-            decode_max_len=self.context,
+            slot_mapping=tables[:, position // _BLOCK_SIZE] * _BLOCK_SIZE + position % _BLOCK_SIZE,
+            positions=torch.full((self.batch_size,), position),
+            decode_block_tables=tables,
+            decode_mask=(torch.arange(width) <= position).expand(self.batch_size, 1, 1, width),
             prefills=(),
         )
         self.ids = torch.randint(100, c.vocab_size, (self.batch_size,))
