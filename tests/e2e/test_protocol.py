@@ -171,11 +171,11 @@ def test_disconnect_aborts_generation(server: Server) -> None:
 def test_a_repeated_prefix_is_served_from_the_cache(client: openai.OpenAI) -> None:
     system = f"Session {uuid.uuid4()}. " + "You answer questions about rivers briefly. " * 20
     messages = [{"role": "system", "content": system}, {"role": "user", "content": "Name a river."}]
-    first = client.chat.completions.create(
-        model=MODEL_NAMES[0], messages=messages, max_tokens=16, temperature=0
-    )
-    again = client.chat.completions.create(
-        model=MODEL_NAMES[0], messages=messages, max_tokens=16, temperature=0
+    first, again, third = (
+        client.chat.completions.create(
+            model=MODEL_NAMES[0], messages=messages, max_tokens=16, temperature=0
+        )
+        for _ in range(3)
     )
     assert first.usage and again.usage
     validate(again.model_dump(exclude_unset=True), "CreateChatCompletionResponse")
@@ -183,7 +183,10 @@ def test_a_repeated_prefix_is_served_from_the_cache(client: openai.OpenAI) -> No
     cached = again.usage.prompt_tokens_details.cached_tokens  # type: ignore[union-attr]
     # Every full 16-token block of the prompt but the one holding its last token.
     assert cached == (again.usage.prompt_tokens - 1) // 16 * 16
-    assert again.choices[0].message.content == first.choices[0].message.content
+    # Served from the cache alike, the same greedy text. (Against the first, computed whole,
+    # bfloat16 matmuls of another shape may round differently: tests/engine checks a cached
+    # prefix against transformers in float32.)
+    assert third.choices[0].message.content == again.choices[0].message.content
 
 
 def test_streamed_usage_reports_cached_tokens(server: Server) -> None:
