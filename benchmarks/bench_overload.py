@@ -24,12 +24,10 @@ from dataclasses import dataclass, field
 
 import httpx
 from http_runs import random_words
-from llama_cpp import peers_dir
-from machine import cpu_model
-from servers import ServerProcess, free_port
+from machine import metric_report
+from servers import headrace_server
 from timing import percentile
 
-_READY_TIMEOUT_S = 600
 _T0 = time.perf_counter()
 
 
@@ -47,13 +45,7 @@ class Tally:
 
 def main() -> None:
     args = _parse_args()
-    port = free_port()
-    argv = [
-        *(sys.executable, "-m", "headrace", "serve", "--port", str(port)),
-        *shlex.split(args.headrace_args),
-    ]
-    log = peers_dir() / "logs" / "headrace_overload.log"
-    with ServerProcess("headrace", argv, port, log, _READY_TIMEOUT_S) as server:
+    with headrace_server("headrace_overload", shlex.split(args.headrace_args)) as server:
         model = httpx.get(f"{server.url}/v1/models").json()["data"][0]["id"]
         rate = asyncio.run(_sustainable_rate(server.url, model, args))
         _log(f"sustainable: {rate:.2f} requests/s; offering {args.factor * rate:.2f}/s")
@@ -162,17 +154,10 @@ def _report(args: argparse.Namespace, rate: float, tally: Tally, idle: dict[str,
         ),
         ("/health once done", json.dumps(idle)),
     ]
-    command = "python benchmarks/bench_overload.py " + shlex.join(sys.argv[1:])
-    lines = [
-        f"Command: `{command.strip()}`",
-        f"Machine: {cpu_model()}; prompts of about {args.prompt_words} words, "
-        f"{args.max_tokens} tokens out (ignore_eos).",
-        "",
-        "| metric | value |",
-        "|---|---|",
-        *(f"| {name} | {value} |" for name, value in rows),
-    ]
-    return "\n".join(lines)
+    return metric_report(
+        f"prompts of about {args.prompt_words} words, {args.max_tokens} tokens out (ignore_eos).",
+        rows,
+    )
 
 
 def _log(message: str) -> None:

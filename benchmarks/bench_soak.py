@@ -17,7 +17,6 @@ import json
 import random
 import shlex
 import statistics
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,15 +24,13 @@ from pathlib import Path
 
 import httpx
 from http_runs import random_words
-from llama_cpp import peers_dir
-from machine import cpu_model
-from servers import ServerProcess, free_port
+from machine import metric_report
+from servers import headrace_server
 
 # Seconds between two samples of the server's RSS.
 _RSS_INTERVAL_S = 5.0
 # Samples before this many seconds are warm-up: allocators and caches fill then.
 _WARMUP_S = 60.0
-_READY_TIMEOUT_S = 600
 
 
 @dataclass
@@ -48,14 +45,8 @@ class Tally:
 
 def main() -> None:
     args = _parse_args()
-    port = free_port()
-    argv = [
-        *(sys.executable, "-m", "headrace", "serve", "--port", str(port)),
-        *("--max-num-seqs", str(args.streams), "--dtype", args.dtype),
-        *shlex.split(args.headrace_args),
-    ]
-    log = peers_dir() / "logs" / "headrace_soak.log"
-    with ServerProcess("headrace", argv, port, log, _READY_TIMEOUT_S) as server:
+    flags = ["--max-num-seqs", str(args.streams), "--dtype", args.dtype]
+    with headrace_server("headrace_soak", [*flags, *shlex.split(args.headrace_args)]) as server:
         tally = asyncio.run(_soak(server.url, server.pid, args))
         idle = httpx.get(f"{server.url}/health").json()
     print(_report(args, tally, idle))
@@ -159,17 +150,10 @@ def _report(args: argparse.Namespace, tally: Tally, idle: dict[str, object]) -> 
         ("RSS trend after warm-up, MiB per minute", f"{slope:+.2f}"),
         ("/health once done", json.dumps(idle)),
     ]
-    command = "python benchmarks/bench_soak.py " + shlex.join(sys.argv[1:])
-    lines = [
-        f"Command: `{command.strip()}`",
-        f"Machine: {cpu_model()}; {args.minutes:g} min, {args.streams} streams, "
-        f"{args.disconnect:.0%} cut by the client.",
-        "",
-        "| metric | value |",
-        "|---|---|",
-        *(f"| {name} | {value} |" for name, value in rows),
-    ]
-    return "\n".join(lines)
+    return metric_report(
+        f"{args.minutes:g} min, {args.streams} streams, {args.disconnect:.0%} cut by the client.",
+        rows,
+    )
 
 
 if __name__ == "__main__":

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import platform
+import shlex
+import sys
 from pathlib import Path
 
-__all__ = ["cpu_model"]
+__all__ = ["cpu_model", "metric_report"]
 
 
 def cpu_model() -> str:
@@ -16,3 +18,18 @@ def cpu_model() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or "unknown CPU"
+
+
+def metric_report(setting: str, rows: list[tuple[str, str]]) -> str:
+    """The command that ran, the machine and `setting`, then a two-column markdown table."""
+    command = shlex.join(["python", *sys.argv])
+    return "\n".join(
+        [
+            f"Command: `{command}`",
+            f"Machine: {cpu_model()}; {setting}",
+            "",
+            "| metric | value |",
+            "|---|---|",
+            *(f"| {name} | {value} |" for name, value in rows),
+        ]
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -12,13 +13,22 @@ from pathlib import Path
 from types import TracebackType
 
 import httpx
+from llama_cpp import peers_dir
 
-__all__ = ["HealthPoller", "ServerExited", "ServerProcess", "free_port"]
+__all__ = ["HealthPoller", "ServerExited", "ServerProcess", "free_port", "headrace_server"]
 
 # How often a starting server's /health is asked whether it is ready.
 _READY_POLL_S = 0.25
 # Grace given to a server between SIGTERM and SIGKILL.
 _STOP_GRACE_S = 30
+
+
+def headrace_server(name: str, flags: Sequence[str], ready_timeout_s: float = 600) -> ServerProcess:
+    """`headrace serve` with `flags` on a free loopback port, its log at peers/logs/NAME.log."""
+    port = free_port()
+    argv = [sys.executable, "-m", "headrace", "serve", "--port", str(port), *flags]
+    log_path = peers_dir() / "logs" / f"{name}.log"
+    return ServerProcess("headrace", argv, port, log_path, ready_timeout_s)
 
 
 def free_port() -> int:

@@ -130,26 +130,25 @@ def _add_keys_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
     revoke.add_argument("id", help="the key's id, as `headrace keys list` shows it")
 
 
+def _positive(text: str, unit: str) -> float:
+    """A positive, finite number of `unit`s."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of {unit}, not {text}")
+    return value
+
+
 def _gib(text: str) -> int:
     """A size in GiB, as bytes."""
-    try:
-        gib = float(text)
-    except ValueError:
-        gib = math.nan
-    if not math.isfinite(gib) or gib <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of GiB, not {text}")
-    return int(gib * 2**30)
+    return int(_positive(text, "GiB") * 2**30)
 
 
 def _days(text: str) -> timedelta:
     """A positive number of days."""
-    try:
-        days = float(text)
-    except ValueError:
-        days = math.nan
-    if not math.isfinite(days) or days <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of days, not {text}")
-    return timedelta(days=days)
+    return timedelta(days=_positive(text, "days"))
 
 
 def _instant(text: str) -> datetime:

@@ -9,7 +9,7 @@ import torch
 from headrace.config import EngineConfig
 from headrace.engine.async_engine import AsyncEngine
 from headrace.engine.block_manager import BlockManager
-from headrace.engine.llm_engine import LLMEngine
+from headrace.engine.llm_engine import LLMEngine, RequestOutput
 from headrace.engine.outputs import SamplingParams
 from headrace.engine.request import Request
 from headrace.engine.scheduler import Scheduler
@@ -109,3 +109,13 @@ async def wait_until_idle(engine: AsyncEngine, timeout: float = 10) -> None:
     while engine.stats().running or engine.stats().waiting or blocks.pool.num_used:
         assert loop.time() < deadline, (engine.stats(), blocks.pool.num_used)
         await asyncio.sleep(0.01)
+
+
+def run_with_outputs(engine: LLMEngine) -> dict[str, tuple[list[int], RequestOutput]]:
+    """Step until idle; each request's tokens and last output."""
+    results: dict[str, tuple[list[int], RequestOutput]] = {}
+    while engine.has_work:
+        for out in engine.step():
+            tokens = results.get(out.request_id, ([], out))[0] + out.output.token_ids
+            results[out.request_id] = (tokens, out)
+    return results

@@ -10,10 +10,16 @@ import llguidance
 import pytest
 
 from headrace.engine.async_engine import AsyncEngine, EngineError
-from headrace.engine.llm_engine import LLMEngine, RequestOutput
+from headrace.engine.llm_engine import LLMEngine
 from headrace.text import Tokenizer
 from headrace.text.grammar import CompiledGrammar, GrammarCompiler
-from tests.engine.factories import make_engine, make_model, make_params, run_to_completion
+from tests.engine.factories import (
+    make_engine,
+    make_model,
+    make_params,
+    run_to_completion,
+    run_with_outputs,
+)
 
 PROMPT = [5, 17, 42, 99, 7]
 SCHEMA = {
@@ -29,16 +35,6 @@ SCHEMA = {
 
 def tiny_engine(tokenizer: Tokenizer, extra_vocab: int = 0, **kwargs: Any) -> LLMEngine:
     return make_engine(make_model(vocab_size=tokenizer.vocab_size + extra_vocab), **kwargs)
-
-
-def run(engine: LLMEngine) -> dict[str, tuple[list[int], RequestOutput]]:
-    """Step until idle; each request's tokens and last output."""
-    results: dict[str, tuple[list[int], RequestOutput]] = {}
-    while engine.has_work:
-        for out in engine.step():
-            tokens = results.get(out.request_id, ([], out))[0] + out.output.token_ids
-            results[out.request_id] = (tokens, out)
-    return results
 
 
 def test_the_model_alone_writes_no_json(tiny_tokenizer: Tokenizer) -> None:
@@ -69,7 +65,7 @@ def test_a_schema_grammar_gives_valid_json_and_stops(
         **sampling,
     )
     engine.add_request("json", PROMPT, params)
-    tokens, last = run(engine)["json"]
+    tokens, last = run_with_outputs(engine)["json"]
     assert last.output.finish_reason == "stop"
     assert not eos & set(tokens)  # the grammar ended it, not an end-of-sequence token
     jsonschema.validate(json.loads(tiny_tokenizer.decode(tokens)), SCHEMA)
@@ -83,7 +79,7 @@ def test_json_object_output_is_always_on_track(
     for seed in range(3):
         params = make_params(max_tokens=25, temperature=1.0, seed=seed, grammar=grammar)
         engine.add_request(str(seed), PROMPT, params)
-    for tokens, last in run(engine).values():
+    for tokens, last in run_with_outputs(engine).values():
         if last.output.finish_reason == "stop":
             assert isinstance(json.loads(tiny_tokenizer.decode(tokens)), dict)
         else:  # cut off by max_tokens: still a prefix of some JSON object
@@ -102,7 +98,7 @@ def test_unconstrained_requests_are_unaffected_by_constrained_ones(
     engine.add_request("json", [3, 1, 4], make_params(max_tokens=60, grammar=grammar))
     engine.add_request("free", PROMPT, make_params(max_tokens=20))
     engine.add_request("json2", PROMPT, make_params(max_tokens=60, grammar=grammar))
-    results = run(engine)
+    results = run_with_outputs(engine)
     assert results["free"][0] == expected
     for request_id in ("json", "json2"):
         jsonschema.validate(json.loads(tiny_tokenizer.decode(results[request_id][0])), SCHEMA)
@@ -117,7 +113,7 @@ def test_model_and_tokenizer_vocabularies_may_differ(
     for seed in range(3):
         params = make_params(max_tokens=60, temperature=1.0, seed=seed, grammar=grammar)
         engine.add_request(str(seed), PROMPT, params)
-    for tokens, last in run(engine).values():
+    for tokens, last in run_with_outputs(engine).values():
         assert last.output.finish_reason == "stop"
         assert max(tokens) < min(tiny_tokenizer.vocab_size, tiny_tokenizer.vocab_size + extra_vocab)
         jsonschema.validate(json.loads(tiny_tokenizer.decode(tokens)), SCHEMA)
@@ -166,7 +162,7 @@ def test_a_refused_token_fails_only_its_request(
     refusing = RefusingGrammar(tiny_compiler.json_schema(SCHEMA, strict=True), refuse_at=3)
     engine.add_request("bad", PROMPT, make_params(max_tokens=20, grammar=refusing))
     engine.add_request("good", PROMPT, make_params(max_tokens=20))
-    results = run(engine)
+    results = run_with_outputs(engine)
     tokens, last = results["bad"]
     assert last.output.finish_reason == "abort" and last.error is not None
     assert len(tokens) == 2 and last.output.num_generated_tokens == 3

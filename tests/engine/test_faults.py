@@ -16,7 +16,7 @@ from headrace.engine.llm_engine import LLMEngine, RequestOutput
 from headrace.engine.request import Request
 from headrace.text import Tokenizer
 from headrace.text.grammar import GrammarCompiler
-from tests.engine.factories import make_engine, make_model, make_params
+from tests.engine.factories import make_engine, make_model, make_params, run_with_outputs
 
 PROMPTS = {"a": [5, 6, 7, 8], "b": [9, 10, 11], "c": [12, 13, 14, 15, 16], "bad": [17, 18]}
 
@@ -25,16 +25,6 @@ def add_all(engine: LLMEngine, **params: dict[str, Any]) -> None:
     """Every prompt of PROMPTS, with its own params where given."""
     for request_id, prompt in PROMPTS.items():
         engine.add_request(request_id, prompt, make_params(**params.get(request_id, {})))
-
-
-def run(engine: LLMEngine) -> dict[str, tuple[list[int], RequestOutput]]:
-    """Step until idle; each request's tokens and last output."""
-    results: dict[str, tuple[list[int], RequestOutput]] = {}
-    while engine.has_work:
-        for out in engine.step():
-            tokens = results.get(out.request_id, ([], out))[0] + out.output.token_ids
-            results[out.request_id] = (tokens, out)
-    return results
 
 
 def failing_on_call(n: int, work: Callable[..., Any]) -> Callable[..., Any]:
@@ -74,12 +64,12 @@ def test_a_sampling_fault_fails_only_its_request(monkeypatch: pytest.MonkeyPatch
     params = {**SAMPLED, "bad": {"temperature": 1.0, "top_p": 0.9, "seed": 3}}
     clean = make_engine()
     add_all(clean, **params)
-    expected = run(clean)
+    expected = run_with_outputs(clean)
     # Only "bad" uses top-p: its third token fails.
     monkeypatch.setattr(sampler, "_top_p", failing_on_call(3, sampler._top_p))
     engine = make_engine()
     add_all(engine, **params)
-    results = run(engine)
+    results = run_with_outputs(engine)
     assert len(results["bad"][0]) == 2
     assert_failed_alone(results, expected, engine)
 
@@ -87,7 +77,7 @@ def test_a_sampling_fault_fails_only_its_request(monkeypatch: pytest.MonkeyPatch
 def test_a_fault_taking_its_token_fails_only_its_request(monkeypatch: pytest.MonkeyPatch) -> None:
     clean = make_engine()
     add_all(clean, **SAMPLED)
-    expected = run(clean)
+    expected = run_with_outputs(clean)
     advance = LLMEngine._advance_grammar
     failing = failing_on_call(4, advance)
 
@@ -97,7 +87,7 @@ def test_a_fault_taking_its_token_fails_only_its_request(monkeypatch: pytest.Mon
     monkeypatch.setattr(LLMEngine, "_advance_grammar", staticmethod(advance_or_fail))
     engine = make_engine()
     add_all(engine, **SAMPLED)
-    results = run(engine)
+    results = run_with_outputs(engine)
     assert len(results["bad"][0]) == 3
     assert_failed_alone(results, expected, engine)
 
@@ -113,7 +103,7 @@ def test_a_grammar_mask_fault_fails_only_its_request(
     }
     clean = make_engine(model)
     add_all(clean, **params)
-    expected = run(clean)
+    expected = run_with_outputs(clean)
     fill = GrammarBitmask._fill
     failing = failing_on_call(2, fill)
 
@@ -123,7 +113,7 @@ def test_a_grammar_mask_fault_fails_only_its_request(
     monkeypatch.setattr(GrammarBitmask, "_fill", fill_or_fail)
     engine = make_engine(model)
     add_all(engine, **params)
-    results = run(engine)
+    results = run_with_outputs(engine)
     assert len(results["bad"][0]) == 1
     assert_failed_alone(results, expected, engine)
 
@@ -133,7 +123,7 @@ def test_a_model_fault_fails_its_step_and_the_engine_goes_on(
 ) -> None:
     clean = make_engine(max_num_seqs=2)
     add_all(clean)
-    expected = run(clean)
+    expected = run_with_outputs(clean)
     engine = make_engine(max_num_seqs=2)
     add_all(engine)
     engine.step()  # "a" and "b" prefill; "c" and "bad" wait
@@ -143,12 +133,12 @@ def test_a_model_fault_fails_its_step_and_the_engine_goes_on(
     assert {out.request_id for out in failed} == {"a", "b"}
     assert all(out.output.finish_reason == "abort" and out.error for out in failed)
     monkeypatch.undo()
-    results = run(engine)
+    results = run_with_outputs(engine)
     assert {rid: result[0] for rid, result in results.items()} == {
         rid: expected[rid][0] for rid in ("c", "bad")
     }
     engine.add_request("again", PROMPTS["a"], make_params())
-    assert run(engine)["again"][0] == expected["a"][0]
+    assert run_with_outputs(engine)["again"][0] == expected["a"][0]
     assert engine.blocks.pool.num_used == 0
 
 
