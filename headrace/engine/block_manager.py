@@ -160,6 +160,8 @@ class BlockManager:
             return
         num_full = request.num_computed_tokens // self.block_size
         first_new = request.num_hashed_blocks
+        if num_full == first_new:
+            return  # most steps: no block filled up
         hashes = self._hashes(request, num_full)
         for block, h in zip(request.block_ids[first_new:num_full], hashes[first_new:], strict=True):
             self.pool.register(block, h)

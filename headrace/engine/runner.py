@@ -57,11 +57,12 @@ class ModelRunner:
                 sample_rows.append(len(input_ids) - 1)
                 sampled.append(request)
 
+        tables = self._block_tables(step.decodes)
         batch = AttentionBatch(
             slot_mapping=self._tensor(slot_mapping),
             positions=self._tensor(positions),
-            decode_block_tables=self._block_tables(step.decodes),
-            decode_mask=self._decode_mask(step.decodes),
+            decode_block_tables=tables,
+            decode_mask=self._decode_mask(step.decodes, tables.shape[1]),
             prefills=tuple(spans),
         )
         hidden = self.model(self._tensor(input_ids), batch, self.kv_cache.layers)
@@ -83,9 +84,9 @@ class ModelRunner:
         rows = [r.block_ids + [NULL_BLOCK] * (width - len(r.block_ids)) for r in decodes]
         return torch.tensor(rows, dtype=torch.long, device=self.device).view(len(decodes), width)
 
-    def _decode_mask(self, decodes: list[Request]) -> torch.Tensor:
+    def _decode_mask(self, decodes: list[Request], num_blocks: int) -> torch.Tensor:
         # -> [D, 1, 1, B * block_size], True where a decoding sequence has filled the cache
-        width = max((len(r.block_ids) for r in decodes), default=0) * self.kv_cache.block_size
+        width = num_blocks * self.kv_cache.block_size
         lens = self._tensor([r.num_computed_tokens + 1 for r in decodes]).unsqueeze(1)
         mask = torch.arange(width, device=self.device) < lens
         return mask.view(len(decodes), 1, 1, width)
