@@ -19,11 +19,11 @@ pytestmark = pytest.mark.e2e
 
 
 def run(command: list[str], server: Server, cwd: Path = HERE) -> str:
-    done = subprocess.run(
-        command, cwd=cwd, env=server.env(), capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+    done = subprocess.run(command, cwd=cwd, env=server.env(), capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    # Decoded as it is: text=True would turn a "\r\n" the model wrote into "\n", one character
+    # fewer than the snippets count.
+    return done.stdout.decode()
 
 
 def test_basic_streaming_python(server: Server) -> None:
