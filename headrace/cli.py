@@ -78,6 +78,11 @@ def _parser() -> argparse.ArgumentParser:
         help="compute every prompt in full, even where an earlier one started the same way",
     )
     serve.add_argument(
+        "--enforce-eager",
+        action="store_true",
+        help="run the model eagerly: start in seconds, not compiling the CPU decode step first",
+    )
+    serve.add_argument(
         "--tool-call-parser",
         choices=TOOL_CALL_FORMATS,
         help="how the model writes tool calls (default: told from its chat template)",
@@ -185,6 +190,7 @@ def _serve(args: argparse.Namespace) -> None:
         block_size=args.block_size,
         kv_cache_memory=args.kv_cache_memory,
         enable_prefix_caching=args.prefix_caching,
+        enforce_eager=args.enforce_eager,
     )
     server_config = ServerConfig(
         host=args.host,

@@ -58,6 +58,8 @@ class EngineConfig:
     kv_cache_memory: int | None = None
     # Whether requests reuse the cached blocks of prompts that start the same way.
     enable_prefix_caching: bool = True
+    # Whether to run the model eagerly on the CPU rather than compile its decode step.
+    enforce_eager: bool = False
 
     def __post_init__(self) -> None:
         if self.max_num_seqs < 1:

@@ -14,6 +14,7 @@ from headrace.engine.outputs import EngineStats, SamplingParams, TokenOutput
 from headrace.engine.request import Request, isolated
 from headrace.engine.runner import ModelRunner
 from headrace.engine.scheduler import Scheduler, SchedulerOutput
+from headrace.model.compiled import DecodeStep, compile_decode
 from headrace.model.llama import LlamaForCausalLM
 
 __all__ = ["LLMEngine", "RequestOutput"]
@@ -62,8 +63,18 @@ class LLMEngine:
             num_blocks, config.block_size, enable_prefix_caching=config.enable_prefix_caching
         )
         self.scheduler = Scheduler(config, self.blocks)
-        self.runner = ModelRunner(model, self.kv_cache, device)
+        self.runner = ModelRunner(
+            model, self.kv_cache, device, self._compile_decode(model, config, device)
+        )
         self._requests: dict[str, Request] = {}
+
+    def _compile_decode(
+        self, model: LlamaForCausalLM, config: EngineConfig, device: torch.device
+    ) -> DecodeStep | None:
+        # Compiled on the CPU only: on CUDA it is untested, and eager is correct everywhere.
+        if config.enforce_eager or device.type != "cpu":
+            return None
+        return compile_decode(model, self.kv_cache.layers, config.block_size)
 
     @property
     def has_work(self) -> bool:

@@ -11,16 +11,25 @@ from headrace.engine.request import Request
 from headrace.engine.sampler import sample
 from headrace.engine.scheduler import SchedulerOutput
 from headrace.model.attention import AttentionBatch, PrefillSpan
+from headrace.model.compiled import DecodeStep
 from headrace.model.llama import LlamaForCausalLM
 
 __all__ = ["ModelRunner"]
 
 
 class ModelRunner:
-    def __init__(self, model: LlamaForCausalLM, kv_cache: KVCache, device: torch.device) -> None:
+    def __init__(
+        self,
+        model: LlamaForCausalLM,
+        kv_cache: KVCache,
+        device: torch.device,
+        decode_step: DecodeStep | None = None,
+    ) -> None:
         self.model = model
         self.kv_cache = kv_cache
         self.device = device
+        # The compiled forward and logits of steps that only decode, if there is one.
+        self.decode_step = decode_step
         self.grammar_bitmask = GrammarBitmask(model.config.vocab_size, device)
 
     @torch.inference_mode()
@@ -65,10 +74,14 @@ class ModelRunner:
             decode_mask=self._decode_mask(step.decodes, tables.shape[1]),
             prefills=tuple(spans),
         )
-        hidden = self.model(self._tensor(input_ids), batch, self.kv_cache.layers)
-        if not sampled:
-            return {}
-        logits = self.model.compute_logits(hidden[self._tensor(sample_rows)])
+        ids = self._tensor(input_ids)
+        if self.decode_step is not None and not spans:
+            logits = self.decode_step(ids, batch, self.kv_cache.layers)
+        else:
+            hidden = self.model(ids, batch, self.kv_cache.layers)
+            if not sampled:
+                return {}
+            logits = self.model.compute_logits(hidden[self._tensor(sample_rows)])
         self.grammar_bitmask.apply(logits, sampled)
         tokens = sample(logits, sampled)
         return dict(zip(sampled, tokens, strict=True))

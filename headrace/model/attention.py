@@ -4,6 +4,10 @@ A step's tokens are laid out decodes first (one token per sequence), then each p
 chunk in turn. The cache holds, per layer, keys and values in blocks of positions,
 [num_blocks, block_size, Hkv, D]; a sequence's block table lists the blocks its positions
 fall in, in order. Block 0 is the null block, which pads block tables.
+
+Decoding is one operator, `headrace::decode_attention`, which writes the step's keys and values
+and attends: compiled code (see headrace.model.compiled) calls it as an opaque kernel that
+mutates the cache in place, as it must, rather than tracing a copy of the whole cache.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["AttentionBatch", "PrefillSpan", "attend", "write_kv"]
+from headrace.model.operators import define_operator
+
+__all__ = ["AttentionBatch", "PrefillSpan", "attend"]
 
 
 @dataclass(frozen=True)
@@ -47,10 +53,10 @@ class AttentionBatch:
         return int(self.decode_block_tables.shape[0])
 
 
-def write_kv(k_cache: Tensor, v_cache: Tensor, k: Tensor, v: Tensor, batch: AttentionBatch) -> None:
-    # k_cache, v_cache: [N, S, Hkv, D]; k, v: [T, Hkv, D]
-    k_cache.view(-1, *k.shape[1:]).index_copy_(0, batch.slot_mapping, k)
-    v_cache.view(-1, *v.shape[1:]).index_copy_(0, batch.slot_mapping, v)
+def write_kv(k_cache: Tensor, v_cache: Tensor, k: Tensor, v: Tensor, slots: Tensor) -> None:
+    # k_cache, v_cache: [N, S, Hkv, D]; k, v: [T, Hkv, D]; slots: [T]
+    k_cache.view(-1, *k.shape[1:]).index_copy_(0, slots, k)
+    v_cache.view(-1, *v.shape[1:]).index_copy_(0, slots, v)
 
 
 def gather(cache: Tensor, block_tables: Tensor) -> Tensor:
@@ -63,19 +69,64 @@ def gather(cache: Tensor, block_tables: Tensor) -> Tensor:
     return blocks.view(n, -1, heads, dim).transpose(1, 2)
 
 
-def attend(q: Tensor, k_cache: Tensor, v_cache: Tensor, batch: AttentionBatch) -> Tensor:
-    # q: [T, H, D]; k_cache, v_cache: [N, S, Hkv, D] -> [T, H, D]
-    out = torch.empty_like(q)
+def _decode_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    k_cache: Tensor,
+    v_cache: Tensor,
+    slots: Tensor,
+    block_tables: Tensor,
+    mask: Tensor,
+) -> Tensor:
+    # q: [n, H, D]; k, v: [n, Hkv, D], one token per sequence -> [n, H, D]
+    write_kv(k_cache, v_cache, k, v, slots)
+    n = q.shape[0]
+    keys = gather(k_cache, block_tables)  # [n, Hkv, L, D]
+    values = gather(v_cache, block_tables)
+    # The query heads sharing a kv head go in as that head's queries, so each cached key is
+    # read once per kv head rather than once per query head (1.2-1.7x faster).
+    grouped = q.view(n, keys.shape[1], -1, q.shape[2])  # [n, Hkv, H / Hkv, D]
+    out = F.scaled_dot_product_attention(grouped, keys, values, attn_mask=mask)
+    return out.view(n, -1, q.shape[2])
+
+
+def _decode_attention_shape(q: Tensor, *_: Tensor) -> Tensor:
+    return torch.empty_like(q)
+
+
+define_operator(
+    "decode_attention(Tensor q, Tensor k, Tensor v, Tensor(a!) k_cache, Tensor(b!) v_cache, "
+    "Tensor slots, Tensor block_tables, Tensor mask) -> Tensor",
+    _decode_attention,
+    _decode_attention_shape,
+)
+
+
+def attend(
+    q: Tensor, k: Tensor, v: Tensor, k_cache: Tensor, v_cache: Tensor, batch: AttentionBatch
+) -> Tensor:
+    """Write the batch's keys and values to the cache, then attend over it.
+
+    q: [T, H, D]; k, v: [T, Hkv, D]; k_cache, v_cache: [N, S, Hkv, D] -> [T, H, D]
+    """
     n = batch.num_decodes
+    parts = []
     if n:
-        tables = batch.decode_block_tables
-        k = gather(k_cache, tables)  # [n, Hkv, L, D]
-        v = gather(v_cache, tables)
-        # The query heads sharing a kv head go in as that head's queries, so each cached key
-        # is read once per kv head rather than once per query head (1.2-1.7x faster).
-        qg = q[:n].view(n, k.shape[1], -1, q.shape[2])  # [n, Hkv, H / Hkv, D]
-        o = F.scaled_dot_product_attention(qg, k, v, attn_mask=batch.decode_mask)
-        out[:n] = o.view(n, -1, q.shape[2])
+        parts.append(
+            torch.ops.headrace.decode_attention(
+                q[:n],
+                k[:n],
+                v[:n],
+                k_cache,
+                v_cache,
+                batch.slot_mapping[:n],
+                batch.decode_block_tables,
+                batch.decode_mask,
+            )
+        )
+    if batch.prefills:
+        write_kv(k_cache, v_cache, k[n:], v[n:], batch.slot_mapping[n:])
     for span in batch.prefills:
         end = span.cached_len + span.length
         rows = slice(span.token_offset, span.token_offset + span.length)
@@ -83,14 +134,15 @@ def attend(q: Tensor, k_cache: Tensor, v_cache: Tensor, batch: AttentionBatch) -
         # the math path (10x slower at 2k tokens).
         qp = q[rows].transpose(0, 1).unsqueeze(0)  # [1, H, l, D]
         table = span.block_table.unsqueeze(0)
-        k = gather(k_cache, table)[:, :, :end]  # [1, Hkv, end, D]
-        v = gather(v_cache, table)[:, :, :end]
+        keys = gather(k_cache, table)[:, :, :end]  # [1, Hkv, end, D]
+        values = gather(v_cache, table)[:, :, :end]
         if span.cached_len == 0:
-            o = F.scaled_dot_product_attention(qp, k, v, is_causal=True, enable_gqa=True)
+            o = F.scaled_dot_product_attention(qp, keys, values, is_causal=True, enable_gqa=True)
         else:
             # Query i sits at position cached_len + i and sees every key up to it.
             positions = torch.arange(span.length, device=q.device).unsqueeze(1) + span.cached_len
             mask = torch.arange(end, device=q.device).unsqueeze(0) <= positions  # [l, end]
-            o = F.scaled_dot_product_attention(qp, k, v, attn_mask=mask, enable_gqa=True)
-        out[rows] = o[0].transpose(0, 1)
-    return out
+            o = F.scaled_dot_product_attention(qp, keys, values, attn_mask=mask, enable_gqa=True)
+        parts.append(o[0].transpose(0, 1))
+    # Decodes, then each prefill chunk: the batch's own order.
+    return parts[0] if len(parts) == 1 else torch.cat(parts)

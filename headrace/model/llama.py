@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from headrace.model.attention import AttentionBatch, attend, write_kv
+from headrace.model.attention import AttentionBatch, attend
+from headrace.model.operators import define_operator
 
 __all__ = [
     "Int8Linear",
@@ -128,8 +129,26 @@ class PackedLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # x: [T, K] -> [T, N]
-        out: Tensor = torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
+        out: Tensor = torch.ops.headrace.packed_linear(x, self.weight, self.bias)
         return out
+
+
+def _packed_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    out: Tensor = torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    return out
+
+
+def _packed_linear_shape(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    # The packed weight keeps its logical [N, K] shape.
+    return x.new_empty(x.shape[0], weight.shape[0])
+
+
+# An operator, so that torch.compile calls oneDNN rather than tracing into its opaque weight.
+define_operator(
+    "packed_linear(Tensor x, Tensor weight, Tensor? bias) -> Tensor",
+    _packed_linear,
+    _packed_linear_shape,
+)
 
 
 class Int8Linear(nn.Module):
@@ -200,8 +219,7 @@ class LlamaAttention(nn.Module):
         qk = apply_rope(qkv[:, :qk_heads], rope)  # [T, H + Hkv, D]
         q, k = torch.split(qk, [self.num_heads, self.num_kv_heads], dim=1)
         v = qkv[:, qk_heads:]  # [T, Hkv, D]
-        write_kv(kv[0], kv[1], k, v, batch)
-        out = attend(q, kv[0], kv[1], batch)  # [T, H, D]
+        out = attend(q, k, v, kv[0], kv[1], batch)  # [T, H, D]
         return self.o_proj(out.reshape(tokens, self.num_heads * self.head_dim))
 
 

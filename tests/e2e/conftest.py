@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
+from openai.types.chat import ChatCompletionChunk
 
 from headrace.auth import KeyStore
 
@@ -47,6 +49,23 @@ class Server:
 
     def health(self) -> dict[str, object]:
         return httpx.get(f"{self.url}/health", timeout=10).json()  # type: ignore[no-any-return]
+
+
+def stream_greedy(server: Server, content: str, max_tokens: int) -> list[ChatCompletionChunk]:
+    """The greedy streamed answer to one user message, through the real SDK."""
+    client = openai.OpenAI(base_url=server.base_url, api_key=server.api_key)
+    stream = client.chat.completions.create(
+        model=MODEL_NAMES[0],
+        messages=[{"role": "user", "content": content}],
+        stream=True,
+        max_tokens=max_tokens,
+        temperature=0,
+    )
+    return list(stream)
+
+
+def streamed_text(chunks: list[ChatCompletionChunk]) -> str:
+    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
 
 def _free_port() -> int:

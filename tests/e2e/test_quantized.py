@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import openai
 import pytest
 
-from tests.e2e.conftest import MODEL_NAMES, Server, running_server
+from tests.e2e.conftest import Server, running_server, stream_greedy, streamed_text
 from tests.schema import validate
 
 pytestmark = pytest.mark.e2e
@@ -22,17 +21,10 @@ def int8_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def test_int8_weights_answer_the_capital_of_france(int8_server: Server) -> None:
-    client = openai.OpenAI(base_url=int8_server.base_url, api_key=int8_server.api_key)
-    stream = client.chat.completions.create(
-        model=MODEL_NAMES[0],
-        messages=[{"role": "user", "content": "What is the capital of France?"}],
-        stream=True,
-        max_tokens=24,
-        temperature=0,
-    )
-    chunks = list(stream)
+    chunks = stream_greedy(int8_server, "What is the capital of France?", max_tokens=24)
     for chunk in chunks:
         validate(chunk.model_dump(exclude_unset=True), "CreateChatCompletionStreamResponse")
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert "Paris" in text
-    assert "int8" in int8_server.log.read_text()
+    assert "Paris" in streamed_text(chunks)
+    log = int8_server.log.read_text()
+    assert "int8" in log
+    assert "compiled the decode step" in log

@@ -50,7 +50,8 @@ def make_engine(
     max_model_len: int = 128,
     **config: object,
 ) -> LLMEngine:
-    fields: dict[str, object] = dict(max_num_seqs=4, max_num_batched_tokens=64)
+    # Eager unless a test asks for the compiled decode step, which takes seconds to build.
+    fields: dict[str, object] = dict(max_num_seqs=4, max_num_batched_tokens=64, enforce_eager=True)
     fields.update(config)
     return LLMEngine(
         model or make_model(),

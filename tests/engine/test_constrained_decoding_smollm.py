@@ -79,7 +79,7 @@ def results(default_model_path: Path) -> dict[str, Result]:
     tokenizer = Tokenizer.from_path(default_model_path)
     compiler = GrammarCompiler(tokenizer)
     model = load_model(default_model_path, torch.float32, torch.device("cpu"))
-    config = EngineConfig(max_num_seqs=24, max_num_batched_tokens=4096)
+    config = EngineConfig(max_num_seqs=24, max_num_batched_tokens=4096, enforce_eager=True)
     engine = LLMEngine(
         model, config, max_model_len=768, kv_dtype=torch.float32, device=torch.device("cpu")
     )

@@ -1,0 +1,95 @@
+"""The decode step compiled by torch.compile (TorchInductor) into a few fused C++ loops.
+
+In eager mode a decode step of a small model is mostly dispatch: each layer's norms, rope,
+residual adds and activation are a dozen small operators apiece, so that on a 2-core CPU
+SmolLM2-135M spends a third of its step between its matmuls. Compiled, they become a handful
+of fused loops around the same oneDNN matmuls and the `headrace::decode_attention` operator.
+
+One graph serves every decode step: the batch's sizes (sequences, block-table width) are
+marked dynamic, and sizes 0 and 1 are not specialized, so that the step compiled at start
+is never compiled again. Steps with prefill chunks stay eager: they are few, dominated by
+their matmuls, and their chunk layout would compile a graph per shape.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import torch
+import torch.fx.experimental._config as shapes_config
+from torch import Tensor
+
+from headrace.model.attention import AttentionBatch
+from headrace.model.llama import LlamaForCausalLM
+
+__all__ = ["DecodeStep", "compile_decode"]
+
+logger = logging.getLogger("headrace.model")
+
+# (input_ids [n], batch of n decodes, the KV cache's layers) -> logits [n, V] in float32
+DecodeStep = Callable[[Tensor, AttentionBatch, list[tuple[Tensor, Tensor]]], Tensor]
+
+
+def compile_decode(
+    model: LlamaForCausalLM, kv_caches: list[tuple[Tensor, Tensor]], block_size: int
+) -> DecodeStep | None:
+    """The model's decode step compiled and warmed up, or None where compiling fails.
+
+    Compiling takes about 20-40 s on 2 cores, about 5 s once TorchInductor's on-disk cache
+    holds the graph. It fails without a C++ compiler, in which case the engine runs eagerly.
+    The warm-up writes to the null block only, which no sequence attends to.
+    """
+    # Sizes of 1 would otherwise be constants of the graph, compiled again for larger ones.
+    shapes_config.backed_size_oblivious = True
+
+    def decode(input_ids: Tensor, batch: AttentionBatch, kv: list[tuple[Tensor, Tensor]]) -> Tensor:
+        return model.compute_logits(model(input_ids, batch, kv))
+
+    # Rounding to bfloat16 wherever eager does keeps the tokens those of eager decoding.
+    compiled = torch.compile(decode, dynamic=None, options={"emulate_precision_casts": True})
+
+    def run(input_ids: Tensor, batch: AttentionBatch, kv: list[tuple[Tensor, Tensor]]) -> Tensor:
+        for tensor, dims in (
+            (input_ids, 0),
+            (batch.slot_mapping, 0),
+            (batch.positions, 0),
+            (batch.decode_block_tables, (0, 1)),
+            (batch.decode_mask, (0, 3)),
+        ):
+            torch._dynamo.mark_dynamic(tensor, dims)
+        logits: Tensor = compiled(input_ids, batch, kv)
+        return logits
+
+    def step(input_ids: Tensor, batch: AttentionBatch, kv: list[tuple[Tensor, Tensor]]) -> Tensor:
+        # Compiling again while serving would stall every stream for seconds: a step the
+        # graph does not cover runs eagerly instead.
+        with torch.compiler.set_stance("eager_on_recompile"):
+            return run(input_ids, batch, kv)
+
+    started = time.perf_counter()
+    try:  # torch.compile compiles on the first call
+        with torch.inference_mode():
+            # One sequence, then two with wider tables: both must run the one graph.
+            for n, width in ((1, 1), (2, 2)):
+                batch = _null_batch(n, width, block_size, kv_caches[0][0].device)
+                run(torch.zeros_like(batch.positions), batch, kv_caches)
+    except Exception as error:  # any failure to compile means running eagerly
+        logger.warning("torch.compile failed, decoding eagerly: %s", error)
+        return None
+    logger.info("compiled the decode step in %.1f s", time.perf_counter() - started)
+    return step
+
+
+def _null_batch(n: int, width: int, block_size: int, device: torch.device) -> AttentionBatch:
+    # n decodes at position 0 of the null block, with tables `width` blocks wide
+    mask = torch.zeros(n, 1, 1, width * block_size, dtype=torch.bool, device=device)
+    mask[..., 0] = True
+    return AttentionBatch(
+        slot_mapping=torch.zeros(n, dtype=torch.long, device=device),
+        positions=torch.zeros(n, dtype=torch.long, device=device),
+        decode_block_tables=torch.zeros(n, width, dtype=torch.long, device=device),
+        decode_mask=mask,
+        prefills=(),
+    )

@@ -1,0 +1,25 @@
+"""The decode step is compiled by default; `--enforce-eager` serves the same tokens without it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Server, running_server, stream_greedy, streamed_text
+
+pytestmark = pytest.mark.e2e
+
+COMPILED = "compiled the decode step"
+
+
+def greedy_text(server: Server) -> str:
+    return streamed_text(stream_greedy(server, "Name three rivers of Europe and their seas.", 48))
+
+
+def test_an_eager_server_answers_as_the_compiled_one(server: Server, tmp_path: Path) -> None:
+    assert COMPILED in server.log.read_text()
+    compiled = greedy_text(server)
+    with running_server(tmp_path, "--enforce-eager") as eager:
+        assert greedy_text(eager) == compiled
+        assert COMPILED not in eager.log.read_text()
