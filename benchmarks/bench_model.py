@@ -64,12 +64,11 @@ class Case:
         )
         tables = 1 + torch.arange(self.batch_size * per_seq).view(self.batch_size, per_seq)
         position = self.context - 1
-        width = per_seq * _BLOCK_SIZE
         self.batch = AttentionBatch(
             slot_mapping=tables[:, position // _BLOCK_SIZE] * _BLOCK_SIZE + position % _BLOCK_SIZE,
             positions=torch.full((self.batch_size,), position),
             decode_block_tables=tables,
-            decode_mask=(torch.arange(width) <= position).expand(self.batch_size, 1, 1, width),
+            decode_lens=torch.full((self.batch_size,), position + 1),
             prefills=(),
         )
         self.ids = torch.randint(100, c.vocab_size, (self.batch_size,))

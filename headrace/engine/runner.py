@@ -71,7 +71,7 @@ class ModelRunner:
             slot_mapping=self._tensor(slot_mapping),
             positions=self._tensor(positions),
             decode_block_tables=tables,
-            decode_mask=self._decode_mask(step.decodes, tables.shape[1]),
+            decode_lens=self._tensor([r.num_computed_tokens + 1 for r in step.decodes]),
             prefills=tuple(spans),
         )
         ids = self._tensor(input_ids)
@@ -96,13 +96,6 @@ class ModelRunner:
         width = max((len(r.block_ids) for r in decodes), default=0)
         rows = [r.block_ids + [NULL_BLOCK] * (width - len(r.block_ids)) for r in decodes]
         return torch.tensor(rows, dtype=torch.long, device=self.device).view(len(decodes), width)
-
-    def _decode_mask(self, decodes: list[Request], num_blocks: int) -> torch.Tensor:
-        # -> [D, 1, 1, B * block_size], True where a decoding sequence has filled the cache
-        width = num_blocks * self.kv_cache.block_size
-        lens = self._tensor([r.num_computed_tokens + 1 for r in decodes]).unsqueeze(1)
-        mask = torch.arange(width, device=self.device) < lens
-        return mask.view(len(decodes), 1, 1, width)
 
     def _tensor(self, values: list[int]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.long, device=self.device)

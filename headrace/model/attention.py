@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from headrace.model.native import decode_attention_kernel
 from headrace.model.operators import define_operator
 
 __all__ = ["AttentionBatch", "PrefillSpan", "attend"]
@@ -43,8 +44,8 @@ class AttentionBatch:
     positions: Tensor
     # [D, B] block tables of the decoding sequences, whose tokens open the batch; padded with 0.
     decode_block_tables: Tensor
-    # [D, 1, 1, B * block_size] True where a decoding sequence may attend (positions it filled).
-    decode_mask: Tensor
+    # [D] positions each decoding sequence has filled, its new token's included.
+    decode_lens: Tensor
     # The prefill chunks, in batch order after the decodes.
     prefills: tuple[PrefillSpan, ...]
 
@@ -77,17 +78,54 @@ def _decode_attention(
     v_cache: Tensor,
     slots: Tensor,
     block_tables: Tensor,
-    mask: Tensor,
+    lens: Tensor,
 ) -> Tensor:
     # q: [n, H, D]; k, v: [n, Hkv, D], one token per sequence -> [n, H, D]
-    write_kv(k_cache, v_cache, k, v, slots)
+    kernel = decode_attention_kernel(q.dtype) if q.device.type == "cpu" else None
+    if kernel is None:
+        write_kv(k_cache, v_cache, k, v, slots)
+        return _attend_gathered(q, k_cache, v_cache, block_tables, lens)
+    # Rows may lie apart (q, k and v are views of one projection); heads within one may not.
+    q, k, v = (x if x.stride()[1:] == (x.shape[2], 1) else x.contiguous() for x in (q, k, v))
+    n, heads, dim = q.shape
+    _, block_size, kv_heads, _ = k_cache.shape
+    out = q.new_empty(q.shape)
+    kernel(
+        q.data_ptr(),
+        q.stride(0),
+        k.data_ptr(),
+        k.stride(0),
+        v.data_ptr(),
+        v.stride(0),
+        k_cache.data_ptr(),
+        v_cache.data_ptr(),
+        slots.data_ptr(),
+        block_tables.data_ptr(),
+        lens.data_ptr(),
+        out.data_ptr(),
+        n,
+        block_tables.shape[1],
+        block_size,
+        heads,
+        kv_heads,
+        dim,
+        dim**-0.5,
+    )
+    return out
+
+
+def _attend_gathered(
+    q: Tensor, k_cache: Tensor, v_cache: Tensor, block_tables: Tensor, lens: Tensor
+) -> Tensor:
+    # Decode attention with torch's operators: the blocks gathered, then one SDPA call.
     n = q.shape[0]
     keys = gather(k_cache, block_tables)  # [n, Hkv, L, D]
     values = gather(v_cache, block_tables)
+    mask = torch.arange(keys.shape[2], device=q.device) < lens.unsqueeze(1)  # [n, L]
     # The query heads sharing a kv head go in as that head's queries, so each cached key is
     # read once per kv head rather than once per query head (1.2-1.7x faster).
     grouped = q.view(n, keys.shape[1], -1, q.shape[2])  # [n, Hkv, H / Hkv, D]
-    out = F.scaled_dot_product_attention(grouped, keys, values, attn_mask=mask)
+    out = F.scaled_dot_product_attention(grouped, keys, values, attn_mask=mask.view(n, 1, 1, -1))
     return out.view(n, -1, q.shape[2])
 
 
@@ -97,7 +135,7 @@ def _decode_attention_shape(q: Tensor, *_: Tensor) -> Tensor:
 
 define_operator(
     "decode_attention(Tensor q, Tensor k, Tensor v, Tensor(a!) k_cache, Tensor(b!) v_cache, "
-    "Tensor slots, Tensor block_tables, Tensor mask) -> Tensor",
+    "Tensor slots, Tensor block_tables, Tensor lens) -> Tensor",
     _decode_attention,
     _decode_attention_shape,
 )
@@ -122,7 +160,7 @@ def attend(
                 v_cache,
                 batch.slot_mapping[:n],
                 batch.decode_block_tables,
-                batch.decode_mask,
+                batch.decode_lens,
             )
         )
     if batch.prefills:

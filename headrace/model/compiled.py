@@ -56,7 +56,7 @@ def compile_decode(
             (batch.slot_mapping, 0),
             (batch.positions, 0),
             (batch.decode_block_tables, (0, 1)),
-            (batch.decode_mask, (0, 3)),
+            (batch.decode_lens, 0),
         ):
             torch._dynamo.mark_dynamic(tensor, dims)
         logits: Tensor = compiled(input_ids, batch, kv)
@@ -84,12 +84,10 @@ def compile_decode(
 
 def _null_batch(n: int, width: int, block_size: int, device: torch.device) -> AttentionBatch:
     # n decodes at position 0 of the null block, with tables `width` blocks wide
-    mask = torch.zeros(n, 1, 1, width * block_size, dtype=torch.bool, device=device)
-    mask[..., 0] = True
     return AttentionBatch(
         slot_mapping=torch.zeros(n, dtype=torch.long, device=device),
         positions=torch.zeros(n, dtype=torch.long, device=device),
         decode_block_tables=torch.zeros(n, width, dtype=torch.long, device=device),
-        decode_mask=mask,
+        decode_lens=torch.ones(n, dtype=torch.long, device=device),
         prefills=(),
     )

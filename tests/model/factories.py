@@ -222,19 +222,18 @@ def prefill_batch(
         slot_mapping=slot_mapping(positions, slot, slots),
         positions=positions,
         decode_block_tables=torch.empty(0, 0, dtype=torch.long),
-        decode_mask=torch.empty(0, 1, 1, 0, dtype=torch.bool),
+        decode_lens=torch.empty(0, dtype=torch.long),
         prefills=(PrefillSpan(table, token_offset=0, cached_len=cached_len, length=length),),
     )
 
 
 def decode_batch(position: int, slot: int = 0, slots: int = 1) -> AttentionBatch:
     table = block_table(position + 1, slot, slots)
-    width = len(table) * BLOCK_SIZE
     return AttentionBatch(
         slot_mapping=slot_mapping(torch.tensor([position]), slot, slots),
         positions=torch.tensor([position]),
         decode_block_tables=table.unsqueeze(0),
-        decode_mask=(torch.arange(width) <= position).view(1, 1, 1, width),
+        decode_lens=torch.tensor([position + 1]),
         prefills=(),
     )
 

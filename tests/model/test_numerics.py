@@ -89,7 +89,7 @@ def test_decodes_and_prefill_in_one_batch_match_separate_runs(pair: Any) -> None
         slot_mapping=torch.cat((decode.slot_mapping, prefill.slot_mapping)),
         positions=torch.cat((decode.positions, prefill.positions)),
         decode_block_tables=decode.decode_block_tables,
-        decode_mask=decode.decode_mask,
+        decode_lens=decode.decode_lens,
         prefills=(PrefillSpan(block_table(len(b), 0, 3), 1, cached_len=0, length=len(b)),),
     )
     logits = run(model, torch.cat((a[8:], b)), batch, kv)

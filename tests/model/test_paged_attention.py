@@ -1,0 +1,76 @@
+"""The C++ decode attention agrees with torch's operators over the same paged cache, and without
+a compiler attention runs on torch's operators."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from headrace.model import attention, native
+
+HEADS, KV_HEADS, DIM, BLOCK_SIZE, NUM_BLOCKS = 6, 2, 16, 4, 64
+
+
+def decode_case(lengths: list[int], dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """n decodes over interleaved blocks; q, k and v are views of one projection, as in models."""
+    generator = torch.Generator().manual_seed(len(lengths) * 100 + lengths[-1])
+    n = len(lengths)
+    width = max(-(-length // BLOCK_SIZE) for length in lengths)
+    blocks = 1 + torch.randperm(NUM_BLOCKS - 1, generator=generator)[: n * width]
+    tables = blocks.view(n, width)
+    lens = torch.tensor(lengths)
+    last = lens - 1
+    slots = tables[torch.arange(n), last // BLOCK_SIZE] * BLOCK_SIZE + last % BLOCK_SIZE
+    qkv = torch.randn(n, HEADS + 2 * KV_HEADS, DIM, generator=generator).to(dtype)
+    q, k, v = torch.split(qkv, [HEADS, KV_HEADS, KV_HEADS], dim=1)
+    shape = (NUM_BLOCKS, BLOCK_SIZE, KV_HEADS, DIM)
+    k_cache = torch.randn(shape, generator=generator).to(dtype)
+    v_cache = torch.randn(shape, generator=generator).to(dtype)
+    return q, k, v, k_cache, v_cache, slots, tables, lens
+
+
+def on_torch(case: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Decode attention on torch's operators; the output and the caches it wrote to."""
+    q, k, v, k_cache, v_cache, slots, tables, lens = (x.clone() for x in case)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(attention, "decode_attention_kernel", lambda _: None)
+        out = attention._decode_attention(q, k, v, k_cache, v_cache, slots, tables, lens)
+    return out, k_cache, v_cache
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("lengths", [[1], [37], [5, 64, 17], [4, 8, 12, 16]])
+def test_kernel_agrees_with_torch(dtype: torch.dtype, lengths: list[int]) -> None:
+    assert native.decode_attention_kernel(dtype) is not None, "the kernel did not build"
+    case = decode_case(lengths, dtype)
+    expected, k_ref, v_ref = on_torch(case)
+    q, k, v, k_cache, v_cache, slots, tables, lens = case
+    out = attention._decode_attention(q, k, v, k_cache, v_cache, slots, tables, lens)
+    assert torch.equal(k_cache, k_ref) and torch.equal(v_cache, v_ref)  # the same writes
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(out, expected, atol=tolerance, rtol=tolerance)
+
+
+@pytest.fixture
+def fresh_build() -> Iterator[None]:
+    native._library.cache_clear()
+    yield
+    native._library.cache_clear()
+
+
+@pytest.mark.usefixtures("fresh_build")
+def test_without_a_compiler_attention_runs_on_torch(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("CXX", "/no/such/g++")
+    with caplog.at_level(logging.WARNING, logger="headrace.model"):
+        assert native.decode_attention_kernel(torch.float32) is None
+    assert "building paged_attention.cpp failed, using torch's operators" in caplog.text
+    case = decode_case([9, 3], torch.float32)
+    expected, _, _ = on_torch(case)
+    q, k, v, k_cache, v_cache, slots, tables, lens = case
+    out = attention._decode_attention(q, k, v, k_cache, v_cache, slots, tables, lens)
+    assert torch.equal(out, expected)
