@@ -10,7 +10,7 @@ from headrace.config import EngineConfig, ModelConfig
 from headrace.engine.async_engine import AsyncEngine
 from headrace.engine.llm_engine import LLMEngine
 from headrace.model.loader import load_model
-from headrace.model.placement import resolve_device, resolve_dtype
+from headrace.model.placement import bound_onednn_caches, resolve_device, resolve_dtype
 from headrace.model.source import resolve_model
 from headrace.text import Tokenizer
 from headrace.text.grammar import GrammarCompiler
@@ -33,6 +33,7 @@ class Runtime:
 
 
 def load_runtime(model_config: ModelConfig, engine_config: EngineConfig) -> Runtime:
+    bound_onednn_caches()  # a long-running server must not grow them without end
     source = resolve_model(model_config.model)
     device = resolve_device(model_config.device)
     dtype = resolve_dtype(model_config.dtype, device)
