@@ -33,9 +33,17 @@ __all__ = [
 FinishReason = Literal["stop", "length", "tool_calls"]
 
 
+# Characters JSON may carry raw that str.splitlines() takes for line ends, as do line readers
+# built on it (httpx's aiter_lines among them): escaped, an SSE event stays one line for them.
+_LINE_ENDS = {"\u0085": b"\\u0085", "\u2028": b"\\u2028", "\u2029": b"\\u2029"}
+
+
 def dump(model: BaseModel) -> bytes:
     """JSON of a response object: exactly the fields given when it was built."""
-    return model.model_dump_json(exclude_unset=True).encode()
+    text = model.model_dump_json(exclude_unset=True).encode()
+    for character, escaped in _LINE_ENDS.items():
+        text = text.replace(character.encode(), escaped)
+    return text
 
 
 class PromptTokensDetails(BaseModel):

@@ -84,6 +84,17 @@ async def test_multibyte_text_is_never_split() -> None:
     assert "".join(pieces) == "Grüße 🐉" and "\ufffd" not in "".join(pieces)
 
 
+async def test_an_event_is_one_line_whatever_line_ends_the_text_holds() -> None:
+    text = "a\u2028b\u2029c\x85d\re\nf"
+    async with make_client(make_app(FakeEngine([*text.encode(), EOS]))) as client:
+        response = await client.post("/v1/chat/completions", json=chat_body(stream=True))
+    chunks = events(response)
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == text
+    # Line readers built on str.splitlines() (httpx's aiter_lines) see every event whole.
+    lines = [line for line in response.text.splitlines() if line]
+    assert len(lines) == len(chunks) + 1 and all(line.startswith("data: ") for line in lines)
+
+
 async def test_client_errors_come_before_the_stream(client: httpx.AsyncClient) -> None:
     response = await client.post("/v1/chat/completions", json=chat_body(stream=True, model="x"))
     assert response.status_code == 404
