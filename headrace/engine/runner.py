@@ -12,6 +12,7 @@ from headrace.engine.sampler import sample
 from headrace.engine.scheduler import SchedulerOutput
 from headrace.model.attention import AttentionBatch, PrefillSpan
 from headrace.model.compiled import DecodeStep
+from headrace.model.kernel_caches import bucketed
 from headrace.model.llama import LlamaForCausalLM
 
 __all__ = ["ModelRunner"]
@@ -66,9 +67,16 @@ class ModelRunner:
                 sample_rows.append(len(input_ids) - 1)
                 sampled.append(request)
 
+        slots = self._tensor(slot_mapping)
+        if spans:
+            # Steps with prefill chunks come in any size, and oneDNN keeps a kernel for every
+            # matmul shape it meets (see kernel_caches): the step is padded to a bucketed size.
+            padding = bucketed(len(input_ids)) - len(input_ids)
+            input_ids += [0] * padding
+            positions += [0] * padding
         tables = self._block_tables(step.decodes)
         batch = AttentionBatch(
-            slot_mapping=self._tensor(slot_mapping),
+            slot_mapping=slots,
             positions=self._tensor(positions),
             decode_block_tables=tables,
             decode_lens=self._tensor([r.num_computed_tokens + 1 for r in step.decodes]),

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from headrace.model.kernel_caches import bucketed
 from headrace.model.native import decode_attention_kernel
 from headrace.model.operators import define_operator
 
@@ -40,7 +41,8 @@ class PrefillSpan:
 class AttentionBatch:
     # [T] where every token of the flat batch goes in the cache: block * block_size + offset.
     slot_mapping: Tensor
-    # [T] position of every token within its sequence.
+    # [T + P] position of every token within its sequence, then 0 for P rows of padding that
+    # round the batch up to a bucketed size; the model computes them, attention skips them.
     positions: Tensor
     # [D, B] block tables of the decoding sequences, whose tokens open the batch; padded with 0.
     decode_block_tables: Tensor
@@ -170,24 +172,31 @@ def attend(
                 batch.decode_lens,
             )
         )
+    num_tokens = batch.slot_mapping.shape[0]
     if batch.prefills:
-        write_kv(k_cache, v_cache, k[n:], v[n:], batch.slot_mapping[n:])
+        write_kv(k_cache, v_cache, k[n:num_tokens], v[n:num_tokens], batch.slot_mapping[n:])
     for span in batch.prefills:
-        end = span.cached_len + span.length
         rows = slice(span.token_offset, span.token_offset + span.length)
+        # Queries padded to a bucketed length and keys taken in whole blocks: the CPU's flash
+        # kernel compiles and keeps a kernel per length it meets (see kernel_caches). Padding
+        # queries' rows are dropped; no real query sees a padding key.
+        padded = F.pad(q[rows], (0, 0, 0, 0, 0, bucketed(span.length) - span.length))
         # 4-D [1, H, l, D] operands: the CPU's flash kernel takes them, 3-D ones fall back to
         # the math path (10x slower at 2k tokens).
-        qp = q[rows].transpose(0, 1).unsqueeze(0)  # [1, H, l, D]
+        qp = padded.transpose(0, 1).unsqueeze(0)  # [1, H, l', D]
         table = span.block_table.unsqueeze(0)
-        keys = gather(k_cache, table)[:, :, :end]  # [1, Hkv, end, D]
-        values = gather(v_cache, table)[:, :, :end]
+        keys = gather(k_cache, table)  # [1, Hkv, L', D], L' = the blocks' positions
+        values = gather(v_cache, table)
         if span.cached_len == 0:
             o = F.scaled_dot_product_attention(qp, keys, values, is_causal=True, enable_gqa=True)
         else:
             # Query i sits at position cached_len + i and sees every key up to it.
-            positions = torch.arange(span.length, device=q.device).unsqueeze(1) + span.cached_len
-            mask = torch.arange(end, device=q.device).unsqueeze(0) <= positions  # [l, end]
+            positions = torch.arange(qp.shape[2], device=q.device).unsqueeze(1) + span.cached_len
+            mask = torch.arange(keys.shape[2], device=q.device).unsqueeze(0) <= positions
             o = F.scaled_dot_product_attention(qp, keys, values, attn_mask=mask, enable_gqa=True)
-        parts.append(o[0].transpose(0, 1))
-    # Decodes, then each prefill chunk: the batch's own order.
+        parts.append(o[0, :, : span.length].transpose(0, 1))
+    if q.shape[0] > num_tokens:
+        # Rows that round the step up to a bucketed size (see ModelRunner): no sequence's.
+        parts.append(q.new_zeros(q.shape[0] - num_tokens, *q.shape[1:]))
+    # Decodes, then each prefill chunk, then padding: the batch's own order.
     return parts[0] if len(parts) == 1 else torch.cat(parts)

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from headrace.config import EngineConfig, ModelConfig
 from headrace.engine.async_engine import AsyncEngine
 from headrace.engine.llm_engine import LLMEngine
+from headrace.model.kernel_caches import bound_onednn_caches
 from headrace.model.loader import load_model
-from headrace.model.placement import bound_onednn_caches, resolve_device, resolve_dtype
+from headrace.model.placement import resolve_device, resolve_dtype
 from headrace.model.source import resolve_model
 from headrace.text import Tokenizer
 from headrace.text.grammar import GrammarCompiler

@@ -6,6 +6,7 @@ import torch
 
 from headrace.engine.kv_cache import bytes_per_token
 from headrace.engine.outputs import SamplingParams
+from headrace.model.kernel_caches import SHAPE_BUCKET, bucketed
 from headrace.model.llama import LlamaForCausalLM
 from headrace.model.loader import load_model
 from tests.engine.factories import (
@@ -50,6 +51,18 @@ def test_greedy_matches_transformers_in_one_batch(tmp_path: Path, kind: str, bud
     tokens = run_to_completion(engine)
     for request_id, prompt in PROMPTS.items():
         assert tokens[request_id] == hf_greedy(hf, prompt, 12), request_id
+
+
+def test_steps_with_prefills_run_on_bucketed_token_counts() -> None:
+    model, rows = make_model(), []
+    model.register_forward_pre_hook(lambda _, args: rows.append(len(args[0])))
+    engine = make_engine(model, max_num_seqs=4)
+    for request_id, prompt in PROMPTS.items():
+        engine.add_request(request_id, prompt, make_params(max_tokens=3))
+    run_to_completion(engine)
+    # The first step prefills all three prompts (17 tokens); later ones decode up to 3.
+    assert rows[0] == bucketed(sum(map(len, PROMPTS.values()))) == 2 * SHAPE_BUCKET
+    assert all(n <= 3 for n in rows[1:])
 
 
 def test_request_joining_mid_stream_does_not_change_others() -> None:

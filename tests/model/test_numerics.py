@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,25 @@ def test_chunked_prefill_matches_one_prefill(pair: Any) -> None:
     first = run(model, ids[:5], prefill_batch(5), kv)
     second = run(model, ids[5:], prefill_batch(len(ids) - 5, cached_len=5), kv)
     assert (torch.cat((first, second)) - expected).abs().max().item() < TOLERANCE
+
+
+def test_padding_rows_change_neither_logits_nor_cache(pair: Any) -> None:
+    # The runner pads steps with prefills to a bucketed size: rows past the batch's tokens.
+    _, model = pair
+    ids = prompt()
+    kv, padded_kv = new_kv_cache(model.config), new_kv_cache(model.config)
+    run(model, ids[:5], prefill_batch(5), kv)
+    run(model, ids[:5], prefill_batch(5), padded_kv)
+    expected = run(model, ids[5:], prefill_batch(len(ids) - 5, cached_len=5), kv)
+    batch = prefill_batch(len(ids) - 5, cached_len=5)
+    padded = replace(
+        batch, positions=torch.cat((batch.positions, torch.zeros(7, dtype=torch.long)))
+    )
+    logits = run(model, torch.cat((ids[5:], torch.zeros(7, dtype=torch.long))), padded, padded_kv)
+    assert logits.shape[0] == len(ids) - 5 + 7
+    assert (logits[: len(ids) - 5] - expected).abs().max().item() < TOLERANCE
+    for layer, padded_layer in zip(kv, padded_kv, strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(layer, padded_layer, strict=True))
 
 
 def test_decoding_token_by_token_matches_one_prefill(pair: Any) -> None:

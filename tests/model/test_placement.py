@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
@@ -35,14 +33,3 @@ def test_an_explicit_dtype_is_kept(
     monkeypatch.setattr(placement, "cpu_has_native_bfloat16", lambda: native)
     assert resolve_dtype("float32", device) == torch.float32
     assert resolve_dtype("bfloat16", device) == torch.bfloat16
-
-
-def test_onednn_caches_are_bounded_unless_the_environment_says(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "")  # restored or removed afterwards
-    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY")
-    monkeypatch.setenv("LRU_CACHE_CAPACITY", "64")
-    placement.bound_onednn_caches()
-    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == str(placement.ONEDNN_CACHE_CAPACITY)
-    assert os.environ["LRU_CACHE_CAPACITY"] == "64"
