@@ -1,7 +1,7 @@
 """Attention over a flat batch of tokens from many sequences, over a paged KV cache.
 
 A step's tokens are laid out decodes first (one token per sequence), then each prefill
-chunk in turn. The cache holds, per layer, keys and values in blocks of positions,
+chunk in turn, then any rows that pad the step to a bucketed size. The cache holds, per layer, keys and values in blocks of positions,
 [num_blocks, block_size, Hkv, D]; a sequence's block table lists the blocks its positions
 fall in, in order. Block 0 is the null block, which pads block tables.
 
