@@ -1,9 +1,10 @@
 """Attention over a flat batch of tokens from many sequences, over a paged KV cache.
 
 A step's tokens are laid out decodes first (one token per sequence), then each prefill
-chunk in turn, then any rows that pad the step to a bucketed size. The cache holds, per layer, keys and values in blocks of positions,
-[num_blocks, block_size, Hkv, D]; a sequence's block table lists the blocks its positions
-fall in, in order. Block 0 is the null block, which pads block tables.
+chunk in turn, then any rows that pad the step to a bucketed size. The cache holds, per layer,
+keys and values in blocks of positions, [num_blocks, block_size, Hkv, D]; a sequence's block
+table lists the blocks its positions fall in, in order. Block 0 is the null block, which pads
+block tables.
 
 Decoding is one operator, `headrace::decode_attention`, which writes the step's keys and values
 and attends: compiled code (see headrace.model.compiled) calls it as an opaque kernel that
