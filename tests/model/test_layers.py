@@ -8,7 +8,14 @@ import transformers
 from torch import nn
 from transformers.models.llama import modeling_llama
 
-from headrace.model.llama import Int8Linear, LlamaConfig, PackedLinear, apply_rope, rope_table
+from headrace.model.llama import (
+    DEQUANTIZE_ROWS,
+    Int8Linear,
+    LlamaConfig,
+    PackedLinear,
+    apply_rope,
+    rope_table,
+)
 from headrace.model.placement import cpu_has_native_bfloat16
 
 needs_native_bfloat16 = pytest.mark.skipif(
@@ -63,14 +70,17 @@ def test_packed_linear_equals_nn_linear(bias: bool, rows: int) -> None:
         assert torch.equal(PackedLinear(plain)(x), plain(x))
 
 
+@pytest.mark.parametrize(
+    "rows", [5, DEQUANTIZE_ROWS]
+)  # torch's int8 kernel, then a dequantized copy
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_int8_linear_multiplies_by_its_dequantized_weight(dtype: torch.dtype) -> None:
+def test_int8_linear_multiplies_by_its_dequantized_weight(dtype: torch.dtype, rows: int) -> None:
     plain = make_linear(dtype)
     int8 = Int8Linear(plain)
     scale = int8.scale.float().unsqueeze(1)  # [N, 1]
     dequantized = int8.weight.float() * scale
     assert torch.all((dequantized - plain.weight.float()).abs() <= scale)  # within one step
-    x = torch.randn(5, 64, dtype=dtype)
+    x = torch.randn(rows, 64, dtype=dtype)
     expected = x.float() @ dequantized.T + plain.bias.float()
     with torch.inference_mode():
         got = int8(x)
