@@ -1,12 +1,15 @@
 """The model's forward alone: milliseconds per decode step, without engine, sampler or server.
 
-    python benchmarks/bench_model.py [--dtypes float32 bfloat16 int8] [--batch-sizes 1 32]
+    python benchmarks/bench_model.py [--dtypes float32 bfloat16 int8 gguf-bfloat16]
+                                     [--batch-sizes 1 32]
                                      [--context 256] [--steps 20] [--rounds 7] [--profile]
 
 One step is what the runner does to decode: the forward of M tokens, one per sequence, each
 at position --context - 1, then the logits of all M rows. The cases (dtype x batch size) run
 interleaved, --steps steps each per round, so a noisy machine slows them all alike; each
-figure is the median step over all rounds. "int8" is int8 weights computing in bfloat16.
+figure is the median step over all rounds. "int8" is int8 weights computing in bfloat16,
+"gguf-*" the GGUF file's quantized weights as stored (Q4_1 and Q8_0 for the default model);
+plain dtypes dequantize every weight.
 --profile instead prints torch.profiler's table of one case's steps (the first dtype and
 batch size).
 
@@ -27,19 +30,22 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from headrace.config import Quantization
 from headrace.model.attention import AttentionBatch
 from headrace.model.llama import LlamaForCausalLM
 from headrace.model.loader import load_model
 from headrace.model.source import resolve_model
 
-# --dtypes name -> activation dtype, and whether the weights are int8.
 # Positions per KV-cache block, headrace's default.
 _BLOCK_SIZE = 16
 
-_DTYPES = {
-    "float32": (torch.float32, False),
-    "bfloat16": (torch.bfloat16, False),
-    "int8": (torch.bfloat16, True),
+# --dtypes name -> activation dtype, and which weights stay quantized.
+_DTYPES: dict[str, tuple[torch.dtype, Quantization]] = {
+    "float32": (torch.float32, "none"),
+    "bfloat16": (torch.bfloat16, "none"),
+    "int8": (torch.bfloat16, "int8"),
+    "gguf-float32": (torch.float32, "auto"),
+    "gguf-bfloat16": (torch.bfloat16, "auto"),
 }
 
 
@@ -121,8 +127,8 @@ def main() -> None:
 
 
 def _load(path: Path, name: str) -> LlamaForCausalLM:
-    dtype, int8_weights = _DTYPES[name]
-    return load_model(path, dtype, torch.device("cpu"), int8_weights=int8_weights)
+    dtype, quantization = _DTYPES[name]
+    return load_model(path, dtype, torch.device("cpu"), quantization=quantization)
 
 
 def print_profile(case: Case, steps: int) -> None:

@@ -57,8 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     serve.add_argument(
         "--quantization",
-        choices=["int8"],
-        help="int8: weight-only int8 projections on the CPU (faster decoding, slower prefill)",
+        default="auto",
+        choices=["auto", "none", "int8"],
+        help="auto: a GGUF file's quantized weights run as stored (CPU); none: every weight "
+        "dequantized to --dtype; int8: float projections quantized to int8 blocks at load (CPU)",
     )
     serve.add_argument("--max-num-seqs", type=int, default=EngineConfig.max_num_seqs)
     serve.add_argument(

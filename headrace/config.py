@@ -6,10 +6,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-__all__ = ["DEFAULT_MODEL_NAME", "Device", "Dtype", "EngineConfig", "ModelConfig", "ServerConfig"]
+__all__ = [
+    "DEFAULT_MODEL_NAME",
+    "Device",
+    "Dtype",
+    "EngineConfig",
+    "ModelConfig",
+    "Quantization",
+    "ServerConfig",
+]
 
 Dtype = Literal["auto", "float32", "bfloat16"]
 Device = Literal["auto", "cpu", "cuda"]
+# auto: a GGUF file's quantized weights run as stored (CPU); none: every weight in --dtype;
+# int8: besides, every other projection quantized to int8 blocks at load (CPU).
+Quantization = Literal["auto", "none", "int8"]
 
 # The model served when `--model` is not given (see headrace.model.source).
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -28,16 +39,16 @@ class ModelConfig:
     device: Device = "auto"
     # Cap on prompt + completion tokens; None means the model's own context length.
     max_model_len: int | None = None
-    # Weight quantization: "int8" keeps projections as int8 per output row (CPU only).
-    quantization: Literal["int8"] | None = None
+    # Which weights stay quantized (see Quantization).
+    quantization: Quantization = "auto"
 
     def __post_init__(self) -> None:
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise ValueError(f"dtype must be auto, float32 or bfloat16, not {self.dtype!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, not {self.device!r}")
-        if self.quantization not in (None, "int8"):
-            raise ValueError(f"quantization must be int8 or none, not {self.quantization!r}")
+        if self.quantization not in ("auto", "none", "int8"):
+            raise ValueError(f"quantization must be auto, none or int8, not {self.quantization!r}")
         if self.max_model_len is not None and self.max_model_len < 16:
             raise ValueError(f"max_model_len must be at least 16, not {self.max_model_len}")
         if any(not name.strip() for name in self.served_model_names):

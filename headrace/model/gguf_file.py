@@ -1,6 +1,8 @@
-"""A llama.cpp GGUF file read as a LlamaConfig and Hugging Face-named float32 tensors.
+"""A llama.cpp GGUF file read as a LlamaConfig and Hugging Face-named tensors.
 
-Quantized tensors are dequantized one at a time as they are yielded. llama.cpp's converter
+Quantized matrices of the types in SERVED_AS_STORED come as QuantizedTensors, repacked value for
+value, when the caller keeps them quantized; every other tensor is dequantized to float32 as it
+is yielded. llama.cpp's converter
 reorders the rows of every Llama q/k projection so that each head's rotary pairs sit side by
 side; the reverse reordering here gives back the Hugging Face rotate-half layout.
 """
@@ -18,7 +20,9 @@ from gguf import GGUFReader, ReaderTensor
 from gguf.quants import dequantize
 from torch import Tensor
 
+from headrace.model.gguf_quants import SERVED_AS_STORED, repack
 from headrace.model.llama import LlamaConfig, RopeScaling, rope_inverse_frequencies
+from headrace.model.quantized import QuantizedTensor
 
 __all__ = ["gguf_config", "gguf_weights", "unpermute_rotary"]
 
@@ -89,19 +93,32 @@ def gguf_config(reader: GGUFReader) -> LlamaConfig:
     return _with_llama3_scaling(config, _tensor(rope_freqs))
 
 
-def gguf_weights(reader: GGUFReader, config: LlamaConfig) -> Iterator[tuple[str, Tensor]]:
-    """Every weight of the file under its Hugging Face name, as float32 on the CPU."""
+def gguf_weights(
+    reader: GGUFReader, config: LlamaConfig, *, keep_quantized: bool = False
+) -> Iterator[tuple[str, Tensor | QuantizedTensor]]:
+    """Every weight of the file under its Hugging Face name, on the CPU: as float32, or with
+    `keep_quantized` as a QuantizedTensor where it is a matrix of a type served as stored."""
     permuted = _PERMUTED[str(_field(reader, "general.architecture"))]
     for tensor in reader.tensors:
         if tensor.name == "rope_freqs.weight":
             continue  # folded into LlamaConfig.rope_scaling by gguf_config
         name = _hf_name(tensor.name)
-        value = _tensor(tensor)
+        value: Tensor | QuantizedTensor
+        if keep_quantized and len(tensor.shape) == 2 and tensor.tensor_type in SERVED_AS_STORED:
+            value = repack(tensor.data, tensor.tensor_type, int(tensor.shape[1]))
+        else:
+            value = _tensor(tensor)
         if permuted and name.endswith(("q_proj.weight", "q_proj.bias")):
-            value = unpermute_rotary(value, config.num_attention_heads)
+            value = _unpermuted(value, config.num_attention_heads)
         elif permuted and name.endswith(("k_proj.weight", "k_proj.bias")):
-            value = unpermute_rotary(value, config.num_key_value_heads)
+            value = _unpermuted(value, config.num_key_value_heads)
         yield name, value
+
+
+def _unpermuted(value: Tensor | QuantizedTensor, num_heads: int) -> Tensor | QuantizedTensor:
+    if isinstance(value, QuantizedTensor):
+        return value.map_rows(lambda rows: unpermute_rotary(rows, num_heads))
+    return unpermute_rotary(value, num_heads)
 
 
 def unpermute_rotary(weight: Tensor, num_heads: int) -> Tensor:

@@ -12,15 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from headrace.model.attention import AttentionBatch, attend
 from headrace.model.operators import define_operator
 
 __all__ = [
-    "DEQUANTIZE_ROWS",
-    "Int8Linear",
     "LlamaConfig",
     "LlamaForCausalLM",
     "PackedLinear",
@@ -151,39 +148,6 @@ define_operator(
     _packed_linear,
     _packed_linear_shape,
 )
-
-
-# Rows from which an int8 linear dequantizes its weight for the call rather than run torch's int8
-# kernel (SmolLM2-135M's four projections, 2 cores: even at 64 rows, 1.6x faster at 128, 4.3x
-# at 512).
-DEQUANTIZE_ROWS = 128
-
-
-class Int8Linear(nn.Module):
-    """nn.Linear with int8 weights and one scale per output row (weight-only quantization).
-
-    On the CPU it reads half the bytes of bfloat16, so one token at a time runs faster. Torch's
-    int8 kernel is a plain loop, though, several times slower than bfloat16 over many rows: from
-    DEQUANTIZE_ROWS rows on (prefill), eager calls multiply by a dequantized copy instead.
-    """
-
-    scale: Tensor  # [N] in the activations' dtype
-
-    def __init__(self, linear: nn.Linear) -> None:
-        super().__init__()
-        weight = linear.weight.detach().float()  # [N, K]
-        scale = weight.abs().amax(dim=1).clamp(min=torch.finfo(torch.float32).tiny) / 127
-        quantized = torch.round(weight / scale.unsqueeze(1)).to(torch.int8)
-        self.weight = nn.Parameter(quantized, requires_grad=False)
-        self.register_buffer("scale", scale.to(linear.weight.dtype))
-        self.bias = linear.bias
-
-    def forward(self, x: Tensor) -> Tensor:
-        # x: [T, K] -> [T, N]; compiled graphs only decode, and take no branch on T.
-        if x.shape[0] >= DEQUANTIZE_ROWS and not torch.compiler.is_compiling():
-            return F.linear(x, self.weight.to(x.dtype) * self.scale.unsqueeze(1), self.bias)
-        out: Tensor = torch.ops.aten._weight_int8pack_mm(x, self.weight, self.scale)
-        return out if self.bias is None else out + self.bias
 
 
 def replace_linears(model: nn.Module, make: Callable[[nn.Linear], nn.Module]) -> None:

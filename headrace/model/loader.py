@@ -19,9 +19,9 @@ import torch
 from safetensors import safe_open
 from torch import Tensor, nn
 
+from headrace.config import Quantization
 from headrace.model.gguf_file import gguf_config, gguf_weights
 from headrace.model.llama import (
-    Int8Linear,
     LlamaConfig,
     LlamaForCausalLM,
     PackedLinear,
@@ -30,6 +30,7 @@ from headrace.model.llama import (
     rope_table,
 )
 from headrace.model.placement import cpu_has_native_bfloat16
+from headrace.model.quantized import QuantizedLinear, QuantizedTensor, quantize_q8_0
 
 __all__ = ["load_model", "read_config"]
 
@@ -63,31 +64,40 @@ def read_config(path: Path) -> LlamaConfig:
 
 
 def load_model(
-    path: Path, dtype: torch.dtype, device: torch.device, *, int8_weights: bool = False
+    path: Path,
+    dtype: torch.dtype,
+    device: torch.device,
+    *,
+    quantization: Quantization = "auto",
 ) -> LlamaForCausalLM:
-    """Every weight of the checkpoint at `path`, in `dtype` on `device`, ready for inference.
+    """Every weight of the checkpoint at `path`, on `device`, ready for inference.
 
-    With `int8_weights` (CPU only) every projection is quantized to int8 per output row and
-    computes in `dtype`: faster than bfloat16 decoding one sequence, slower for many at once.
+    Activations and unquantized weights are in `dtype`. On the CPU, a GGUF file's quantized
+    matrices stay as stored unless `quantization` is "none" (then they are dequantized to
+    `dtype`), and with "int8" every other projection is quantized to int8 blocks (Q8_0).
     """
-    if int8_weights and device.type != "cpu":
+    if quantization == "int8" and device.type != "cpu":
         raise ValueError("int8 weights are supported on the CPU only")
-    weights: Iterator[tuple[str, Tensor]]
+    weights: Iterator[tuple[str, Tensor | QuantizedTensor]]
     if _is_gguf(path):
         reader = gguf.GGUFReader(path)
         config = gguf_config(reader)
-        weights = gguf_weights(reader, config)
+        keep_quantized = quantization != "none" and device.type == "cpu"
+        weights = gguf_weights(reader, config, keep_quantized=keep_quantized)
     else:
         config = read_config(path)
         weights = _safetensors_weights(path)
     logger.info("loading %s (%d layers) as %s on %s", path, config.num_hidden_layers, dtype, device)
     with torch.device("meta"):
         model = LlamaForCausalLM(config)
-    _assign_weights(model, weights, dtype, device)
-    if int8_weights:
-        replace_linears(model, Int8Linear)
+    quantized = _assign_weights(model, weights, dtype, device)
+    if quantization == "int8":
+        replace_linears(model, _int8_linear)
     elif device.type == "cpu" and dtype == torch.bfloat16 and cpu_has_native_bfloat16():
         replace_linears(model, PackedLinear)
+    if quantized or quantization == "int8":
+        count = sum(isinstance(module, QuantizedLinear) for module in model.modules())
+        logger.info("%d linear layers run on quantized weights", count)
     # Computed in float32, applied in the model's dtype, as transformers does.
     model.model.rope = rope_table(config).to(device=device, dtype=dtype)
     return model.eval()
@@ -195,14 +205,17 @@ def _safetensors_files(path: Path) -> list[Path]:
 
 def _assign_weights(
     model: LlamaForCausalLM,
-    weights: Iterator[tuple[str, Tensor]],
+    weights: Iterator[tuple[str, Tensor | QuantizedTensor]],
     dtype: torch.dtype,
     device: torch.device,
-) -> None:
+) -> int:
+    # -> how many linear layers were given quantized weights
     tied = model.config.tie_word_embeddings
     params = dict(model.named_parameters())  # a tied head appears once, as the embedding
     layout = _checkpoint_layout(model)
     filled: dict[str, Tensor] = {}
+    # Quantized parts of linear weights: parameter -> (first row, part)
+    parts: dict[str, list[tuple[int, QuantizedTensor]]] = {}
     loaded: set[str] = set()
     unexpected: list[str] = []
     for name, tensor in weights:
@@ -214,26 +227,51 @@ def _assign_weights(
         param_name, rows = layout[name]
         param = params[param_name]
         expected = (rows.stop - rows.start, *param.shape[1:])
-        if tensor.shape != expected:
+        if tuple(tensor.shape) != expected:
             raise ValueError(
                 f"{name} has shape {tuple(tensor.shape)} in the checkpoint, "
                 f"the model expects {expected}"
             )
+        loaded.add(name)
+        if isinstance(tensor, QuantizedTensor):
+            parts.setdefault(param_name, []).append((rows.start, tensor))
+            if param_name != "model.embed_tokens.weight":
+                continue
+            tensor = tensor.dequantize()  # the embedding is looked up, not multiplied
         if param_name not in filled:
             filled[param_name] = torch.empty(param.shape, dtype=dtype, device=device)
         filled[param_name][rows] = tensor  # converted to dtype and device as it is copied
-        loaded.add(name)
     missing = sorted(set(layout) - loaded)
     if missing or unexpected:
         raise ValueError(
             "checkpoint does not match the model: "
             f"missing {_listing(missing)}; unexpected {_listing(sorted(unexpected))}"
         )
+    head = parts.pop("model.embed_tokens.weight", None)
+    if tied and head is not None:
+        parts["lm_head.weight"] = head  # the tied head multiplies by the quantized embedding
+    for param_name, pieces in list(parts.items()):
+        if param_name in filled:  # some rows came in float: the rest are dequantized to join them
+            for start, piece in pieces:
+                filled[param_name][start : start + piece.values.shape[0]] = piece.dequantize()
+            del parts[param_name]
     for param_name, value in filled.items():
         module_name, _, leaf = param_name.rpartition(".")
         setattr(model.get_submodule(module_name), leaf, nn.Parameter(value, requires_grad=False))
-    if tied:
+    if tied and "lm_head.weight" not in parts:
         model.lm_head.weight = model.model.embed_tokens.weight
+    for param_name, pieces in parts.items():
+        module_name = param_name.rpartition(".")[0]
+        linear = model.get_submodule(module_name)
+        assert isinstance(linear, nn.Linear)
+        in_order = [piece for _, piece in sorted(pieces, key=lambda start_piece: start_piece[0])]
+        parent, _, leaf = module_name.rpartition(".")
+        setattr(model.get_submodule(parent), leaf, QuantizedLinear(in_order, linear.bias))
+    return len(parts)
+
+
+def _int8_linear(linear: nn.Linear) -> QuantizedLinear:
+    return QuantizedLinear([quantize_q8_0(linear.weight)], linear.bias)
 
 
 def _checkpoint_layout(model: LlamaForCausalLM) -> dict[str, tuple[str, slice]]:

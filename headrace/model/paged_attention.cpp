@@ -8,6 +8,8 @@
 // tokens; caches [num_blocks, S, Hkv, D]; block_tables [n, B]; lengths [n] positions filled,
 // the new one included; out [n, H, D]. The G = H / Hkv query heads of a kv head share its keys.
 
+#include "bfloat16.h"
+
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -15,24 +17,8 @@
 
 namespace {
 
-inline float load(float x) { return x; }
-
-inline float load(uint16_t bf16) {
-  uint32_t bits = static_cast<uint32_t>(bf16) << 16;
-  float x;
-  std::memcpy(&x, &bits, sizeof x);
-  return x;
-}
-
-inline void store(float x, float* out) { *out = x; }
-
-inline void store(float x, uint16_t* out) {
-  // Round to nearest even, as torch does (no NaN can reach here).
-  uint32_t bits;
-  std::memcpy(&bits, &x, sizeof bits);
-  bits += 0x7FFFu + ((bits >> 16) & 1u);
-  *out = static_cast<uint16_t>(bits >> 16);
-}
+using headrace::load;
+using headrace::store;
 
 template <typename T>
 void decode_attention(const T* q, int64_t q_row, const T* k, int64_t k_row, const T* v,

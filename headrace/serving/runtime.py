@@ -41,11 +41,9 @@ def load_runtime(model_config: ModelConfig, engine_config: EngineConfig) -> Runt
 
     def make_engine() -> LLMEngine:
         started = time.perf_counter()
-        int8_weights = model_config.quantization == "int8"
-        model = load_model(source.path, dtype, device, int8_weights=int8_weights)
+        model = load_model(source.path, dtype, device, quantization=model_config.quantization)
         seconds = time.perf_counter() - started
-        weights = "int8 weights, " if int8_weights else ""
-        logger.info("loaded %s (%s%s, %s) in %.1f s", source.path, weights, dtype, device, seconds)
+        logger.info("loaded %s (%s, %s) in %.1f s", source.path, dtype, device, seconds)
         trained_len = model.config.max_position_embeddings
         max_model_len = model_config.max_model_len or trained_len
         if max_model_len > trained_len:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from torch import Tensor
 
 from headrace.model.attention import AttentionBatch, PrefillSpan
 from headrace.model.llama import LlamaConfig, LlamaForCausalLM
+from headrace.model.quantized import QuantizedLinear
 
 # Small enough to be instant, big enough for grouped-query attention and several heads.
 TINY: dict[str, Any] = dict(
@@ -78,8 +80,12 @@ def checkpoint_state(model: LlamaForCausalLM) -> dict[str, Tensor]:
         "qkv_proj": (("q_proj", "k_proj", "v_proj"), (q_rows, kv_rows, kv_rows)),
         "gate_up_proj": (("gate_proj", "up_proj"), (c.intermediate_size, c.intermediate_size)),
     }
+    weights = dict(model.state_dict())
+    for name, module in model.named_modules():
+        if isinstance(module, QuantizedLinear):
+            weights[f"{name}.weight"] = module.dequantize(torch.float32)
     state = {}
-    for name, tensor in model.state_dict().items():
+    for name, tensor in weights.items():
         fused = next((f for f in splits if f".{f}." in name), None)
         if fused is None:
             state[name] = tensor
@@ -150,7 +156,7 @@ def write_gguf(
     model: Any,
     path: Path,
     arch: str = "llama",
-    quantize: gguf.GGMLQuantizationType | None = None,
+    quantize: gguf.GGMLQuantizationType | Callable[[str], gguf.GGMLQuantizationType] | None = None,
     rope_freqs: np.ndarray[Any, Any] | None = None,
 ) -> Path:
     """The model as llama.cpp's converter would write it (float32, or 2-D weights quantized)."""
@@ -178,9 +184,10 @@ def write_gguf(
         elif arch == "llama" and ".k_proj." in name:
             tensor = llama_cpp_permute(tensor, c.num_key_value_heads)
         array = tensor.float().numpy()
-        if quantize is not None and array.ndim == 2:
-            packed = gguf.quants.quantize(array, quantize)
-            writer.add_tensor(gguf_name(name), packed, raw_dtype=quantize)
+        kind = quantize(name) if callable(quantize) else quantize
+        if kind is not None and array.ndim == 2:
+            packed = gguf.quants.quantize(array, kind)
+            writer.add_tensor(gguf_name(name), packed, raw_dtype=kind)
         else:
             writer.add_tensor(gguf_name(name), array)
     writer.write_header_to_file()

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from headrace.config import Quantization
 from headrace.model.llama import RopeScaling
 from headrace.model.loader import load_model, read_config
+from headrace.model.quantized import QuantizedLinear
 from tests.model.factories import (
     checkpoint_state,
     decode_batch,
@@ -78,10 +80,14 @@ def test_unknown_rope_freqs_are_refused(tmp_path: Path) -> None:
         read_config(path)
 
 
-def test_q8_0_weights_are_dequantized(tmp_path: Path) -> None:
+@pytest.mark.parametrize("quantization", ["none", "auto"])
+def test_q8_0_weights_keep_their_values(tmp_path: Path, quantization: Quantization) -> None:
     reference = make_hf_model("llama")
     q8 = gguf.GGMLQuantizationType.Q8_0
-    model = load_model(write_gguf(reference, tmp_path / "q8.gguf", quantize=q8), torch.float32, CPU)
+    path = write_gguf(reference, tmp_path / "q8.gguf", quantize=q8)
+    model = load_model(path, torch.float32, CPU, quantization=quantization)
+    kinds = {type(model.lm_head), type(model.model.layers[0].mlp.down_proj)}
+    assert kinds == ({QuantizedLinear} if quantization == "auto" else {torch.nn.Linear})
     loaded_state = checkpoint_state(model)
     for name, weight in reference.state_dict().items():
         expected = weight.numpy()
@@ -89,6 +95,41 @@ def test_q8_0_weights_are_dequantized(tmp_path: Path) -> None:
             expected = gguf.quants.dequantize(gguf.quants.quantize(expected, q8), q8)
         loaded = loaded_state[name].numpy()
         assert np.array_equal(loaded, expected), name
+
+
+def _mixed_types(name: str) -> gguf.GGMLQuantizationType:
+    # As llama.cpp's mixes do: v and down in more bits than the rest.
+    Q = gguf.GGMLQuantizationType
+    return Q.Q8_0 if ".v_proj." in name or "down_proj" in name else Q.Q4_1
+
+
+@pytest.mark.parametrize(
+    ("kind", "tied"),
+    [("q4_0", True), ("q4_1", False), ("q8_0", True), ("mixed", False)],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_quantized_weights_served_as_stored_match_their_dequantized_model(
+    tmp_path: Path, kind: str, tied: bool, dtype: torch.dtype
+) -> None:
+    reference = make_hf_model("llama", tie_word_embeddings=tied)
+    types = _mixed_types if kind == "mixed" else gguf.GGMLQuantizationType[kind.upper()]
+    path = write_gguf(reference, tmp_path / f"{kind}.gguf", quantize=types)
+    stored = load_model(path, dtype, CPU)
+    dequantized = load_model(path, dtype, CPU, quantization="none")
+    layer = stored.model.layers[0]
+    assert isinstance(layer.self_attn.qkv_proj, QuantizedLinear)
+    assert isinstance(stored.lm_head, QuantizedLinear)
+    assert len(layer.self_attn.qkv_proj.parts) == (2 if kind == "mixed" else 1)
+    ids = torch.randint(0, 160, (12,), generator=torch.Generator().manual_seed(0))
+    kv = [(k.to(dtype), v.to(dtype)) for k, v in new_kv_cache(stored.config)]
+    kv_plain = [(k.to(dtype), v.to(dtype)) for k, v in new_kv_cache(stored.config)]
+    expected = run(dequantized, ids, prefill_batch(12), kv_plain)
+    got = run(stored, ids, prefill_batch(12), kv)
+    # Rows under DEQUANTIZE_ROWS ran the integer kernels: 8-bit activations, so close, not equal.
+    assert (got - expected).abs().max() < 0.05 * expected.abs().max()
+    step = run(stored, ids[-1:], decode_batch(12), kv)
+    step_plain = run(dequantized, ids[-1:], decode_batch(12), kv_plain)
+    assert (step - step_plain).abs().max() < 0.05 * step_plain.abs().max()
 
 
 def test_unsupported_architecture(tmp_path: Path) -> None:
@@ -103,14 +144,20 @@ def test_unsupported_architecture(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("dtype", "int8_weights"),
-    [(torch.float32, False), (torch.bfloat16, False), (torch.bfloat16, True)],
-    ids=["float32", "bfloat16", "int8"],
+    ("dtype", "quantization"),
+    [
+        (torch.float32, "none"),
+        (torch.bfloat16, "none"),
+        (torch.float32, "auto"),
+        (torch.bfloat16, "auto"),
+        (torch.bfloat16, "int8"),
+    ],
+    ids=["float32", "bfloat16", "q4_1-float32", "q4_1-bfloat16", "int8"],
 )
 def test_smollm2_q4_1_knows_the_capital_of_france(
-    default_model_path: Path, dtype: torch.dtype, int8_weights: bool
+    default_model_path: Path, dtype: torch.dtype, quantization: Quantization
 ) -> None:
-    model = load_model(default_model_path, dtype, CPU, int8_weights=int8_weights)
+    model = load_model(default_model_path, dtype, CPU, quantization=quantization)
     c = model.config
     assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.head_dim) == (
         30,

@@ -9,8 +9,6 @@ from torch import nn
 from transformers.models.llama import modeling_llama
 
 from headrace.model.llama import (
-    DEQUANTIZE_ROWS,
-    Int8Linear,
     LlamaConfig,
     PackedLinear,
     apply_rope,
@@ -68,22 +66,3 @@ def test_packed_linear_equals_nn_linear(bias: bool, rows: int) -> None:
     x = torch.randn(rows, 64, dtype=torch.bfloat16)
     with torch.inference_mode():
         assert torch.equal(PackedLinear(plain)(x), plain(x))
-
-
-@pytest.mark.parametrize(
-    "rows", [5, DEQUANTIZE_ROWS]
-)  # torch's int8 kernel, then a dequantized copy
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_int8_linear_multiplies_by_its_dequantized_weight(dtype: torch.dtype, rows: int) -> None:
-    plain = make_linear(dtype)
-    int8 = Int8Linear(plain)
-    scale = int8.scale.float().unsqueeze(1)  # [N, 1]
-    dequantized = int8.weight.float() * scale
-    assert torch.all((dequantized - plain.weight.float()).abs() <= scale)  # within one step
-    x = torch.randn(rows, 64, dtype=dtype)
-    expected = x.float() @ dequantized.T + plain.bias.float()
-    with torch.inference_mode():
-        got = int8(x)
-    assert got.dtype == dtype
-    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
-    assert torch.allclose(got.float(), expected, rtol=tolerance, atol=tolerance)

@@ -11,9 +11,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from headrace.model import loader
-from headrace.model.llama import Int8Linear, LlamaForCausalLM, PackedLinear, RopeScaling
+from headrace.model.llama import LlamaForCausalLM, PackedLinear, RopeScaling
 from headrace.model.loader import load_model, read_config
 from headrace.model.placement import cpu_has_native_bfloat16
+from headrace.model.quantized import QuantizedLinear
 from tests.model.factories import (
     checkpoint_state,
     make_hf_model,
@@ -207,15 +208,15 @@ def test_bfloat16_on_a_native_cpu_packs_every_linear(
 
 
 def test_int8_weights_stay_close_to_float32(llama_dir: Path) -> None:
-    int8 = load_model(llama_dir, torch.float32, CPU, int8_weights=True)
-    assert linear_kinds(int8) == {Int8Linear}
+    int8 = load_model(llama_dir, torch.float32, CPU, quantization="int8")
+    assert linear_kinds(int8) == {QuantizedLinear}
     expected = logits(load_model(llama_dir, torch.float32, CPU))
     assert (logits(int8) - expected).abs().max() < 0.05 * expected.abs().max()
 
 
 def test_int8_weights_are_refused_off_the_cpu(llama_dir: Path) -> None:
     with pytest.raises(ValueError, match="CPU only"):
-        load_model(llama_dir, torch.float32, torch.device("cuda"), int8_weights=True)
+        load_model(llama_dir, torch.float32, torch.device("cuda"), quantization="int8")
 
 
 def _edit_checkpoint(src: Path, dst: Path, edit: Any) -> Path:

@@ -82,8 +82,11 @@ def test_padding_rows_change_neither_logits_nor_cache(pair: Any) -> None:
     logits = run(model, torch.cat((ids[5:], torch.zeros(7, dtype=torch.long))), padded, padded_kv)
     assert logits.shape[0] == len(ids) - 5 + 7
     assert (logits[: len(ids) - 5] - expected).abs().max().item() < TOLERANCE
+    # Matmuls of 9 and 16 rows may round differently (AVX2 kernels do): equal within float32
+    # noise, while a wrong or shifted row would differ by the size of the values themselves.
     for layer, padded_layer in zip(kv, padded_kv, strict=True):
-        assert all(torch.equal(a, b) for a, b in zip(layer, padded_layer, strict=True))
+        for cache, padded_cache in zip(layer, padded_layer, strict=True):
+            torch.testing.assert_close(padded_cache, cache, rtol=1e-4, atol=TOLERANCE)
 
 
 def test_decoding_token_by_token_matches_one_prefill(pair: Any) -> None:

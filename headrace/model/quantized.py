@@ -1,0 +1,215 @@
+"""Linear layers over block-quantized weights, computed by quantized_matmul.cpp.
+
+Two weight formats cover the GGUF types headrace serves as stored (gguf_quants.py repacks them
+without changing a value): 4-bit values with a scale and a min per block of 32 (Q4_0, Q4_1,
+Q4_K) and int8 values with a scale per 16 or 32 (Q8_0, Q6_K; `--quantization int8` makes the
+Q8_0 layout from any checkpoint). A decode step multiplies by them directly, reading a third
+to a half of bfloat16's bytes. A step of many rows (a prefill) dequantizes each weight for the
+call and multiplies with oneDNN, which is faster there than integer dot products.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from headrace.model.native import quantized_kernels
+from headrace.model.operators import define_operator
+
+__all__ = ["DEQUANTIZE_ROWS", "QuantizedLinear", "QuantizedTensor", "quantize_q8_0"]
+
+# Elements per activation block and per 4-bit weight block.
+BLOCK = 32
+# A part's buffers in QuantizedLinear, in QuantizedTensor's order.
+_FIELDS = ("values", "scale", "min")
+
+# Rows from which an eager call dequantizes its weight and multiplies with oneDNN rather than
+# run the integer kernel (measured on SmolLM2-135M's projections, docs/benchmarks.md).
+DEQUANTIZE_ROWS = 32
+
+
+@dataclass(frozen=True)
+class QuantizedTensor:
+    """A [N, K] weight as one of the two block formats of quantized_matmul.cpp."""
+
+    # 4-bit: uint8 [N, K/2], block b's byte j holds element j (low nibble) and j+16 (high);
+    # 8-bit: int8 [N, K].
+    values: Tensor
+    # float32 [N, K/group]: the scale of each group of `group` elements.
+    scale: Tensor
+    # float32 [N, K/32], 4-bit only (else empty): added to every element of its block.
+    min: Tensor
+
+    def __post_init__(self) -> None:
+        assert self.values.dtype in (torch.uint8, torch.int8)
+        assert self.columns % BLOCK == 0 and BLOCK % self.group == 0
+
+    @property
+    def four_bit(self) -> bool:
+        return self.values.dtype == torch.uint8
+
+    @property
+    def columns(self) -> int:
+        return self.values.shape[1] * (2 if self.four_bit else 1)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.values.shape[0], self.columns
+
+    @property
+    def group(self) -> int:
+        return self.columns // self.scale.shape[1]
+
+    def map_rows(self, function: Callable[[Tensor], Tensor]) -> QuantizedTensor:
+        """The same weight with its rows rearranged by `function` (applied to every field)."""
+        if self.four_bit:
+            return QuantizedTensor(function(self.values), function(self.scale), function(self.min))
+        return QuantizedTensor(function(self.values), function(self.scale), self.min)
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> Tensor:
+        # -> [N, K] in dtype, computed in float32
+        rows = self.values.shape[0]
+        if self.four_bit:
+            blocks = self.values.view(rows, -1, BLOCK // 2)
+            low, high = blocks & 0x0F, blocks >> 4
+            values = torch.cat((low, high), dim=-1).float()  # [N, K/32, 32]
+            out = values * self.scale.unsqueeze(-1) + self.min.unsqueeze(-1)
+        else:
+            out = self.values.view(rows, -1, self.group).float() * self.scale.unsqueeze(-1)
+        return out.reshape(rows, self.columns).to(dtype)
+
+
+def quantize_q8_0(weight: Tensor) -> QuantizedTensor:
+    """weight [N, K] as int8 with one scale per block of 32, as GGUF's Q8_0 rounds it."""
+    rows, columns = weight.shape
+    if columns % BLOCK:
+        raise ValueError(f"int8 quantization needs rows of a multiple of {BLOCK} values")
+    blocks = weight.detach().float().view(rows, -1, BLOCK)
+    scale = blocks.abs().amax(dim=-1) / 127  # [N, K/32]
+    inverse = torch.where(scale > 0, 1 / scale, torch.zeros_like(scale))
+    values = torch.round(blocks * inverse.unsqueeze(-1)).to(torch.int8)
+    return QuantizedTensor(values.view(rows, columns), scale, torch.empty(0))
+
+
+class QuantizedLinear(nn.Module):
+    """nn.Linear whose weight is quantized, in parts of rows (the parts of a fused projection
+    may come in different formats); without a C++ compiler it dequantizes on every call."""
+
+    def __init__(self, parts: Sequence[QuantizedTensor], bias: Tensor | None) -> None:
+        super().__init__()
+        merged = _merge(parts)
+        # Buffers, so that the compiled graph sees them as the module's own tensors.
+        for index, part in enumerate(merged):
+            self.register_buffer(f"values{index}", part.values, persistent=False)
+            self.register_buffer(f"scale{index}", part.scale, persistent=False)
+            self.register_buffer(f"min{index}", part.min, persistent=False)
+        self.num_parts = len(merged)
+        self.bias = bias
+        self.in_features = merged[0].columns
+        self.out_features = sum(part.values.shape[0] for part in merged)
+
+    @property
+    def parts(self) -> list[QuantizedTensor]:
+        return [
+            QuantizedTensor(*(getattr(self, f"{field}{index}") for field in _FIELDS))
+            for index in range(self.num_parts)
+        ]
+
+    def forward(self, x: Tensor) -> Tensor:
+        # x: [T, K] -> [T, N]; compiled graphs only decode, and take no branch on T.
+        if x.shape[0] >= DEQUANTIZE_ROWS and not torch.compiler.is_compiling():
+            return F.linear(x, self.dequantize(x.dtype), self.bias)
+        values, scales, mins = (
+            [getattr(self, f"{field}{index}") for index in range(self.num_parts)]
+            for field in _FIELDS
+        )
+        out: Tensor = torch.ops.headrace.quantized_linear(x, values, scales, mins, self.bias)
+        return out
+
+    def dequantize(self, dtype: torch.dtype) -> Tensor:
+        # -> the whole weight [N, K] in dtype
+        kernels = quantized_kernels(dtype)
+        if kernels is None:
+            return torch.cat([part.dequantize(dtype) for part in self.parts])
+        out = torch.empty(self.out_features, self.in_features, dtype=dtype)
+        start = 0
+        for part in self.parts:
+            rows = part.values.shape[0]
+            target = out[start:].data_ptr()
+            if part.four_bit:
+                kernels.q4_dequantize(
+                    part.values.data_ptr(), part.scale.data_ptr(), part.min.data_ptr(),
+                    rows, part.columns, target,
+                )  # fmt: skip
+            else:
+                kernels.q8_dequantize(
+                    part.values.data_ptr(), part.scale.data_ptr(), part.group,
+                    rows, part.columns, target,
+                )  # fmt: skip
+            start += rows
+        return out
+
+
+def _merge(parts: Sequence[QuantizedTensor]) -> list[QuantizedTensor]:
+    # Adjacent parts of one format and group become one part: one kernel call for all of them.
+    merged = [parts[0]]
+    for part in parts[1:]:
+        last = merged[-1]
+        if part.four_bit != last.four_bit or part.group != last.group:
+            merged.append(part)
+            continue
+        merged[-1] = QuantizedTensor(
+            torch.cat((last.values, part.values)),
+            torch.cat((last.scale, part.scale)),
+            torch.cat((last.min, part.min)),
+        )
+    return merged
+
+
+def _quantized_linear(
+    x: Tensor, values: list[Tensor], scales: list[Tensor], mins: list[Tensor], bias: Tensor | None
+) -> Tensor:
+    parts = [QuantizedTensor(*fields) for fields in zip(values, scales, mins, strict=True)]
+    tokens, columns = x.shape
+    kernels = quantized_kernels(x.dtype)
+    if kernels is None or tokens == 0:
+        weight = torch.cat([part.dequantize(x.dtype) for part in parts])
+        return F.linear(x, weight, bias)
+    x = x.contiguous()
+    rows = sum(part.values.shape[0] for part in parts)
+    out = x.new_empty(tokens, rows)
+    start = 0
+    for part in parts:
+        target = out.data_ptr() + start * out.element_size()
+        part_rows = part.values.shape[0]
+        if part.four_bit:
+            kernels.q4_linear(
+                x.data_ptr(), tokens, columns, part.values.data_ptr(), part.scale.data_ptr(),
+                part.min.data_ptr(), part_rows, target, rows,
+            )  # fmt: skip
+        else:
+            kernels.q8_linear(
+                x.data_ptr(), tokens, columns, part.values.data_ptr(), part.scale.data_ptr(),
+                part.group, part_rows, target, rows,
+            )  # fmt: skip
+        start += part_rows
+    return out if bias is None else out + bias
+
+
+def _quantized_linear_shape(
+    x: Tensor, values: list[Tensor], scales: list[Tensor], mins: list[Tensor], bias: Tensor | None
+) -> Tensor:
+    return x.new_empty(x.shape[0], sum(v.shape[0] for v in values))
+
+
+# An operator, so that torch.compile calls the kernel rather than tracing into ctypes.
+define_operator(
+    "quantized_linear(Tensor x, Tensor[] values, Tensor[] scales, Tensor[] mins, Tensor? bias)"
+    " -> Tensor",
+    _quantized_linear,
+    _quantized_linear_shape,
+)

@@ -1,0 +1,175 @@
+"""The quantized weights: GGUF blocks repacked exactly, and the C++ matmuls against the
+dequantized reference, built for this CPU, for AVX2 (x86-64-v3) and without vectors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+from gguf import GGMLQuantizationType
+from gguf.quants import dequantize, quantize
+
+from headrace.model import native, quantized
+from headrace.model.gguf_quants import repack
+from headrace.model.quantized import (
+    DEQUANTIZE_ROWS,
+    QuantizedLinear,
+    QuantizedTensor,
+    quantize_q8_0,
+)
+
+Q = GGMLQuantizationType
+TYPES = [Q.Q4_0, Q.Q4_1, Q.Q4_K, Q.Q8_0, Q.Q6_K]
+# Targets the kernels are built for: this CPU, the AVX2 floor, and plain x86-64 (scalar loops).
+MARCHES = ["native", "x86-64-v3", "x86-64"]
+DTYPES = [torch.float32, torch.bfloat16]
+ROWS, COLUMNS = 40, 512
+
+
+def raw_blocks(kind: GGMLQuantizationType, rows: int, columns: int, seed: int = 0) -> np.ndarray:
+    """A GGUF tensor's bytes: quantized by gguf where it can, else random with sane scales."""
+    rng = np.random.default_rng(seed)
+    if kind in (Q.Q4_0, Q.Q4_1, Q.Q8_0):
+        return quantize(rng.standard_normal((rows, columns)).astype(np.float32), kind)
+    size, scale_bytes = {Q.Q4_K: (144, [0, 2]), Q.Q6_K: (210, [208])}[kind]
+    blocks = rng.integers(0, 256, size=(rows, columns // 256, size), dtype=np.uint8)
+    for start in scale_bytes:  # f16 scales of a plausible size, never inf or nan
+        scales = (rng.random((rows, columns // 256)) * 0.02).astype(np.float16)
+        blocks[..., start : start + 2] = scales.view(np.uint8).reshape(rows, -1, 2)
+    return blocks.reshape(rows, -1)
+
+
+def reference(kind: GGMLQuantizationType, raw: np.ndarray, rows: int) -> torch.Tensor:
+    return torch.from_numpy(dequantize(raw, kind).reshape(rows, -1).astype(np.float32))
+
+
+def quantized_activations(x: torch.Tensor) -> torch.Tensor:
+    # x as the kernels see it: int8 per block of 32 with scale max|x| / 127, back in float64
+    blocks = x.double().view(x.shape[0], -1, 32)
+    scale = blocks.abs().amax(-1, keepdim=True) / 127
+    return (torch.round(blocks / scale.clamp(min=1e-300)) * scale).view(x.shape)
+
+
+@pytest.fixture(scope="module", params=TYPES, ids=lambda kind: kind.name)
+def weight(request: pytest.FixtureRequest) -> tuple[QuantizedTensor, torch.Tensor]:
+    kind = request.param
+    raw = raw_blocks(kind, ROWS, COLUMNS)
+    return repack(raw, kind, ROWS), reference(kind, raw, ROWS)
+
+
+def test_repacking_keeps_every_value(weight: tuple[QuantizedTensor, torch.Tensor]) -> None:
+    packed, expected = weight
+    assert torch.equal(packed.dequantize(), expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_kernel_dequantizes_as_torch_does(
+    weight: tuple[QuantizedTensor, torch.Tensor], dtype: torch.dtype
+) -> None:
+    packed, expected = weight
+    assert torch.equal(QuantizedLinear([packed], None).dequantize(dtype), expected.to(dtype))
+
+
+@pytest.mark.parametrize("tokens", [1, 3, 4, 9])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("march", MARCHES)
+def test_matmul_matches_the_dequantized_reference(
+    weight: tuple[QuantizedTensor, torch.Tensor], march: str, dtype: torch.dtype, tokens: int
+) -> None:
+    packed, expected_weight = weight
+    kernels = native.quantized_kernels(dtype, march)
+    assert kernels is not None, f"the kernels did not build for {march}"
+    x = torch.randn(tokens, COLUMNS, generator=torch.Generator().manual_seed(tokens)).to(dtype)
+    # Written into columns 3.. of a wider output, as one part of a fused projection is.
+    out = torch.full((tokens, ROWS + 5), 7.0, dtype=dtype)
+    target = out[:, 3:].data_ptr()
+    if packed.four_bit:
+        kernels.q4_linear(
+            x.data_ptr(), tokens, COLUMNS, packed.values.data_ptr(), packed.scale.data_ptr(),
+            packed.min.data_ptr(), ROWS, target, ROWS + 5,
+        )  # fmt: skip
+    else:
+        kernels.q8_linear(
+            x.data_ptr(), tokens, COLUMNS, packed.values.data_ptr(), packed.scale.data_ptr(),
+            packed.group, ROWS, target, ROWS + 5,
+        )  # fmt: skip
+    assert torch.all(out[:, :3] == 7) and torch.all(out[:, -2:] == 7)
+    # Against the same int8 activations the rounding is only float summation's; against x
+    # itself, that of 8-bit activations (about 0.4% per value).
+    exact = quantized_activations(x) @ expected_weight.double().T
+    plain = x.double() @ expected_weight.double().T
+    got = out[:, 3:-2].double()
+    bound = exact.abs().max()
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-2
+    assert (got - exact).abs().max() <= tolerance * bound
+    assert (got - plain).abs().max() <= 0.03 * bound
+
+
+def test_int8_quantization_rounds_to_the_nearest_step() -> None:
+    weight = torch.randn(8, 64, generator=torch.Generator().manual_seed(0))
+    weight[0, :32] = 0  # an all-zero block keeps a zero scale
+    q = quantize_q8_0(weight)
+    assert q.group == 32 and q.values.dtype == torch.int8
+    assert q.values.abs().max() == 127 and torch.all(q.scale[0, 0] == 0)
+    step = q.scale.repeat_interleave(32, dim=1)
+    assert torch.all((q.dequantize() - weight).abs() <= step / 2 + 1e-7)
+
+
+def test_int8_quantization_needs_whole_blocks() -> None:
+    with pytest.raises(ValueError, match="multiple of 32"):
+        quantize_q8_0(torch.zeros(4, 48))
+
+
+def mixed_linear(bias: bool) -> tuple[QuantizedLinear, torch.Tensor]:
+    # A fused projection whose parts come in three formats: q (Q4_1), k (Q4_0), v (Q6_K).
+    kinds = [(Q.Q4_1, 24), (Q.Q4_0, 8), (Q.Q6_K, 16)]
+    raws = [(kind, raw_blocks(kind, rows, 256, seed=rows), rows) for kind, rows in kinds]
+    parts = [repack(raw, kind, rows) for kind, raw, rows in raws]
+    weight = torch.cat([reference(kind, raw, rows) for kind, raw, rows in raws])
+    linear = QuantizedLinear(parts, torch.randn(48) if bias else None)
+    return linear, weight
+
+
+def test_adjacent_parts_of_one_format_share_a_call() -> None:
+    linear, weight = mixed_linear(bias=False)
+    assert [part.values.shape[0] for part in linear.parts] == [32, 16]  # Q4_1 + Q4_0, Q6_K
+    assert torch.equal(linear.dequantize(torch.float32), weight)
+
+
+@pytest.mark.parametrize("tokens", [1, 5, DEQUANTIZE_ROWS + 3])
+def test_linear_over_parts_matches_its_dequantized_weight(tokens: int) -> None:
+    linear, weight = mixed_linear(bias=True)
+    x = torch.randn(tokens, 256)
+    expected = torch.nn.functional.linear(x, weight, linear.bias)
+    torch.testing.assert_close(linear(x), expected, atol=0.02 * expected.abs().max(), rtol=0)
+
+
+@pytest.fixture
+def no_compiler(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    native._library.cache_clear()
+    monkeypatch.setenv("CXX", "/no/such/g++")
+    yield
+    native._library.cache_clear()
+
+
+@pytest.mark.usefixtures("no_compiler")
+def test_without_a_compiler_the_weight_is_dequantized() -> None:
+    assert quantized.quantized_kernels(torch.float32) is None
+    linear, weight = mixed_linear(bias=True)
+    x = torch.randn(3, 256)
+    torch.testing.assert_close(linear(x), torch.nn.functional.linear(x, weight, linear.bias))
+
+
+def test_the_compiled_step_calls_the_kernel_without_recompiling() -> None:
+    linear, _ = mixed_linear(bias=True)
+    compiled = torch.compile(linear, dynamic=True)
+    with torch.inference_mode():
+        for tokens in (2, 3):
+            x = torch.randn(tokens, 256)
+            torch._dynamo.mark_dynamic(x, 0)
+            torch.testing.assert_close(compiled(x), linear(x))
+        with torch.compiler.set_stance("fail_on_recompile"):
+            x = torch.randn(7, 256)
+            torch.testing.assert_close(compiled(x), linear(x))
