@@ -1,10 +1,13 @@
 """headrace against llama.cpp's llama-server on the same weights, one server after the other.
 
     python benchmarks/bench_compare.py [--quick] [--llama-server PATH] [--dtype bfloat16]
+                                       [--peer-types F16 stored]
 
-Both servers load the default model (SmolLM2-135M-Instruct, GGUF Q4_1): headrace dequantizes it
-to --dtype, llama-server gets it requantized to F16 by llama-quantize (--peer-types adds more,
-Q8_0 say). Each server is started on loopback, warmed up, measured and stopped before the next.
+Pairs of servers load the default model (SmolLM2-135M-Instruct, GGUF Q4_1) at the same
+precision, one table each: for a --peer-types type, headrace dequantizes the file to --dtype
+(`--quantization none`) and llama-server gets it requantized to that type by llama-quantize;
+for `stored`, both serve the file's own quantized weights. Each server is started on loopback,
+warmed up, measured and stopped before the next.
 One streaming client drives both through /v1/chat/completions (greedy, ignore_eos, a fixed
 max_tokens) with prompts never sent before, so no prefix cache can answer them (but for the
 prefix shared on purpose). The metrics follow vLLM's benchmark_serving: TTFT is submit -> first
@@ -65,8 +68,11 @@ _QUESTION_WORDS = 12
 _READY_TIMEOUT_S = 600
 # Tokens of room left in each llama-server slot beyond the longest request.
 _SLOT_MARGIN = 64
-# Bytes per weight the bounds assume: bf16 on headrace's side, F16 on llama-server's.
-_WEIGHT_BYTES = 2
+# Bytes per weight the bounds assume for 16-bit pairs: bf16 on headrace's side, F16 on
+# llama-server's.
+_WEIGHT_BYTES = 2.0
+# The --peer-types name of the file's own weights, served as stored by both servers.
+STORED = "stored"
 
 _T0 = time.perf_counter()
 
@@ -109,6 +115,8 @@ class ModelShape:
     layers: int
     # Query heads x head width: the width attention scores and mixes at.
     attention_width: int
+    # Bytes per weight a decode step reads from the file as stored (body and head).
+    stored_weight_bytes: float
 
     @classmethod
     def from_gguf(cls, path: Path) -> ModelShape:
@@ -116,13 +124,19 @@ class ModelShape:
         reader = GGUFReader(path)
         config = gguf_config(reader)
         sizes = {tensor.name: int(tensor.n_elements) for tensor in reader.tensors}
+        stored = {tensor.name: int(tensor.n_bytes) for tensor in reader.tensors}
         # The embedding is a lookup; the head is a matmul of the same size, tied or not.
         embedding_and_head = sizes["token_embd.weight"] + sizes.get("output.weight", 0)
+        body_params = sum(sizes.values()) - embedding_and_head
+        head = "output.weight" if "output.weight" in stored else "token_embd.weight"
+        body_bytes = sum(stored.values()) - stored["token_embd.weight"] - stored.get(head, 0)
+        head_params = config.vocab_size * config.hidden_size
         return cls(
-            body_params=sum(sizes.values()) - embedding_and_head,
-            head_params=config.vocab_size * config.hidden_size,
+            body_params=body_params,
+            head_params=head_params,
             layers=config.num_hidden_layers,
             attention_width=config.num_attention_heads * config.head_dim,
+            stored_weight_bytes=(body_bytes + stored[head]) / (body_params + head_params),
         )
 
     @property
@@ -153,13 +167,18 @@ class Bounds:
 
     @classmethod
     def of(
-        cls, shape: ModelShape, workloads: Workloads, bandwidth_gbs: float, peak_gflops: float
+        cls,
+        shape: ModelShape,
+        workloads: Workloads,
+        bandwidth_gbs: float,
+        peak_gflops: float,
+        weight_bytes: float,
     ) -> Bounds:
         prompt, output = workloads.prompt_len, workloads.output_len
         # The last output token is never fed back; every output token was sampled.
         request_gflop = shape.gflop(prompt + output - 1, sampled=output)
         return cls(
-            decode_tok_s=bandwidth_gbs * 1e9 / (_WEIGHT_BYTES * shape.weights_per_token),
+            decode_tok_s=bandwidth_gbs * 1e9 / (weight_bytes * shape.weights_per_token),
             prefill_ms=1000 * shape.gflop(prompt, sampled=1) / peak_gflops,
             compute_tok_s=peak_gflops * output / request_gflop,
         )
@@ -267,23 +286,33 @@ class Side:
     extra_body: dict[str, object] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Pair:
+    """headrace and llama-server on weights of one precision: one table."""
+
+    # What the weights are, for the table's heading.
+    title: str
+    headrace: Side
+    llama: Side
+    # Bytes per weight a decode step reads, for the bounds.
+    weight_bytes: float
+
+
 def main() -> None:
     args = _parse_args()
     workloads = _workloads(args)
     model = Path(args.model) if args.model else resolve_model(None).path
     shape = ModelShape.from_gguf(model)
-    bounds = Bounds.of(shape, workloads, args.bandwidth_gbs, args.peak_gflops)
     prompts = Prompts(Tokenizer.from_path(model), args.seed)
     llama = LlamaCpp.find_or_build(args.llama_server, _log)
-    headrace = _headrace_side(args, model, workloads)
-    sides = [headrace] + [
-        _llama_side(args, llama, llama.weights(model, peer_type, _log), workloads)
-        for peer_type in args.peer_types
-    ]
-    measured = {side.name: _measure(side, workloads, prompts) for side in sides}
-    measured[headrace.name].prefix_uncached = _measure_uncached(args, model, workloads, prompts)
-    metrics = _metrics(workloads, bounds)
-    print(_report(args, model, shape, llama, sides, workloads, measured, metrics))
+    pairs = [_pair(args, llama, model, shape, workloads, peer) for peer in args.peer_types]
+    measured = {}
+    for pair in pairs:
+        for side in (pair.headrace, pair.llama):
+            measured[side.name] = _measure(side, workloads, prompts)
+    first = pairs[0].headrace
+    measured[first.name].prefix_uncached = _measure_uncached(first, workloads, prompts)
+    print(_report(args, model, shape, llama, pairs, workloads, measured))
 
 
 def _parse_args() -> argparse.Namespace:
@@ -294,8 +323,9 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--peer-types",
         nargs="+",
-        default=["F16"],
-        help="llama-quantize types for llama-server's weights, one column each (default: F16)",
+        default=["F16", STORED],
+        help="weights of each pair: a llama-quantize type for llama-server beside headrace in "
+        f"--dtype, or {STORED!r}: the file's own, on both (default: F16 {STORED})",
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run: tiny sizes")
     parser.add_argument("--prompt-len", type=int, help="prompt tokens (default 256)")
@@ -330,20 +360,50 @@ def _workloads(args: argparse.Namespace) -> Workloads:
     )
 
 
-def _headrace_side(args: argparse.Namespace, model: Path, workloads: Workloads) -> Side:
+def _pair(
+    args: argparse.Namespace,
+    llama: LlamaCpp,
+    model: Path,
+    shape: ModelShape,
+    workloads: Workloads,
+    peer_type: str,
+) -> Pair:
+    if peer_type == STORED:
+        quant = _file_type(model)
+        headrace = _headrace_side(args, model, workloads, "auto", f"headrace {quant}")
+        title = f"the file's own weights ({quant}, {shape.stored_weight_bytes:.2f} bytes/weight)"
+        llama_side = _llama_side(args, llama, model, workloads, quant)
+        return Pair(title, headrace, llama_side, shape.stored_weight_bytes)
+    headrace = _headrace_side(args, model, workloads, "none", f"headrace {args.dtype}")
+    llama_side = _llama_side(
+        args, llama, llama.weights(model, peer_type, _log), workloads, peer_type
+    )
+    title = f"16-bit weights (headrace {args.dtype}, llama-server {peer_type})"
+    return Pair(title, headrace, llama_side, _WEIGHT_BYTES)
+
+
+def _file_type(model: Path) -> str:
+    # The quantization most of the file's matrices use, by name (Q4_1 for the default model).
+    kinds = [t.tensor_type.name for t in GGUFReader(model).tensors if len(t.shape) == 2]
+    return max(set(kinds), key=kinds.count)
+
+
+def _headrace_side(
+    args: argparse.Namespace, model: Path, workloads: Workloads, quantization: str, name: str
+) -> Side:
     def argv(port: int) -> list[str]:
         return [
             *(sys.executable, "-m", "headrace", "serve", "--model", str(model)),
             *("--dtype", args.dtype, "--max-num-seqs", str(workloads.slots)),
-            *("--host", "127.0.0.1", "--port", str(port)),
+            *("--quantization", quantization, "--host", "127.0.0.1", "--port", str(port)),
             *shlex.split(args.headrace_args),
         ]
 
-    return Side("headrace", argv)
+    return Side(name, argv)
 
 
 def _llama_side(
-    args: argparse.Namespace, llama: LlamaCpp, weights: Path, workloads: Workloads
+    args: argparse.Namespace, llama: LlamaCpp, weights: Path, workloads: Workloads, type_name: str
 ) -> Side:
     slot_context = args.slot_context or _round_up(workloads.longest_request + _SLOT_MARGIN, 256)
 
@@ -356,7 +416,6 @@ def _llama_side(
             *shlex.split(args.llama_args),
         ]
 
-    type_name = weights.stem.rsplit(".", 1)[-1]
     # cache_prompt is llama-server's default, spelled out: reuse a slot's cached prefix.
     return Side(f"llama-server {type_name}", argv, {"cache_prompt": True})
 
@@ -378,11 +437,8 @@ def _measure(side: Side, workloads: Workloads, prompts: Prompts) -> Measured:
     return measured
 
 
-def _measure_uncached(
-    args: argparse.Namespace, model: Path, workloads: Workloads, prompts: Prompts
-) -> list[StreamTiming]:
+def _measure_uncached(base: Side, workloads: Workloads, prompts: Prompts) -> list[StreamTiming]:
     """The shared-prefix streams on headrace with prefix caching off."""
-    base = _headrace_side(args, model, workloads)
     side = Side(
         f"headrace {NO_PREFIX_CACHING_FLAG}", lambda p: [*base.argv(p), NO_PREFIX_CACHING_FLAG]
     )
@@ -528,22 +584,19 @@ def _report(
     model: Path,
     shape: ModelShape,
     llama: LlamaCpp,
-    sides: list[Side],
+    pairs: list[Pair],
     workloads: Workloads,
     measured: dict[str, Measured],
-    metrics: list[Metric],
 ) -> str:
     w = workloads
     command = shlex.join(["python", "benchmarks/bench_compare.py", *sys.argv[1:]])
-    names = [side.name for side in sides]
+    sides = [side for pair in pairs for side in (pair.headrace, pair.llama)]
     lines = [
         f"Command: `{command}`",
         f"Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
         f"Machine: {cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}, "
         f"torch {torch.__version__}, headrace {_headrace_commit()}; llama.cpp {llama.version()}",
-        f"Model: {model.name}; headrace dequantizes it to "
-        f"{args.dtype}, llama-server gets it requantized by llama-quantize "
-        f"({', '.join(args.peer_types)}).",
+        f"Model: {model.name}; one table per pair of servers on weights of one precision.",
         *(f"{side.name}: `{shlex.join(side.argv(0))}` (port 0: a free port)" for side in sides),
         f"Workloads: prompts of {w.prompt_len} tokens after the chat template, fresh for every "
         f"request (seed {args.seed}), {w.output_len} tokens out (temperature 0, ignore_eos); "
@@ -552,16 +605,24 @@ def _report(
         f"level. Shared prefix: one request caches a fresh {w.prefix_len}-token system prompt, "
         f"then {w.prefix_streams} streams with their own {_QUESTION_WORDS}-word questions.",
         f"Bounds (column 'bound', and each figure's share of it in parentheses): decode "
-        f"{args.bandwidth_gbs:g} GB/s over {_WEIGHT_BYTES} bytes x "
+        f"{args.bandwidth_gbs:g} GB/s over the pair's bytes per weight x "
         f"{shape.weights_per_token / 1e6:.1f}M weights read per token; TTFT the prompt's FLOPs "
         f"at {args.peak_gflops:g} GFLOP/s; a level's output tok/s the lesser of n x the decode "
         "bound and peak FLOP/s over a request's FLOPs (prompt and output: 2 per weight per token, "
         "the output head only where a token is sampled, plus attention) per output token.",
-        "",
-        f"| workload | metric | bound | {' | '.join(names)} | ratio (>1: headrace better) |",
-        f"|---|---|---:|{'---:|' * len(names)}---:|",
     ]
-    lines += [_table_row(metric, [measured[name] for name in names]) for metric in metrics]
+    for pair in pairs:
+        bounds = Bounds.of(shape, w, args.bandwidth_gbs, args.peak_gflops, pair.weight_bytes)
+        names = [pair.headrace.name, pair.llama.name]
+        lines += [
+            "",
+            f"**{pair.title}**",
+            "",
+            f"| workload | metric | bound | {' | '.join(names)} | ratio (>1: headrace better) |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        metrics = _metrics(w, bounds)
+        lines += [_table_row(metric, [measured[name] for name in names]) for metric in metrics]
     lines += ["", *_stream_notes(measured)]
     return "\n".join(lines)
 

@@ -17,9 +17,14 @@ def greedy_text(server: Server) -> str:
     return streamed_text(stream_greedy(server, "Name three rivers of Europe and their seas.", 48))
 
 
-def test_an_eager_server_answers_as_the_compiled_one(server: Server, tmp_path: Path) -> None:
-    assert COMPILED in server.log.read_text()
-    compiled = greedy_text(server)
-    with running_server(tmp_path, "--enforce-eager") as eager:
+def test_an_eager_server_answers_as_the_compiled_one(tmp_path: Path) -> None:
+    # On 16-bit weights the two are equal bit for bit. (On the quantized kernels their logits
+    # part by bfloat16 rounding from the fourth KV block on, and greedy texts may drift.)
+    (tmp_path / "compiled").mkdir()
+    (tmp_path / "eager").mkdir()
+    with running_server(tmp_path / "compiled", "--quantization", "none") as server:
+        assert COMPILED in server.log.read_text()
+        compiled = greedy_text(server)
+    with running_server(tmp_path / "eager", "--quantization", "none", "--enforce-eager") as eager:
         assert greedy_text(eager) == compiled
         assert COMPILED not in eager.log.read_text()
