@@ -129,7 +129,8 @@ class ModelShape:
         embedding_and_head = sizes["token_embd.weight"] + sizes.get("output.weight", 0)
         body_params = sum(sizes.values()) - embedding_and_head
         head = "output.weight" if "output.weight" in stored else "token_embd.weight"
-        body_bytes = sum(stored.values()) - stored["token_embd.weight"] - stored.get(head, 0)
+        body_bytes = sum(stored.values()) - stored["token_embd.weight"]
+        body_bytes -= stored.get("output.weight", 0)
         head_params = config.vocab_size * config.hidden_size
         return cls(
             body_params=body_params,
