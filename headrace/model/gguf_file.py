@@ -2,9 +2,9 @@
 
 Quantized matrices of the types in SERVED_AS_STORED come as QuantizedTensors, repacked value for
 value, when the caller keeps them quantized; every other tensor is dequantized to float32 as it
-is yielded. llama.cpp's converter
-reorders the rows of every Llama q/k projection so that each head's rotary pairs sit side by
-side; the reverse reordering here gives back the Hugging Face rotate-half layout.
+is yielded. llama.cpp's converter reorders the rows of every Llama q/k projection so that each
+head's rotary pairs sit side by side; the reverse reordering here gives back the Hugging Face
+rotate-half layout (of quantized rows too).
 """
 
 from __future__ import annotations

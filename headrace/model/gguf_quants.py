@@ -25,8 +25,6 @@ __all__ = ["SERVED_AS_STORED", "repack"]
 _Q = GGMLQuantizationType
 # The GGUF types whose projections run on the quantized kernels.
 SERVED_AS_STORED = frozenset({_Q.Q4_0, _Q.Q4_1, _Q.Q4_K, _Q.Q8_0, _Q.Q6_K})
-# Values per super-block of the K-quants.
-_QK_K = 256
 
 
 def repack(data: np.ndarray, kind: GGMLQuantizationType, rows: int) -> QuantizedTensor:

@@ -90,14 +90,14 @@ def load_model(
     logger.info("loading %s (%d layers) as %s on %s", path, config.num_hidden_layers, dtype, device)
     with torch.device("meta"):
         model = LlamaForCausalLM(config)
-    quantized = _assign_weights(model, weights, dtype, device)
+    _assign_weights(model, weights, dtype, device)
     if quantization == "int8":
         replace_linears(model, _int8_linear)
     elif device.type == "cpu" and dtype == torch.bfloat16 and cpu_has_native_bfloat16():
         replace_linears(model, PackedLinear)
-    if quantized or quantization == "int8":
-        count = sum(isinstance(module, QuantizedLinear) for module in model.modules())
-        logger.info("%d linear layers run on quantized weights", count)
+    quantized = sum(isinstance(module, QuantizedLinear) for module in model.modules())
+    if quantized:
+        logger.info("%d linear layers run on quantized weights", quantized)
     # Computed in float32, applied in the model's dtype, as transformers does.
     model.model.rope = rope_table(config).to(device=device, dtype=dtype)
     return model.eval()
@@ -208,8 +208,7 @@ def _assign_weights(
     weights: Iterator[tuple[str, Tensor | QuantizedTensor]],
     dtype: torch.dtype,
     device: torch.device,
-) -> int:
-    # -> how many linear layers were given quantized weights
+) -> None:
     tied = model.config.tie_word_embeddings
     params = dict(model.named_parameters())  # a tied head appears once, as the embedding
     layout = _checkpoint_layout(model)
@@ -267,7 +266,6 @@ def _assign_weights(
         in_order = [piece for _, piece in sorted(pieces, key=lambda start_piece: start_piece[0])]
         parent, _, leaf = module_name.rpartition(".")
         setattr(model.get_submodule(parent), leaf, QuantizedLinear(in_order, linear.bias))
-    return len(parts)
 
 
 def _int8_linear(linear: nn.Linear) -> QuantizedLinear:

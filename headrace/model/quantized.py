@@ -132,26 +132,31 @@ class QuantizedLinear(nn.Module):
 
     def dequantize(self, dtype: torch.dtype) -> Tensor:
         # -> the whole weight [N, K] in dtype
-        kernels = quantized_kernels(dtype)
-        if kernels is None:
-            return torch.cat([part.dequantize(dtype) for part in self.parts])
-        out = torch.empty(self.out_features, self.in_features, dtype=dtype)
-        start = 0
-        for part in self.parts:
-            rows = part.values.shape[0]
-            target = out[start:].data_ptr()
-            if part.four_bit:
-                kernels.q4_dequantize(
-                    part.values.data_ptr(), part.scale.data_ptr(), part.min.data_ptr(),
-                    rows, part.columns, target,
-                )  # fmt: skip
-            else:
-                kernels.q8_dequantize(
-                    part.values.data_ptr(), part.scale.data_ptr(), part.group,
-                    rows, part.columns, target,
-                )  # fmt: skip
-            start += rows
-        return out
+        return _dequantized(self.parts, dtype)
+
+
+def _dequantized(parts: Sequence[QuantizedTensor], dtype: torch.dtype) -> Tensor:
+    # -> the parts' rows stacked [N, K] in dtype: by the C++ kernels, else by torch
+    kernels = quantized_kernels(dtype)
+    if kernels is None:
+        return torch.cat([part.dequantize(dtype) for part in parts])
+    out = torch.empty(sum(part.values.shape[0] for part in parts), parts[0].columns, dtype=dtype)
+    start = 0
+    for part in parts:
+        rows = part.values.shape[0]
+        target = out[start:].data_ptr()
+        if part.four_bit:
+            kernels.q4_dequantize(
+                part.values.data_ptr(), part.scale.data_ptr(), part.min.data_ptr(),
+                rows, part.columns, target,
+            )  # fmt: skip
+        else:
+            kernels.q8_dequantize(
+                part.values.data_ptr(), part.scale.data_ptr(), part.group,
+                rows, part.columns, target,
+            )  # fmt: skip
+        start += rows
+    return out
 
 
 def _merge(parts: Sequence[QuantizedTensor]) -> list[QuantizedTensor]:
@@ -177,8 +182,7 @@ def _quantized_linear(
     tokens, columns = x.shape
     kernels = quantized_kernels(x.dtype)
     if kernels is None or tokens == 0:
-        weight = torch.cat([part.dequantize(x.dtype) for part in parts])
-        return F.linear(x, weight, bias)
+        return F.linear(x, _dequantized(parts, x.dtype), bias)
     x = x.contiguous()
     rows = sum(part.values.shape[0] for part in parts)
     out = x.new_empty(tokens, rows)

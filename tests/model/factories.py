@@ -156,7 +156,9 @@ def write_gguf(
     model: Any,
     path: Path,
     arch: str = "llama",
-    quantize: gguf.GGMLQuantizationType | Callable[[str], gguf.GGMLQuantizationType] | None = None,
+    quantize: gguf.GGMLQuantizationType
+    | Callable[[str], gguf.GGMLQuantizationType | None]
+    | None = None,
     rope_freqs: np.ndarray[Any, Any] | None = None,
 ) -> Path:
     """The model as llama.cpp's converter would write it (float32, or 2-D weights quantized)."""

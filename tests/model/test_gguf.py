@@ -132,6 +132,24 @@ def test_quantized_weights_served_as_stored_match_their_dequantized_model(
     assert (step - step_plain).abs().max() < 0.05 * step_plain.abs().max()
 
 
+def test_a_projection_partly_in_float_is_dequantized_whole(tmp_path: Path) -> None:
+    # v in float32, q and k in Q8_0: the fused qkv_proj becomes one float weight.
+    reference = make_hf_model("llama")
+
+    def types(name: str) -> gguf.GGMLQuantizationType | None:
+        return None if ".v_proj." in name else gguf.GGMLQuantizationType.Q8_0
+
+    model = load_model(
+        write_gguf(reference, tmp_path / "part.gguf", quantize=types), torch.float32, CPU
+    )
+    assert type(model.model.layers[0].self_attn.qkv_proj) is torch.nn.Linear
+    assert isinstance(model.model.layers[0].self_attn.o_proj, QuantizedLinear)
+    none = load_model(tmp_path / "part.gguf", torch.float32, CPU, quantization="none")
+    loaded = checkpoint_state(model)
+    for name, weight in checkpoint_state(none).items():
+        assert torch.equal(loaded[name], weight), name
+
+
 def test_unsupported_architecture(tmp_path: Path) -> None:
     writer = gguf.GGUFWriter(tmp_path / "phi.gguf", "phi3")
     writer.add_tensor("token_embd.weight", np.zeros((8, 4), dtype=np.float32))
