@@ -1,7 +1,7 @@
 """headrace against llama.cpp's llama-server on the same weights, one server after the other.
 
     python benchmarks/bench_compare.py [--quick] [--llama-server PATH] [--dtype bfloat16]
-                                       [--peer-types F16 stored]
+                                       [--peer-types F16 stored] [--avx2]
 
 Pairs of servers load the default model (SmolLM2-135M-Instruct, GGUF Q4_1) at the same
 precision, one table each: for a --peer-types type, headrace dequantizes the file to --dtype
@@ -73,6 +73,12 @@ _SLOT_MARGIN = 64
 _WEIGHT_BYTES = 2.0
 # The --peer-types name of the file's own weights, served as stored by both servers.
 STORED = "stored"
+# --avx2: headrace's kernels, torch's and oneDNN's held to AVX2 (llama-server gets an AVX2 build).
+_AVX2_ENVIRONMENT = {
+    "HEADRACE_MARCH": "x86-64-v3",
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+}
 
 _T0 = time.perf_counter()
 
@@ -305,7 +311,9 @@ def main() -> None:
     model = Path(args.model) if args.model else resolve_model(None).path
     shape = ModelShape.from_gguf(model)
     prompts = Prompts(Tokenizer.from_path(model), args.seed)
-    llama = LlamaCpp.find_or_build(args.llama_server, _log)
+    if args.avx2:
+        os.environ.update(_AVX2_ENVIRONMENT)  # headrace's servers inherit it
+    llama = LlamaCpp.find_or_build(args.llama_server, _log, "avx2" if args.avx2 else "native")
     pairs = [_pair(args, llama, model, shape, workloads, peer) for peer in args.peer_types]
     measured = {}
     for pair in pairs:
@@ -329,6 +337,12 @@ def _parse_args() -> argparse.Namespace:
         f"--dtype, or {STORED!r}: the file's own, on both (default: F16 {STORED})",
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run: tiny sizes")
+    parser.add_argument(
+        "--avx2",
+        action="store_true",
+        help="both servers held to AVX2 + FMA, as on a CPU without AVX-512 (llama-server is "
+        "built apart for it)",
+    )
     parser.add_argument("--prompt-len", type=int, help="prompt tokens (default 256)")
     parser.add_argument("--output-len", type=int, help="tokens generated (default 128)")
     parser.add_argument("--levels", type=int, nargs="+", help="concurrency (default 1 4 16 32)")
@@ -595,7 +609,9 @@ def _report(
     lines = [
         f"Command: `{command}`",
         f"Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
-        f"Machine: {cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}, "
+        f"Machine: {cpu_model()}, {os.cpu_count()} cores"
+        f"{' held to AVX2 (' + _avx2_note() + ')' if args.avx2 else ''}; "
+        f"Python {platform.python_version()}, "
         f"torch {torch.__version__}, headrace {_headrace_commit()}; llama.cpp {llama.version()}",
         f"Model: {model.name}; one table per pair of servers on weights of one precision.",
         *(f"{side.name}: `{shlex.join(side.argv(0))}` (port 0: a free port)" for side in sides),
@@ -677,6 +693,10 @@ def _headrace_commit() -> str:
         check=False,
     )
     return done.stdout.strip() or "unknown commit"
+
+
+def _avx2_note() -> str:
+    return " ".join(f"{name}={value}" for name, value in _AVX2_ENVIRONMENT.items())
 
 
 def _round_up(value: int, multiple: int) -> int:

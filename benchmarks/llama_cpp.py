@@ -20,17 +20,28 @@ __all__ = ["LlamaCpp", "peers_dir"]
 
 # The sdist that vendors llama.cpp.
 _SDIST = "llama-cpp-python"
-# Where a build of that sdist leaves its programs, relative to the peers directory.
-_BUILT_SERVERS = "llama_cpp_python-*/vendor/llama.cpp/build/bin/llama-server"
+# Where a build of that sdist leaves its programs, relative to the peers directory, by the
+# build folder's name.
+_BUILT_SERVERS = "llama_cpp_python-*/vendor/llama.cpp/{build}/bin/llama-server"
 _CMAKE_OPTIONS = [
     "-G",
     "Ninja",
     "-DCMAKE_BUILD_TYPE=Release",
-    "-DGGML_NATIVE=ON",
     "-DLLAMA_CURL=OFF",
     "-DLLAMA_BUILD_TESTS=OFF",
     "-DLLAMA_BUILD_EXAMPLES=OFF",
 ]
+# Instruction sets: this CPU's own, or AVX2 + FMA + F16C alone (as on a CPU without AVX-512).
+_ISA_OPTIONS = {
+    "native": ["-DGGML_NATIVE=ON"],
+    "avx2": [
+        *("-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON"),
+        *("-DGGML_F16C=ON", "-DGGML_AVX_VNNI=OFF", "-DGGML_AVX512=OFF"),
+        *("-DGGML_AVX512_VBMI=OFF", "-DGGML_AVX512_VNNI=OFF", "-DGGML_AVX512_BF16=OFF"),
+        *("-DGGML_AMX_TILE=OFF", "-DGGML_AMX_INT8=OFF", "-DGGML_AMX_BF16=OFF"),
+    ],
+}
+_BUILD_DIRS = {"native": "build", "avx2": "build-avx2"}
 _TARGETS = ["llama-server", "llama-quantize"]
 
 
@@ -47,14 +58,17 @@ class LlamaCpp:
         self.quantize = server.with_name("llama-quantize")
 
     @classmethod
-    def find_or_build(cls, server: Path | None, log: Callable[[str], None]) -> LlamaCpp:
-        """The given llama-server, else one built under the peers directory, else a new build."""
+    def find_or_build(
+        cls, server: Path | None, log: Callable[[str], None], isa: str = "native"
+    ) -> LlamaCpp:
+        """The given llama-server, else one built for `isa` (native, avx2) under the peers
+        directory, else a new build."""
         if server is not None:
             return cls(server)
-        built = sorted(peers_dir().glob(_BUILT_SERVERS))
+        built = sorted(peers_dir().glob(_BUILT_SERVERS.format(build=_BUILD_DIRS[isa])))
         if built:
             return cls(built[-1])
-        return cls(_build(peers_dir(), log))
+        return cls(_build(peers_dir(), isa, log))
 
     def version(self) -> str:
         """What `llama-server --version` says: version, build number and commit."""
@@ -79,21 +93,27 @@ class LlamaCpp:
         return target
 
 
-def _build(peers: Path, log: Callable[[str], None]) -> Path:
+def _build(peers: Path, isa: str, log: Callable[[str], None]) -> Path:
     # -> the built llama-server
     peers.mkdir(parents=True, exist_ok=True)
-    log(f"fetching the {_SDIST} sdist into {peers}")
-    pip = [sys.executable, "-m", "pip"]
-    _check_call([*pip, "download", "--no-deps", "--no-binary", ":all:", "--dest", peers, _SDIST])
-    sdist = sorted(peers.glob("llama_cpp_python-*.tar.gz"))[-1]
-    with tarfile.open(sdist) as archive:
-        archive.extractall(peers, filter="data")
-    source = peers / sdist.name.removesuffix(".tar.gz") / "vendor" / "llama.cpp"
-    log(f"building llama-server and llama-quantize in {source} (about 10 minutes on 2 cores)")
-    _check_call(["cmake", "-S", source, "-B", source / "build", *_CMAKE_OPTIONS])
+    sdists = sorted(peers.glob("llama_cpp_python-*.tar.gz"))
+    if not sdists:
+        log(f"fetching the {_SDIST} sdist into {peers}")
+        pip = [sys.executable, "-m", "pip"]
+        _check_call(
+            [*pip, "download", "--no-deps", "--no-binary", ":all:", "--dest", peers, _SDIST]
+        )
+        sdists = sorted(peers.glob("llama_cpp_python-*.tar.gz"))
+    source = peers / sdists[-1].name.removesuffix(".tar.gz") / "vendor" / "llama.cpp"
+    if not source.is_dir():
+        with tarfile.open(sdists[-1]) as archive:
+            archive.extractall(peers, filter="data")
+    build = source / _BUILD_DIRS[isa]
+    log(f"building llama-server and llama-quantize in {build} (about 10 minutes on 2 cores)")
+    _check_call(["cmake", "-S", source, "-B", build, *_CMAKE_OPTIONS, *_ISA_OPTIONS[isa]])
     jobs = str(os.cpu_count() or 1)
-    _check_call(["cmake", "--build", source / "build", "--target", *_TARGETS, "-j", jobs])
-    return source / "build" / "bin" / "llama-server"
+    _check_call(["cmake", "--build", build, "--target", *_TARGETS, "-j", jobs])
+    return build / "bin" / "llama-server"
 
 
 def _check_call(argv: Sequence[str | Path]) -> None:

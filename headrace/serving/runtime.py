@@ -11,7 +11,7 @@ from headrace.engine.async_engine import AsyncEngine
 from headrace.engine.llm_engine import LLMEngine
 from headrace.model.kernel_caches import bound_onednn_caches
 from headrace.model.loader import load_model
-from headrace.model.placement import resolve_device, resolve_dtype
+from headrace.model.placement import dtype_reason, resolve_device, resolve_dtype
 from headrace.model.source import resolve_model
 from headrace.text import Tokenizer
 from headrace.text.grammar import GrammarCompiler
@@ -38,6 +38,7 @@ def load_runtime(model_config: ModelConfig, engine_config: EngineConfig) -> Runt
     source = resolve_model(model_config.model)
     device = resolve_device(model_config.device)
     dtype = resolve_dtype(model_config.dtype, device)
+    logger.info("dtype %s (%s)", dtype, dtype_reason(model_config.dtype, device))
 
     def make_engine() -> LLMEngine:
         started = time.perf_counter()
