@@ -76,6 +76,41 @@ inline __m256i dot_u8_s8(__m256i a, __m256i b) {
 #endif
 }
 
+// A 4-bit block's 16 bytes -> its 32 values in order, one a byte.
+inline __m256i unpack_q4(const uint8_t* bytes16) {
+  const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes16));
+  const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(bytes),
+                                               _mm_srli_epi16(bytes, 4), 1);
+  return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+}
+
+inline void store8(__m256 v, float* out) { _mm256_storeu_ps(out, v); }
+
+inline void store8(__m256 v, uint16_t* out) {
+  // Round to nearest even, as store() does, 8 at a time.
+  __m256i bits = _mm256_castps_si256(v);
+  const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+  bits = _mm256_add_epi32(bits, _mm256_add_epi32(_mm256_set1_epi32(0x7FFF), odd));
+  bits = _mm256_srli_epi32(bits, 16);
+  const __m128i halves = _mm_packus_epi32(_mm256_castsi256_si128(bits),
+                                          _mm256_extracti128_si256(bits, 1));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), halves);
+}
+
+// A block's 32 values, one a byte (unsigned or signed), written as scale * q + min: elements
+// 0-15 with `first`, 16-31 with `second`.
+template <bool kSigned, typename T>
+inline void store_block(__m256i values, float first, float second, float min, T* out) {
+  const __m128i halves[2] = {_mm256_castsi256_si128(values), _mm256_extracti128_si256(values, 1)};
+  const __m256 offset = _mm256_set1_ps(min);
+  for (int i = 0; i < 4; ++i) {
+    const __m128i eight = i % 2 ? _mm_srli_si128(halves[i / 2], 8) : halves[i / 2];
+    const __m256i wide = kSigned ? _mm256_cvtepi8_epi32(eight) : _mm256_cvtepu8_epi32(eight);
+    const __m256 scale = _mm256_set1_ps(i < 2 ? first : second);
+    store8(_mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(wide), offset), out + 8 * i);
+  }
+}
+
 inline float horizontal_sum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -92,11 +127,8 @@ void q4_row(const uint8_t* packed, const float* scale, const float* min, const i
 #ifdef HEADRACE_AVX2
   __m256 acc[kTile] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
                        _mm256_setzero_ps()};
-  const __m256i low = _mm256_set1_epi8(0x0F);
   for (int64_t b = 0; b < blocks; ++b) {
-    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(packed + b * 16));
-    const __m256i w = _mm256_and_si256(
-        _mm256_inserti128_si256(_mm256_castsi128_si256(bytes), _mm_srli_epi16(bytes, 4), 1), low);
+    const __m256i w = unpack_q4(packed + b * 16);
     for (int64_t t = 0; t < count; ++t) {
       const int64_t at = t * blocks + b;
       const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + at * kBlock));
@@ -223,24 +255,36 @@ void q4_dequantize(const uint8_t* packed, const float* scale, const float* min, 
   const int64_t blocks = n * (k / kBlock);
 #pragma omp parallel for schedule(static)
   for (int64_t b = 0; b < blocks; ++b) {
+#ifdef HEADRACE_AVX2
+    store_block<false>(unpack_q4(packed + b * 16), scale[b], scale[b], min[b], out + b * kBlock);
+#else
     const uint8_t* bytes = packed + b * 16;
     T* row = out + b * kBlock;
     for (int64_t j = 0; j < kBlock / 2; ++j) {
       store(scale[b] * static_cast<float>(bytes[j] & 0x0F) + min[b], row + j);
       store(scale[b] * static_cast<float>(bytes[j] >> 4) + min[b], row + j + 16);
     }
+#endif
   }
 }
 
 template <typename T>
 void q8_dequantize(const int8_t* q, const float* scale, int64_t group, int64_t n, int64_t k,
                    T* out) {
-  const int64_t groups = n * (k / group);
+  const int64_t blocks = n * (k / kBlock);
+  const int64_t per_block = kBlock / group;  // scales per block of 32: 1 or 2
 #pragma omp parallel for schedule(static)
-  for (int64_t g = 0; g < groups; ++g) {
-    for (int64_t j = 0; j < group; ++j) {
-      store(scale[g] * static_cast<float>(q[g * group + j]), out + g * group + j);
+  for (int64_t b = 0; b < blocks; ++b) {
+    const float first = scale[b * per_block], second = scale[b * per_block + per_block - 1];
+#ifdef HEADRACE_AVX2
+    const __m256i values = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + b * kBlock));
+    store_block<true>(values, first, second, 0.0f, out + b * kBlock);
+#else
+    for (int64_t j = 0; j < kBlock; ++j) {
+      const float s = j < kBlock / 2 ? first : second;
+      store(s * static_cast<float>(q[b * kBlock + j]), out + b * kBlock + j);
     }
+#endif
   }
 }
 
