@@ -3,9 +3,10 @@
 Two weight formats cover the GGUF types headrace serves as stored (gguf_quants.py repacks them
 without changing a value): 4-bit values with a scale and a min per block of 32 (Q4_0, Q4_1,
 Q4_K) and int8 values with a scale per 16 or 32 (Q8_0, Q6_K; `--quantization int8` makes the
-Q8_0 layout from any checkpoint). A decode step multiplies by them directly, reading a third
-to a half of bfloat16's bytes. A step of many rows (a prefill) dequantizes each weight for the
-call and multiplies with oneDNN, which is faster there than integer dot products.
+Q8_0 layout from any checkpoint). A step of a few rows multiplies by them directly, reading a
+third to a half of bfloat16's bytes. A step of DEQUANTIZE_ROWS rows or more (a prefill, a
+large decode batch) dequantizes each weight for the call and multiplies with oneDNN, which is
+faster there than integer dot products.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ BLOCK = 32
 # A part's buffers in QuantizedLinear, in QuantizedTensor's order.
 _FIELDS = ("values", "scale", "min")
 
-# Rows from which an eager call dequantizes its weight and multiplies with oneDNN rather than
-# run the integer kernel (measured on SmolLM2-135M's projections, docs/benchmarks.md).
-DEQUANTIZE_ROWS = 32
+# Rows from which a call dequantizes its weight and multiplies with oneDNN rather than run the
+# integer kernels. SmolLM2-135M's four projections, 2 cores (docs/quantization.md): with AMX's
+# bfloat16 the two cross at 10-12 rows, with float32 held to AVX2 at 16-20.
+DEQUANTIZE_ROWS = 16
 
 
 @dataclass(frozen=True)
@@ -120,9 +122,7 @@ class QuantizedLinear(nn.Module):
         ]
 
     def forward(self, x: Tensor) -> Tensor:
-        # x: [T, K] -> [T, N]; compiled graphs only decode, and take no branch on T.
-        if x.shape[0] >= DEQUANTIZE_ROWS and not torch.compiler.is_compiling():
-            return F.linear(x, self.dequantize(x.dtype), self.bias)
+        # x: [T, K] -> [T, N]
         values, scales, mins = (
             [getattr(self, f"{field}{index}") for index in range(self.num_parts)]
             for field in _FIELDS
@@ -181,7 +181,8 @@ def _quantized_linear(
     parts = [QuantizedTensor(*fields) for fields in zip(values, scales, mins, strict=True)]
     tokens, columns = x.shape
     kernels = quantized_kernels(x.dtype)
-    if kernels is None or tokens == 0:
+    # Decided here, inside the operator, so that compiled steps choose by their rows too.
+    if kernels is None or tokens == 0 or tokens >= DEQUANTIZE_ROWS:
         return F.linear(x, _dequantized(parts, x.dtype), bias)
     x = x.contiguous()
     rows = sum(part.values.shape[0] for part in parts)
