@@ -178,30 +178,28 @@ def _merge(parts: Sequence[QuantizedTensor]) -> list[QuantizedTensor]:
 def _quantized_linear(
     x: Tensor, values: list[Tensor], scales: list[Tensor], mins: list[Tensor], bias: Tensor | None
 ) -> Tensor:
-    parts = [QuantizedTensor(*fields) for fields in zip(values, scales, mins, strict=True)]
     tokens, columns = x.shape
     kernels = quantized_kernels(x.dtype)
     # Decided here, inside the operator, so that compiled steps choose by their rows too.
     if kernels is None or tokens == 0 or tokens >= DEQUANTIZE_ROWS:
+        parts = [QuantizedTensor(*fields) for fields in zip(values, scales, mins, strict=True)]
         return F.linear(x, _dequantized(parts, x.dtype), bias)
     x = x.contiguous()
-    rows = sum(part.values.shape[0] for part in parts)
+    rows = sum(part.shape[0] for part in values)
     out = x.new_empty(tokens, rows)
-    start = 0
-    for part in parts:
-        target = out.data_ptr() + start * out.element_size()
-        part_rows = part.values.shape[0]
-        if part.four_bit:
+    target, step = out.data_ptr(), out.element_size()
+    for part, scale, minimum in zip(values, scales, mins, strict=True):
+        if part.dtype == torch.uint8:  # 4-bit
             kernels.q4_linear(
-                x.data_ptr(), tokens, columns, part.values.data_ptr(), part.scale.data_ptr(),
-                part.min.data_ptr(), part_rows, target, rows,
+                x.data_ptr(), tokens, columns, part.data_ptr(), scale.data_ptr(),
+                minimum.data_ptr(), part.shape[0], target, rows,
             )  # fmt: skip
         else:
             kernels.q8_linear(
-                x.data_ptr(), tokens, columns, part.values.data_ptr(), part.scale.data_ptr(),
-                part.group, part_rows, target, rows,
+                x.data_ptr(), tokens, columns, part.data_ptr(), scale.data_ptr(),
+                columns // scale.shape[1], part.shape[0], target, rows,
             )  # fmt: skip
-        start += part_rows
+        target += part.shape[0] * step
     return out if bias is None else out + bias
 
 

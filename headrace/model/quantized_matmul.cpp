@@ -30,8 +30,12 @@
 namespace {
 
 constexpr int64_t kBlock = 32;
-// Tokens whose dot products share one unpacking of a weight block.
-constexpr int64_t kTile = 4;
+// A tile's shape: weight rows x tokens.
+template <int R, int C>
+struct Shape {
+  static constexpr int rows = R;
+  static constexpr int tokens = C;
+};
 
 using headrace::load;
 using headrace::store;
@@ -40,7 +44,8 @@ template <typename T>
 void quantize_activations(const T* x, int64_t tokens, int64_t k, int8_t* xq, float* xd,
                           float* xs) {
   const int64_t blocks = tokens * (k / kBlock);
-#pragma omp parallel for schedule(static)
+  // A decode step's few blocks take less than waking the other threads would.
+#pragma omp parallel for schedule(static) if (blocks >= 256)
   for (int64_t b = 0; b < blocks; ++b) {
     const T* in = x + b * kBlock;
     float values[kBlock];
@@ -111,6 +116,12 @@ inline void store_block(__m256i values, float first, float second, float min, T*
   }
 }
 
+// Activation block `at` (-1: none, zeros) of the quantized activations.
+inline __m256i activation_block(const int8_t* xq, int64_t at) {
+  if (at < 0) return _mm256_setzero_si256();
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + at * kBlock));
+}
+
 inline float horizontal_sum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -119,94 +130,130 @@ inline float horizontal_sum(__m256 v) {
 }
 #endif
 
-// One weight row against a tile of `count` (<= kTile) tokens: the 4-bit format.
-void q4_row(const uint8_t* packed, const float* scale, const float* min, const int8_t* xq,
-            const float* xd, const float* xs, int64_t k, int64_t count, float* dots) {
+// A tile of `rows` (<= R) weight rows, `row_stride` bytes apart, against `count` (<= C)
+// tokens: dots[r * C + t]. Each weight block is unpacked once for the tile's tokens, each
+// activation block loaded once for its rows, and the R x C sums stay in registers.
+// The 4-bit format:
+template <int R, int C>
+void q4_tile(const uint8_t* packed, const float* scale, const float* min, int64_t rows,
+             const int8_t* xq, const float* xd, const float* xs, int64_t k, int64_t count,
+             float* dots) {
   const int64_t blocks = k / kBlock;
-  float offsets[kTile] = {0.0f, 0.0f, 0.0f, 0.0f};
 #ifdef HEADRACE_AVX2
-  __m256 acc[kTile] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
-                       _mm256_setzero_ps()};
+  __m256 acc[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < C; ++t) acc[r][t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
-    const __m256i w = unpack_q4(packed + b * 16);
-    for (int64_t t = 0; t < count; ++t) {
-      const int64_t at = t * blocks + b;
-      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + at * kBlock));
-      const __m256 products = _mm256_cvtepi32_ps(dot_u8_s8(w, x));
-      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(scale[b] * xd[at]), products, acc[t]);
-      offsets[t] += min[b] * xs[at];
-    }
-  }
-  for (int64_t t = 0; t < count; ++t) dots[t] = horizontal_sum(acc[t]) + offsets[t];
-#else
-  float acc[kTile] = {0.0f, 0.0f, 0.0f, 0.0f};
-  for (int64_t b = 0; b < blocks; ++b) {
-    for (int64_t t = 0; t < count; ++t) {
-      const int64_t at = t * blocks + b;
-      const int8_t* x = xq + at * kBlock;
-      int dot = 0;
-      for (int64_t j = 0; j < kBlock / 2; ++j) {
-        dot += (packed[b * 16 + j] & 0x0F) * x[j] + (packed[b * 16 + j] >> 4) * x[j + 16];
+    __m256i x[C];
+    for (int t = 0; t < C; ++t) x[t] = activation_block(xq, t < count ? t * blocks + b : -1);
+    for (int r = 0; r < R; ++r) {
+      if (r >= rows) break;
+      const __m256i w = unpack_q4(packed + r * (k / 2) + b * 16);
+      const float s = scale[r * blocks + b];
+      for (int t = 0; t < C; ++t) {
+        if (t >= count) break;
+        const __m256 products = _mm256_cvtepi32_ps(dot_u8_s8(w, x[t]));
+        acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(s * xd[t * blocks + b]), products, acc[r][t]);
       }
-      acc[t] += scale[b] * xd[at] * static_cast<float>(dot);
-      offsets[t] += min[b] * xs[at];
     }
   }
-  for (int64_t t = 0; t < count; ++t) dots[t] = acc[t] + offsets[t];
+#else
+  float acc[R][C] = {};
+  for (int64_t b = 0; b < blocks; ++b) {
+    for (int64_t r = 0; r < rows; ++r) {
+      const uint8_t* w = packed + r * (k / 2) + b * 16;
+      for (int64_t t = 0; t < count; ++t) {
+        const int8_t* x = xq + (t * blocks + b) * kBlock;
+        int dot = 0;
+        for (int64_t j = 0; j < kBlock / 2; ++j) dot += (w[j] & 0x0F) * x[j] + (w[j] >> 4) * x[j + 16];
+        acc[r][t] += scale[r * blocks + b] * xd[t * blocks + b] * static_cast<float>(dot);
+      }
+    }
+  }
 #endif
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t t = 0; t < count; ++t) {
+      // The mins' term: each block's min times the block's scaled sum of activations.
+      float offset = 0.0f;
+      for (int64_t b = 0; b < blocks; ++b) offset += min[r * blocks + b] * xs[t * blocks + b];
+#ifdef HEADRACE_AVX2
+      dots[r * C + t] = horizontal_sum(acc[r][t]) + offset;
+#else
+      dots[r * C + t] = acc[r][t] + offset;
+#endif
+    }
+  }
 }
 
-// One weight row against a tile of `count` (<= kTile) tokens: the 8-bit format.
-void q8_row(const int8_t* q, const float* scale, int64_t group, const int8_t* xq, const float* xd,
-            int64_t k, int64_t count, float* dots) {
+// The 8-bit format, `group` values to a scale:
+template <int R, int C>
+void q8_tile(const int8_t* q, const float* scale, int64_t group, int64_t rows, const int8_t* xq,
+             const float* xd, int64_t k, int64_t count, float* dots) {
   const int64_t blocks = k / kBlock;
   const int64_t per_block = kBlock / group;  // weight scales per activation block: 1 or 2
+  const int64_t scales_per_row = k / group;
 #ifdef HEADRACE_AVX2
-  __m256 acc[kTile] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
-                       _mm256_setzero_ps()};
+  __m256 acc[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < C; ++t) acc[r][t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
-    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + b * kBlock));
-    const __m256i magnitude = _mm256_sign_epi8(w, w);
-    const float first = scale[b * per_block], second = scale[b * per_block + per_block - 1];
-    const __m256 scales = _mm256_setr_ps(first, first, first, first, second, second, second,
-                                         second);
-    for (int64_t t = 0; t < count; ++t) {
-      const int64_t at = t * blocks + b;
-      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + at * kBlock));
-      // |w| * (x with w's sign) = w * x, with the unsigned operand the instruction wants.
-      const __m256 products = _mm256_cvtepi32_ps(dot_u8_s8(magnitude, _mm256_sign_epi8(x, w)));
-      acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(scales, _mm256_set1_ps(xd[at])), products, acc[t]);
-    }
-  }
-  for (int64_t t = 0; t < count; ++t) dots[t] = horizontal_sum(acc[t]);
-#else
-  float acc[kTile] = {0.0f, 0.0f, 0.0f, 0.0f};
-  for (int64_t b = 0; b < blocks; ++b) {
-    for (int64_t t = 0; t < count; ++t) {
-      const int64_t at = t * blocks + b;
-      const int8_t* x = xq + at * kBlock;
-      for (int64_t g = 0; g < per_block; ++g) {
-        int dot = 0;
-        for (int64_t j = g * group; j < (g + 1) * group; ++j) dot += q[b * kBlock + j] * x[j];
-        acc[t] += scale[b * per_block + g] * xd[at] * static_cast<float>(dot);
+    __m256i x[C];
+    for (int t = 0; t < C; ++t) x[t] = activation_block(xq, t < count ? t * blocks + b : -1);
+    for (int r = 0; r < R; ++r) {
+      if (r >= rows) break;
+      const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + r * k + b * kBlock));
+      const __m256i magnitude = _mm256_sign_epi8(w, w);
+      const float* s = scale + r * scales_per_row + b * per_block;
+      const __m256 scales = _mm256_setr_ps(s[0], s[0], s[0], s[0], s[per_block - 1], s[per_block - 1],
+                                           s[per_block - 1], s[per_block - 1]);
+      for (int t = 0; t < C; ++t) {
+        if (t >= count) break;
+        // |w| * (x with w's sign) = w * x, with the unsigned operand the instruction wants.
+        const __m256 products =
+            _mm256_cvtepi32_ps(dot_u8_s8(magnitude, _mm256_sign_epi8(x[t], w)));
+        const __m256 step = _mm256_mul_ps(scales, _mm256_set1_ps(xd[t * blocks + b]));
+        acc[r][t] = _mm256_fmadd_ps(step, products, acc[r][t]);
       }
     }
   }
-  for (int64_t t = 0; t < count; ++t) dots[t] = acc[t];
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t t = 0; t < count; ++t) dots[r * C + t] = horizontal_sum(acc[r][t]);
+#else
+  float acc[R][C] = {};
+  for (int64_t b = 0; b < blocks; ++b) {
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t t = 0; t < count; ++t) {
+        const int8_t* x = xq + (t * blocks + b) * kBlock;
+        for (int64_t g = 0; g < per_block; ++g) {
+          int dot = 0;
+          for (int64_t j = g * group; j < (g + 1) * group; ++j) dot += q[r * k + b * kBlock + j] * x[j];
+          acc[r][t] += scale[r * scales_per_row + b * per_block + g] * xd[t * blocks + b] *
+                       static_cast<float>(dot);
+        }
+      }
+    }
+  }
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t t = 0; t < count; ++t) dots[r * C + t] = acc[r][t];
 #endif
 }
 
-// out[t, n] for every token and weight row; `row` computes one row against a tile of tokens.
-template <typename T, typename Row>
-void matmul(int64_t tokens, int64_t k, int64_t n, T* out, int64_t ldo, Row row) {
+// out[t, i] for every token and weight row, in tiles of R rows x C tokens: tile(first row,
+// rows, first activation block, tokens, dots).
+template <int R, int C, typename T, typename Tile>
+void matmul(int64_t tokens, int64_t k, int64_t n, T* out, int64_t ldo, Tile tile) {
   const int64_t blocks = k / kBlock;
+  const int64_t groups = (n + R - 1) / R;
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    for (int64_t t0 = 0; t0 < tokens; t0 += kTile) {
-      const int64_t count = tokens - t0 < kTile ? tokens - t0 : kTile;
-      float dots[kTile];
-      row(i, t0 * blocks, count, dots);
-      for (int64_t t = 0; t < count; ++t) store(dots[t], out + (t0 + t) * ldo + i);
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t i = g * R;
+    const int64_t rows = n - i < R ? n - i : R;
+    for (int64_t t0 = 0; t0 < tokens; t0 += C) {
+      const int64_t count = tokens - t0 < C ? tokens - t0 : C;
+      float dots[R * C];
+      tile(i, rows, t0 * blocks, count, dots);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t t = 0; t < count; ++t) store(dots[r * C + t], out + (t0 + t) * ldo + i + r);
     }
   }
 }
@@ -228,25 +275,38 @@ struct QuantizedActivations {
 
 thread_local QuantizedActivations activations;
 
+// A single token's rows go 4 at a time; several tokens' go 2 rows x 4 tokens.
 template <typename T>
 void q4_linear(const T* x, int64_t tokens, int64_t k, const uint8_t* packed, const float* scale,
                const float* min, int64_t n, T* out, int64_t ldo) {
   const QuantizedActivations& a = activations.of(x, tokens, k);
   const int64_t blocks = k / kBlock;
-  matmul(tokens, k, n, out, ldo, [&](int64_t i, int64_t first, int64_t count, float* dots) {
-    q4_row(packed + i * (k / 2), scale + i * blocks, min + i * blocks, a.q.data() + first * kBlock,
-           a.d.data() + first, a.s.data() + first, k, count, dots);
-  });
+  auto tile = [&](auto shape, int64_t i, int64_t rows, int64_t first, int64_t count, float* dots) {
+    q4_tile<decltype(shape)::rows, decltype(shape)::tokens>(
+        packed + i * (k / 2), scale + i * blocks, min + i * blocks, rows,
+        a.q.data() + first * kBlock, a.d.data() + first, a.s.data() + first, k, count, dots);
+  };
+  if (tokens == 1) {
+    matmul<4, 1>(tokens, k, n, out, ldo, [&](auto... args) { tile(Shape<4, 1>{}, args...); });
+  } else {
+    matmul<2, 4>(tokens, k, n, out, ldo, [&](auto... args) { tile(Shape<2, 4>{}, args...); });
+  }
 }
 
 template <typename T>
 void q8_linear(const T* x, int64_t tokens, int64_t k, const int8_t* q, const float* scale,
                int64_t group, int64_t n, T* out, int64_t ldo) {
   const QuantizedActivations& a = activations.of(x, tokens, k);
-  matmul(tokens, k, n, out, ldo, [&](int64_t i, int64_t first, int64_t count, float* dots) {
-    q8_row(q + i * k, scale + i * (k / group), group, a.q.data() + first * kBlock,
-           a.d.data() + first, k, count, dots);
-  });
+  auto tile = [&](auto shape, int64_t i, int64_t rows, int64_t first, int64_t count, float* dots) {
+    q8_tile<decltype(shape)::rows, decltype(shape)::tokens>(
+        q + i * k, scale + i * (k / group), group, rows, a.q.data() + first * kBlock,
+        a.d.data() + first, k, count, dots);
+  };
+  if (tokens == 1) {
+    matmul<4, 1>(tokens, k, n, out, ldo, [&](auto... args) { tile(Shape<4, 1>{}, args...); });
+  } else {
+    matmul<2, 4>(tokens, k, n, out, ldo, [&](auto... args) { tile(Shape<2, 4>{}, args...); });
+  }
 }
 
 template <typename T>
