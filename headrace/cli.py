@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from headrace.auth import Access, ApiKey, KeyStore, Limits, default_key_store_path
-from headrace.config import EngineConfig, ModelConfig, ServerConfig
+from headrace.config import EngineConfig, ModelConfig, ServerConfig, default_max_num_seqs
 from headrace.text import TOOL_CALL_FORMATS
 
 __all__ = ["main"]
@@ -62,7 +62,12 @@ def _parser() -> argparse.ArgumentParser:
         help="auto: a GGUF file's quantized weights run as stored (CPU); none: every weight "
         "dequantized to --dtype; int8: float projections quantized to int8 blocks at load (CPU)",
     )
-    serve.add_argument("--max-num-seqs", type=int, default=EngineConfig.max_num_seqs)
+    serve.add_argument(
+        "--max-num-seqs",
+        type=int,
+        default=default_max_num_seqs(),
+        help="sequences decoded together (default: 32 per core, at most 256)",
+    )
     serve.add_argument(
         "--max-num-batched-tokens", type=int, default=EngineConfig.max_num_batched_tokens
     )

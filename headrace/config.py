@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -14,6 +15,7 @@ __all__ = [
     "ModelConfig",
     "Quantization",
     "ServerConfig",
+    "default_max_num_seqs",
 ]
 
 Dtype = Literal["auto", "float32", "bfloat16"]
@@ -57,10 +59,17 @@ class ModelConfig:
             raise ValueError("served model names must be distinct")
 
 
+def default_max_num_seqs() -> int:
+    """32 sequences for every core this process may run on, at most 256: on 2 cores, 64."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(256, 32 * (cores or 1))
+
+
 @dataclass(frozen=True)
 class EngineConfig:
-    # Most sequences decoded together in one step.
-    max_num_seqs: int = 16
+    # Most sequences decoded together in one step; by default from the cores (see
+    # default_max_num_seqs), so that a burst beyond 16 streams is admitted, not queued.
+    max_num_seqs: int = field(default_factory=default_max_num_seqs)
     # Most tokens (prefill chunks + decodes) computed in one step.
     max_num_batched_tokens: int = 512
     # Token positions per KV-cache block.
