@@ -15,7 +15,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from headrace.auth import Access, ApiKey, KeyStore, Limits, default_key_store_path
-from headrace.config import EngineConfig, ModelConfig, ServerConfig, default_max_num_seqs
+from headrace.config import (
+    EngineConfig,
+    ModelConfig,
+    ServerConfig,
+    default_max_num_batched_tokens,
+    default_max_num_seqs,
+)
 from headrace.text import TOOL_CALL_FORMATS
 
 __all__ = ["main"]
@@ -69,7 +75,11 @@ def _parser() -> argparse.ArgumentParser:
         help="sequences decoded together (default: 32 per core, at most 256)",
     )
     serve.add_argument(
-        "--max-num-batched-tokens", type=int, default=EngineConfig.max_num_batched_tokens
+        "--max-num-batched-tokens",
+        type=int,
+        default=default_max_num_batched_tokens(),
+        help="tokens (decodes + prefill chunks) per engine step (default: 1024 per core, at "
+        "most 8192)",
     )
     serve.add_argument(
         "--kv-cache-memory",

@@ -15,6 +15,7 @@ __all__ = [
     "ModelConfig",
     "Quantization",
     "ServerConfig",
+    "default_max_num_batched_tokens",
     "default_max_num_seqs",
 ]
 
@@ -59,10 +60,21 @@ class ModelConfig:
             raise ValueError("served model names must be distinct")
 
 
+def usable_cores() -> int:
+    """The cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def default_max_num_seqs() -> int:
-    """32 sequences for every core this process may run on, at most 256: on 2 cores, 64."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return min(256, 32 * (cores or 1))
+    """32 sequences for every usable core, at most 256: on 2 cores, 64."""
+    return min(256, 32 * usable_cores())
+
+
+def default_max_num_batched_tokens() -> int:
+    """1,024 tokens a step for every usable core, at most 8,192: on 2 cores, 2,048."""
+    return min(8192, 1024 * usable_cores())
 
 
 @dataclass(frozen=True)
@@ -70,8 +82,8 @@ class EngineConfig:
     # Most sequences decoded together in one step; by default from the cores (see
     # default_max_num_seqs), so that a burst beyond 16 streams is admitted, not queued.
     max_num_seqs: int = field(default_factory=default_max_num_seqs)
-    # Most tokens (prefill chunks + decodes) computed in one step.
-    max_num_batched_tokens: int = 512
+    # Most tokens (prefill chunks + decodes) computed in one step; by default from the cores.
+    max_num_batched_tokens: int = field(default_factory=default_max_num_batched_tokens)
     # Token positions per KV-cache block.
     block_size: int = 16
     # Bytes of KV cache; None means room for every sequence's whole context, up to 2 GiB.
