@@ -40,6 +40,25 @@ struct Shape {
 using headrace::load;
 using headrace::store;
 
+// Weight rows are read once a call, from memory rather than cache, and the hardware's
+// prefetchers fall behind a decode step's tiles: each tile asks for the rows kPrefetchRows
+// below its own, one cache line at a time (a one-token step of SmolLM2-135M's Q4_1 weights
+// took 6.9 ms without, 4.0 ms with 8 rows, on 2 Sapphire Rapids cores held to AVX2).
+constexpr int64_t kPrefetchRows = 8;
+constexpr int64_t kLine = 64;
+
+// Ask for the cache line holding address p, ahead of its use. A prefetch never faults, so p
+// may lie past the end of the weights.
+inline void prefetch(uintptr_t p) { __builtin_prefetch(reinterpret_cast<const void*>(p), 0, 3); }
+
+// At each cache line's start (`offset` bytes into its row), the same place kPrefetchRows rows
+// of `row_length` elements further on.
+template <typename T>
+inline void prefetch_row_ahead(const T* at, int64_t row_length, int64_t offset) {
+  if (offset % kLine == 0)
+    prefetch(reinterpret_cast<uintptr_t>(at) + kPrefetchRows * row_length * sizeof(T));
+}
+
 template <typename T>
 void quantize_activations(const T* x, int64_t tokens, int64_t k, int8_t* xq, float* xd,
                           float* xs) {
@@ -150,6 +169,9 @@ void q4_tile(const uint8_t* packed, const float* scale, const float* min, int64_
       if (r >= rows) break;
       const __m256i w = unpack_q4(packed + r * (k / 2) + b * 16);
       const float s = scale[r * blocks + b];
+      prefetch_row_ahead(packed + r * (k / 2) + b * 16, k / 2, b * 16);
+      prefetch_row_ahead(scale + r * blocks + b, blocks, b * sizeof(float));
+      prefetch_row_ahead(min + r * blocks + b, blocks, b * sizeof(float));
       for (int t = 0; t < C; ++t) {
         if (t >= count) break;
         const __m256 products = _mm256_cvtepi32_ps(dot_u8_s8(w, x[t]));
@@ -204,6 +226,8 @@ void q8_tile(const int8_t* q, const float* scale, int64_t group, int64_t rows, c
       const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + r * k + b * kBlock));
       const __m256i magnitude = _mm256_sign_epi8(w, w);
       const float* s = scale + r * scales_per_row + b * per_block;
+      prefetch_row_ahead(q + r * k + b * kBlock, k, b * kBlock);
+      prefetch_row_ahead(s, scales_per_row, b * per_block * sizeof(float));
       const __m256 scales = _mm256_setr_ps(s[0], s[0], s[0], s[0], s[per_block - 1], s[per_block - 1],
                                            s[per_block - 1], s[per_block - 1]);
       for (int t = 0; t < C; ++t) {
