@@ -3,6 +3,7 @@
     python benchmarks/bench_model.py [--dtypes float32 bfloat16 int8 gguf-bfloat16]
                                      [--batch-sizes 1 32]
                                      [--context 256] [--steps 20] [--rounds 7] [--profile]
+                                     [--compiled]
 
 One step is what the runner does to decode: the forward of M tokens, one per sequence, each
 at position --context - 1, then the logits of all M rows. The cases (dtype x batch size) run
@@ -11,7 +12,8 @@ figure is the median step over all rounds. "int8" is int8 weights computing in b
 "gguf-*" the GGUF file's quantized weights as stored (Q4_1 and Q8_0 for the default model);
 plain dtypes dequantize every weight.
 --profile instead prints torch.profiler's table of one case's steps (the first dtype and
-batch size).
+batch size). --compiled runs the step the engine decodes with, compiled by torch.compile,
+rather than the eager forward.
 
 glibc's malloc may hand the large attention temporaries back to the kernel and fault them in
 again every step (M=32 float32 then runs up to 2x slower, depending on allocation order);
@@ -32,6 +34,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from headrace.config import Quantization
 from headrace.model.attention import AttentionBatch
+from headrace.model.compiled import DecodeStep, compile_decode
 from headrace.model.llama import LlamaForCausalLM
 from headrace.model.loader import load_model
 from headrace.model.source import resolve_model
@@ -54,11 +57,16 @@ class Case:
     model: LlamaForCausalLM
     batch_size: int
     context: int
+    compiled: bool
     kv: list[tuple[torch.Tensor, torch.Tensor]] = field(init=False)
     batch: AttentionBatch = field(init=False)
     ids: torch.Tensor = field(init=False)
     step_seconds: list[float] = field(default_factory=list)
+    decode: DecodeStep | None = field(init=False, default=None)
 
+    # Built as the engine builds its steps' tensors, under inference mode (else they would not
+    # match the compiled step's guards, and it would run eagerly).
+    @torch.inference_mode()
     def __post_init__(self) -> None:
         c = self.model.config
         dtype = self.model.model.embed_tokens.weight.dtype
@@ -78,10 +86,15 @@ class Case:
             prefills=(),
         )
         self.ids = torch.randint(100, c.vocab_size, (self.batch_size,))
+        if self.compiled:
+            self.decode = compile_decode(self.model, self.kv, _BLOCK_SIZE)
 
     @torch.inference_mode()
     def step(self) -> None:
-        self.model.compute_logits(self.model(self.ids, self.batch, self.kv))
+        if self.decode is not None:
+            self.decode(self.ids, self.batch, self.kv)
+        else:
+            self.model.compute_logits(self.model(self.ids, self.batch, self.kv))
 
     def run(self, steps: int) -> None:
         for _ in range(steps):
@@ -100,12 +113,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--compiled", action="store_true")
     args = parser.parse_args()
 
     path = resolve_model(None).path
     models = {name: _load(path, name) for name in args.dtypes}
     cases = {
-        (name, m): Case(models[name], m, args.context)
+        (name, m): Case(models[name], m, args.context, args.compiled)
         for name in args.dtypes
         for m in args.batch_sizes
     }
