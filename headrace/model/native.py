@@ -92,7 +92,13 @@ def decode_attention_kernel(dtype: torch.dtype) -> DecodeAttentionKernel | None:
 def quantized_kernels(dtype: torch.dtype, march: str | None = None) -> QuantizedKernels | None:
     """The quantized matmuls for activations of `dtype`, built for `march` (default: the
     kernel target), or None where they cannot be built."""
-    library = _library("quantized_matmul", march or kernel_target())
+    return _quantized_kernels(dtype, march or kernel_target())
+
+
+# Looked up on every matmul of every step, so looked up once.
+@functools.cache
+def _quantized_kernels(dtype: torch.dtype, march: str) -> QuantizedKernels | None:
+    library = _library("quantized_matmul", march)
     if library is None or dtype not in _SUFFIXES:
         return None
     return QuantizedKernels(library, dtype)

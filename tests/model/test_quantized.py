@@ -148,10 +148,13 @@ def test_linear_over_parts_matches_its_dequantized_weight(tokens: int) -> None:
 
 @pytest.fixture
 def no_compiler(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    native._library.cache_clear()
+    caches = (native._library, native._quantized_kernels)
+    for cache in caches:
+        cache.cache_clear()
     monkeypatch.setenv("CXX", "/no/such/g++")
     yield
-    native._library.cache_clear()
+    for cache in caches:
+        cache.cache_clear()
 
 
 @pytest.mark.usefixtures("no_compiler")
