@@ -1,28 +1,28 @@
 """A llama.cpp GGUF file read as a LlamaConfig and Hugging Face-named tensors.
 
-Quantized matrices of the types in SERVED_AS_STORED come as QuantizedTensors, repacked value for
-value, when the caller keeps them quantized; every other tensor is dequantized to float32 as it
-is yielded. llama.cpp's converter reorders the rows of every Llama q/k projection so that each
-head's rotary pairs sit side by side; the reverse reordering here gives back the Hugging Face
-rotate-half layout (of quantized rows too).
+Matrices of the types the caller keeps as stored (quantized ones from SERVED_AS_STORED, 16-bit
+ones from SIXTEEN_BIT) come as QuantizedTensors, repacked value for value; every other tensor
+is dequantized to float32 as it is yielded. llama.cpp's converter reorders the rows of every
+Llama q/k projection so that each head's rotary pairs sit side by side; the reverse reordering
+here gives back the Hugging Face rotate-half layout (of quantized rows too).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import torch
-from gguf import GGUFReader, ReaderTensor
+from gguf import GGMLQuantizationType, GGUFReader, ReaderTensor
 from gguf.quants import dequantize
 from torch import Tensor
 
-from headrace.model.gguf_quants import SERVED_AS_STORED, repack
+from headrace.model.gguf_quants import repack
 from headrace.model.llama import LlamaConfig, RopeScaling, rope_inverse_frequencies
-from headrace.model.quantized import QuantizedTensor
+from headrace.model.quantized import BLOCK, QuantizedTensor
 
 __all__ = ["gguf_config", "gguf_weights", "unpermute_rotary"]
 
@@ -94,17 +94,18 @@ def gguf_config(reader: GGUFReader) -> LlamaConfig:
 
 
 def gguf_weights(
-    reader: GGUFReader, config: LlamaConfig, *, keep_quantized: bool = False
+    reader: GGUFReader, config: LlamaConfig, *, kept: Collection[GGMLQuantizationType] = ()
 ) -> Iterator[tuple[str, Tensor | QuantizedTensor]]:
-    """Every weight of the file under its Hugging Face name, on the CPU: as float32, or with
-    `keep_quantized` as a QuantizedTensor where it is a matrix of a type served as stored."""
+    """Every weight of the file under its Hugging Face name, on the CPU: as float32, or as a
+    QuantizedTensor where it is a matrix of a type in `kept` (and of whole blocks of 32)."""
     permuted = _PERMUTED[str(_field(reader, "general.architecture"))]
     for tensor in reader.tensors:
         if tensor.name == "rope_freqs.weight":
             continue  # folded into LlamaConfig.rope_scaling by gguf_config
         name = _hf_name(tensor.name)
         value: Tensor | QuantizedTensor
-        if keep_quantized and len(tensor.shape) == 2 and tensor.tensor_type in SERVED_AS_STORED:
+        # GGUF shapes run innermost first: (columns, rows).
+        if len(tensor.shape) == 2 and tensor.tensor_type in kept and tensor.shape[0] % BLOCK == 0:
             value = repack(tensor.data, tensor.tensor_type, int(tensor.shape[1]))
         else:
             value = _tensor(tensor)

@@ -1,4 +1,5 @@
-"""GGUF's quantized blocks repacked, value for value, into quantized_matmul.cpp's two formats.
+"""GGUF's quantized blocks repacked, value for value, into quantized_matmul.cpp's two block
+formats; 16-bit matrices (F16, BF16) are taken as they are.
 
   Q4_0  18 bytes / 32: d (f16), 16 bytes of nibbles          w = d * q - 8 d
   Q4_1  20 bytes / 32: d, m (f16), 16 bytes of nibbles       w = d * q + m
@@ -20,16 +21,20 @@ from gguf import GGMLQuantizationType
 
 from headrace.model.quantized import BLOCK, QuantizedTensor
 
-__all__ = ["SERVED_AS_STORED", "repack"]
+__all__ = ["SERVED_AS_STORED", "SIXTEEN_BIT", "repack"]
 
 _Q = GGMLQuantizationType
-# The GGUF types whose projections run on the quantized kernels.
+# The quantized GGUF types whose projections run on the quantized kernels.
 SERVED_AS_STORED = frozenset({_Q.Q4_0, _Q.Q4_1, _Q.Q4_K, _Q.Q8_0, _Q.Q6_K})
+# The 16-bit types, which run on them where the activations are float32.
+SIXTEEN_BIT = {_Q.F16: torch.float16, _Q.BF16: torch.bfloat16}
 
 
 def repack(data: np.ndarray, kind: GGMLQuantizationType, rows: int) -> QuantizedTensor:
     """A GGUF tensor's raw bytes (`rows` rows of blocks) as a QuantizedTensor."""
     blocks = np.ascontiguousarray(data).view(np.uint8).reshape(rows, -1)
+    if kind in SIXTEEN_BIT:
+        return QuantizedTensor.half(torch.from_numpy(blocks.copy()).view(SIXTEEN_BIT[kind]))
     if kind == _Q.Q4_0:
         d = _f16(blocks[:, 0::18], blocks[:, 1::18])
         return _four_bit(_nibbles(_fields(blocks, 18, 2, 18)), d, -8 * d)

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from headrace.config import Quantization
 from headrace.model.gguf_file import gguf_config, gguf_weights
+from headrace.model.gguf_quants import SERVED_AS_STORED, SIXTEEN_BIT
 from headrace.model.llama import (
     LlamaConfig,
     LlamaForCausalLM,
@@ -30,7 +31,7 @@ from headrace.model.llama import (
     rope_table,
 )
 from headrace.model.placement import cpu_has_native_bfloat16
-from headrace.model.quantized import QuantizedLinear, QuantizedTensor, quantize_q8_0
+from headrace.model.quantized import BLOCK, QuantizedLinear, QuantizedTensor, quantize_q8_0
 
 __all__ = ["load_model", "read_config"]
 
@@ -74,7 +75,8 @@ def load_model(
 
     Activations and unquantized weights are in `dtype`. On the CPU, a GGUF file's quantized
     matrices stay as stored unless `quantization` is "none" (then they are dequantized to
-    `dtype`), and with "int8" every other projection is quantized to int8 blocks (Q8_0).
+    `dtype`), and with "int8" every other projection is quantized to int8 blocks (Q8_0). With
+    "auto" and float32 activations, 16-bit matrices (float16, bfloat16) stay 16-bit too.
     """
     if quantization == "int8" and device.type != "cpu":
         raise ValueError("int8 weights are supported on the CPU only")
@@ -82,11 +84,12 @@ def load_model(
     if _is_gguf(path):
         reader = gguf.GGUFReader(path)
         config = gguf_config(reader)
-        keep_quantized = quantization != "none" and device.type == "cpu"
-        weights = gguf_weights(reader, config, keep_quantized=keep_quantized)
+        weights = gguf_weights(reader, config, kept=_kept_gguf_types(quantization, dtype, device))
     else:
         config = read_config(path)
         weights = _safetensors_weights(path)
+        if _keeps_sixteen_bit(quantization, dtype, device):
+            weights = ((name, _sixteen_bit(tensor)) for name, tensor in weights)
     logger.info("loading %s (%d layers) as %s on %s", path, config.num_hidden_layers, dtype, device)
     with torch.device("meta"):
         model = LlamaForCausalLM(config)
@@ -97,10 +100,36 @@ def load_model(
         replace_linears(model, PackedLinear)
     quantized = sum(isinstance(module, QuantizedLinear) for module in model.modules())
     if quantized:
-        logger.info("%d linear layers run on quantized weights", quantized)
+        logger.info("%d linear layers run on their weights as stored", quantized)
     # Computed in float32, applied in the model's dtype, as transformers does.
     model.model.rope = rope_table(config).to(device=device, dtype=dtype)
     return model.eval()
+
+
+def _keeps_sixteen_bit(
+    quantization: Quantization, dtype: torch.dtype, device: torch.device
+) -> bool:
+    # 16-bit matrices multiply float32 activations on the kernels at half float32's bytes; under
+    # bfloat16 activations oneDNN multiplies them faster once converted, and "int8" requantizes.
+    return quantization == "auto" and dtype == torch.float32 and device.type == "cpu"
+
+
+def _kept_gguf_types(
+    quantization: Quantization, dtype: torch.dtype, device: torch.device
+) -> frozenset[gguf.GGMLQuantizationType]:
+    # The GGUF types whose matrices stay as stored.
+    if quantization == "none" or device.type != "cpu":
+        return frozenset()
+    if _keeps_sixteen_bit(quantization, dtype, device):
+        return SERVED_AS_STORED | SIXTEEN_BIT.keys()
+    return SERVED_AS_STORED
+
+
+def _sixteen_bit(tensor: Tensor) -> Tensor | QuantizedTensor:
+    # A 16-bit matrix of whole blocks, kept as it is; any other tensor unchanged.
+    if tensor.dim() == 2 and tensor.dtype in SIXTEEN_BIT.values() and tensor.shape[1] % BLOCK == 0:
+        return QuantizedTensor.half(tensor)
+    return tensor
 
 
 def _is_gguf(path: Path) -> bool:

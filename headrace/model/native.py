@@ -1,9 +1,9 @@
 """headrace's C++ kernels: built once per machine, loaded with ctypes.
 
 paged_attention.cpp (decode attention over the paged KV cache) and quantized_matmul.cpp
-(matmuls over GGUF-style quantized weights) have no torch headers, so the C++ compiler builds
-each in a second or two, with OpenMP, whose runtime torch has already loaded, and with the
-host's vector instructions: `-march=native`, or the target named by $HEADRACE_MARCH
+(matmuls over GGUF-style quantized weights and 16-bit ones) have no torch headers, so the C++
+compiler builds each in a second or two, with OpenMP, whose runtime torch has already loaded,
+and with the host's vector instructions: `-march=native`, or the target named by $HEADRACE_MARCH
 (`x86-64-v3` holds a build to AVX2, as on a CPU without AVX-512). Libraries are cached under
 ~/.cache/headrace/kernels by a hash of the source and the command. Without a compiler, or if a
 build fails, callers get None and use torch's own operators.
@@ -58,6 +58,9 @@ _SIGNATURES: dict[str, dict[str, list[type]]] = {
         "q4_dequantize": [*(_POINTER,) * 3, _INT, _INT, _POINTER],
         # q, scale, group, n, k, out
         "q8_dequantize": [_POINTER, _POINTER, _INT, _INT, _INT, _POINTER],
+        # x, tokens, k, w, n, out, ldo (IEEE half and bfloat16 weights)
+        "f16_linear": [_POINTER, _INT, _INT, _POINTER, _INT, _POINTER, _INT],
+        "bf16_linear": [_POINTER, _INT, _INT, _POINTER, _INT, _POINTER, _INT],
     },
 }
 
@@ -73,6 +76,8 @@ class QuantizedKernels:
         self.q8_linear = getattr(library, f"q8_linear_{suffix}")
         self.q4_dequantize = getattr(library, f"q4_dequantize_{suffix}")
         self.q8_dequantize = getattr(library, f"q8_dequantize_{suffix}")
+        self.f16_linear = getattr(library, f"f16_linear_{suffix}")
+        self.bf16_linear = getattr(library, f"bf16_linear_{suffix}")
 
 
 def kernel_target() -> str:

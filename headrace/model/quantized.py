@@ -1,12 +1,15 @@
-"""Linear layers over block-quantized weights, computed by quantized_matmul.cpp.
+"""Linear layers over weights kept as stored, computed by quantized_matmul.cpp.
 
-Two weight formats cover the GGUF types headrace serves as stored (gguf_quants.py repacks them
+Two block formats cover the GGUF types headrace serves as stored (gguf_quants.py repacks them
 without changing a value): 4-bit values with a scale and a min per block of 32 (Q4_0, Q4_1,
 Q4_K) and int8 values with a scale per 16 or 32 (Q8_0, Q6_K; `--quantization int8` makes the
-Q8_0 layout from any checkpoint). A step of a few rows multiplies by them directly, reading a
-third to a half of bfloat16's bytes. A step of DEQUANTIZE_ROWS rows or more (a prefill, a
-large decode batch) dequantizes each weight for the call and multiplies with oneDNN, which is
-faster there than integer dot products.
+Q8_0 layout from any checkpoint). A third format is plain 16-bit weights, IEEE half or
+bfloat16, kept as stored where the activations are float32 (a CPU without native bfloat16):
+half of float32's bytes, each weight widened as the kernel loads it. A step of a few rows
+multiplies by them directly, reading a third to a half of bfloat16's bytes for the block
+formats. A step of DEQUANTIZE_ROWS rows or more (HALF_DEQUANTIZE_ROWS for 16-bit weights: a
+prefill, a large decode batch) dequantizes each weight for the call and multiplies with oneDNN,
+which is faster there.
 """
 
 from __future__ import annotations
@@ -18,10 +21,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from headrace.model.native import quantized_kernels
+from headrace.model.native import QuantizedKernels, quantized_kernels
 from headrace.model.operators import define_operator
 
-__all__ = ["DEQUANTIZE_ROWS", "QuantizedLinear", "QuantizedTensor", "quantize_q8_0"]
+__all__ = [
+    "DEQUANTIZE_ROWS",
+    "HALF_DEQUANTIZE_ROWS",
+    "QuantizedLinear",
+    "QuantizedTensor",
+    "quantize_q8_0",
+]
 
 # Elements per activation block and per 4-bit weight block.
 BLOCK = 32
@@ -29,30 +38,45 @@ BLOCK = 32
 _FIELDS = ("values", "scale", "min")
 
 # Rows from which a call dequantizes its weight and multiplies with oneDNN rather than run the
-# integer kernels. SmolLM2-135M's four projections, 2 cores (docs/quantization.md): with AMX's
-# bfloat16 the two cross at 10-12 rows, with float32 held to AVX2 at 16-20.
+# kernels. SmolLM2-135M's four projections, 2 cores (docs/quantization.md): for the block formats
+# with AMX's bfloat16 the two cross at 10-12 rows, with float32 held to AVX2 at 16-20; for
+# 16-bit weights (float32 activations, held to AVX2) at 24-32.
 DEQUANTIZE_ROWS = 16
+HALF_DEQUANTIZE_ROWS = 28
+
+
+# The 16-bit weight formats.
+_HALVES = (torch.float16, torch.bfloat16)
 
 
 @dataclass(frozen=True)
 class QuantizedTensor:
-    """A [N, K] weight as one of the two block formats of quantized_matmul.cpp."""
+    """A [N, K] weight in one of the formats of quantized_matmul.cpp."""
 
     # 4-bit: uint8 [N, K/2], block b's byte j holds element j (low nibble) and j+16 (high);
-    # 8-bit: int8 [N, K].
+    # 8-bit: int8 [N, K]; 16-bit: float16 or bfloat16 [N, K], the weight itself.
     values: Tensor
-    # float32 [N, K/group]: the scale of each group of `group` elements.
+    # float32 [N, K/group]: the scale of each group of `group` elements (16-bit: empty).
     scale: Tensor
     # float32 [N, K/32], 4-bit only (else empty): added to every element of its block.
     min: Tensor
 
     def __post_init__(self) -> None:
-        assert self.values.dtype in (torch.uint8, torch.int8)
+        assert self.values.dtype in (torch.uint8, torch.int8, *_HALVES)
         assert self.columns % BLOCK == 0 and BLOCK % self.group == 0
+
+    @classmethod
+    def half(cls, weight: Tensor) -> QuantizedTensor:
+        """A float16 or bfloat16 [N, K] weight, kept as it is."""
+        return cls(weight, torch.empty(0), torch.empty(0))
 
     @property
     def four_bit(self) -> bool:
         return self.values.dtype == torch.uint8
+
+    @property
+    def sixteen_bit(self) -> bool:
+        return self.values.dtype in _HALVES
 
     @property
     def columns(self) -> int:
@@ -64,17 +88,29 @@ class QuantizedTensor:
 
     @property
     def group(self) -> int:
-        return self.columns // self.scale.shape[1]
+        # 16-bit weights have no scales: a "group" of one element each
+        return self.columns // self.scale.shape[1] if self.scale.numel() else 1
+
+    @property
+    def format(self) -> tuple[torch.dtype, int]:
+        """What a kernel call needs to be the same for all its rows."""
+        return self.values.dtype, self.group
 
     def map_rows(self, function: Callable[[Tensor], Tensor]) -> QuantizedTensor:
         """The same weight with its rows rearranged by `function` (applied to every field)."""
-        if self.four_bit:
-            return QuantizedTensor(function(self.values), function(self.scale), function(self.min))
-        return QuantizedTensor(function(self.values), function(self.scale), self.min)
+        return QuantizedTensor(
+            *(function(field) if field.numel() else field for field in self.fields)
+        )
+
+    @property
+    def fields(self) -> tuple[Tensor, Tensor, Tensor]:
+        return self.values, self.scale, self.min
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> Tensor:
         # -> [N, K] in dtype, computed in float32
         rows = self.values.shape[0]
+        if self.sixteen_bit:
+            return self.values.to(dtype)
         if self.four_bit:
             blocks = self.values.view(rows, -1, BLOCK // 2)
             low, high = blocks & 0x0F, blocks >> 4
@@ -145,7 +181,9 @@ def _dequantized(parts: Sequence[QuantizedTensor], dtype: torch.dtype) -> Tensor
     for part in parts:
         rows = part.values.shape[0]
         target = out[start:].data_ptr()
-        if part.four_bit:
+        if part.sixteen_bit:
+            out[start : start + rows] = part.values  # widened by torch's own conversion
+        elif part.four_bit:
             kernels.q4_dequantize(
                 part.values.data_ptr(), part.scale.data_ptr(), part.min.data_ptr(),
                 rows, part.columns, target,
@@ -160,17 +198,15 @@ def _dequantized(parts: Sequence[QuantizedTensor], dtype: torch.dtype) -> Tensor
 
 
 def _merge(parts: Sequence[QuantizedTensor]) -> list[QuantizedTensor]:
-    # Adjacent parts of one format and group become one part: one kernel call for all of them.
+    # Adjacent parts of one format become one part: one kernel call for all of them.
     merged = [parts[0]]
     for part in parts[1:]:
         last = merged[-1]
-        if part.four_bit != last.four_bit or part.group != last.group:
+        if part.format != last.format:
             merged.append(part)
             continue
         merged[-1] = QuantizedTensor(
-            torch.cat((last.values, part.values)),
-            torch.cat((last.scale, part.scale)),
-            torch.cat((last.min, part.min)),
+            *(torch.cat(pair) for pair in zip(last.fields, part.fields, strict=True))
         )
     return merged
 
@@ -178,29 +214,50 @@ def _merge(parts: Sequence[QuantizedTensor]) -> list[QuantizedTensor]:
 def _quantized_linear(
     x: Tensor, values: list[Tensor], scales: list[Tensor], mins: list[Tensor], bias: Tensor | None
 ) -> Tensor:
-    tokens, columns = x.shape
+    tokens = x.shape[0]
     kernels = quantized_kernels(x.dtype)
     # Decided here, inside the operator, so that compiled steps choose by their rows too.
-    if kernels is None or tokens == 0 or tokens >= DEQUANTIZE_ROWS:
+    if kernels is None or tokens == 0 or tokens >= _dequantize_rows(values):
         parts = [QuantizedTensor(*fields) for fields in zip(values, scales, mins, strict=True)]
         return F.linear(x, _dequantized(parts, x.dtype), bias)
     x = x.contiguous()
-    rows = sum(part.shape[0] for part in values)
-    out = x.new_empty(tokens, rows)
-    target, step = out.data_ptr(), out.element_size()
+    out = x.new_empty(tokens, sum(part.shape[0] for part in values))
+    start = 0
     for part, scale, minimum in zip(values, scales, mins, strict=True):
-        if part.dtype == torch.uint8:  # 4-bit
-            kernels.q4_linear(
-                x.data_ptr(), tokens, columns, part.data_ptr(), scale.data_ptr(),
-                minimum.data_ptr(), part.shape[0], target, rows,
-            )  # fmt: skip
-        else:
-            kernels.q8_linear(
-                x.data_ptr(), tokens, columns, part.data_ptr(), scale.data_ptr(),
-                columns // scale.shape[1], part.shape[0], target, rows,
-            )  # fmt: skip
-        target += part.shape[0] * step
+        _multiply(kernels, x, part, scale, minimum, out[:, start:])
+        start += part.shape[0]
     return out if bias is None else out + bias
+
+
+def _dequantize_rows(values: list[Tensor]) -> int:
+    return HALF_DEQUANTIZE_ROWS if all(v.dtype in _HALVES for v in values) else DEQUANTIZE_ROWS
+
+
+def _multiply(
+    kernels: QuantizedKernels,
+    x: Tensor,
+    values: Tensor,
+    scale: Tensor,
+    minimum: Tensor,
+    out: Tensor,
+) -> None:
+    # out[:, :N] = x @ W.T for the weight W in (values, scale, minimum) of N rows; x [T, K]
+    # contiguous, out rows of a row-major tensor (the kernel writes its first N columns).
+    tokens, columns = x.shape
+    rows, ldo = values.shape[0], out.stride(0)
+    if values.dtype == torch.uint8:  # 4-bit
+        kernels.q4_linear(
+            x.data_ptr(), tokens, columns, values.data_ptr(), scale.data_ptr(),
+            minimum.data_ptr(), rows, out.data_ptr(), ldo,
+        )  # fmt: skip
+    elif values.dtype == torch.int8:
+        kernels.q8_linear(
+            x.data_ptr(), tokens, columns, values.data_ptr(), scale.data_ptr(),
+            columns // scale.shape[1], rows, out.data_ptr(), ldo,
+        )  # fmt: skip
+    else:
+        multiply = kernels.f16_linear if values.dtype == torch.float16 else kernels.bf16_linear
+        multiply(x.data_ptr(), tokens, columns, values.data_ptr(), rows, out.data_ptr(), ldo)
 
 
 def _quantized_linear_shape(

@@ -14,6 +14,9 @@
 //     min float [N, K/32]: w = scale * q + min.
 //   8-bit weights (GGUF Q8_0, Q6_K): q int8 [N, K]; scale float [N, K/G], G = 32 or 16:
 //     w = scale * q.
+//   16-bit weights (GGUF F16 and BF16, 16-bit checkpoints under float32 activations): w
+//     uint16 [N, K], IEEE half or bfloat16 bits. These multiply the activations as they are,
+//     in float32, each weight widened as it is loaded (F16C's vcvtph2ps, or a shift).
 
 #include "bfloat16.h"
 
@@ -86,7 +89,48 @@ void quantize_activations(const T* x, int64_t tokens, int64_t k, int8_t* xq, flo
   }
 }
 
+// The two 16-bit formats of a weight.
+enum class Half { ieee, brain };
+
+template <Half H>
+inline float widen(uint16_t bits) {
+  if constexpr (H == Half::brain) return load(bits);
+  // IEEE half: 1 sign, 5 exponent (bias 15), 10 mantissa bits.
+  const uint32_t sign = static_cast<uint32_t>(bits & 0x8000u) << 16;
+  const uint32_t exponent = (bits >> 10) & 0x1Fu, mantissa = bits & 0x3FFu;
+  uint32_t wide;
+  if (exponent == 0x1F) {
+    wide = sign | 0x7F800000u | mantissa << 13;  // infinity, NaN
+  } else if (exponent != 0) {
+    wide = sign | (exponent + 112) << 23 | mantissa << 13;  // rebiased to 127
+  } else {
+    const float tiny = std::ldexp(static_cast<float>(mantissa), -24);  // zero or subnormal
+    return sign ? -tiny : tiny;
+  }
+  float x;
+  std::memcpy(&x, &wide, sizeof x);
+  return x;
+}
+
+// The activations in float32, as the 16-bit weights' tiles read them: x itself, or widened
+// into a buffer of the calling thread.
+inline const float* as_float32(const float* x, int64_t, std::vector<float>&) { return x; }
+
+inline const float* as_float32(const uint16_t* x, int64_t count, std::vector<float>& buffer) {
+  buffer.resize(count);
+  for (int64_t i = 0; i < count; ++i) buffer[i] = load(x[i]);
+  return buffer.data();
+}
+
 #ifdef HEADRACE_AVX2
+// 8 16-bit weights, widened to float32.
+template <Half H>
+inline __m256 widen8(const uint16_t* w) {
+  const __m128i bits = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w));
+  if constexpr (H == Half::ieee) return _mm256_cvtph_ps(bits);
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
+}
+
 // Sums of 4 adjacent products of unsigned a and signed b bytes, in 8 int32 lanes: lanes 0-3
 // cover bytes 0-15, lanes 4-7 bytes 16-31.
 inline __m256i dot_u8_s8(__m256i a, __m256i b) {
@@ -262,6 +306,40 @@ void q8_tile(const int8_t* q, const float* scale, int64_t group, int64_t rows, c
 #endif
 }
 
+// The 16-bit formats, against float32 activations x [C, K]:
+template <Half H, int R, int C>
+void h16_tile(const uint16_t* w, int64_t rows, const float* x, int64_t k, int64_t count,
+              float* dots) {
+#ifdef HEADRACE_AVX2
+  __m256 acc[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < C; ++t) acc[r][t] = _mm256_setzero_ps();
+  for (int64_t j = 0; j < k; j += 8) {
+    __m256 xs[C];
+    for (int t = 0; t < C; ++t) xs[t] = t < count ? _mm256_loadu_ps(x + t * k + j) : _mm256_setzero_ps();
+    for (int r = 0; r < R; ++r) {
+      if (r >= rows) break;
+      const __m256 weights = widen8<H>(w + r * k + j);
+      prefetch_row_ahead(w + r * k + j, k, j * sizeof(uint16_t));
+      for (int t = 0; t < C; ++t) {
+        if (t >= count) break;
+        acc[r][t] = _mm256_fmadd_ps(weights, xs[t], acc[r][t]);
+      }
+    }
+  }
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t t = 0; t < count; ++t) dots[r * C + t] = horizontal_sum(acc[r][t]);
+#else
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t t = 0; t < count; ++t) {
+      float sum = 0.0f;
+      for (int64_t j = 0; j < k; ++j) sum += widen<H>(w[r * k + j]) * x[t * k + j];
+      dots[r * C + t] = sum;
+    }
+  }
+#endif
+}
+
 // out[t, i] for every token and weight row, in tiles of R rows x C tokens: tile(first row,
 // rows, first activation block, tokens, dots).
 template <int R, int C, typename T, typename Tile>
@@ -282,6 +360,17 @@ void matmul(int64_t tokens, int64_t k, int64_t n, T* out, int64_t ldo, Tile tile
   }
 }
 
+// matmul in the tiles that suit the tokens: a single token's rows go 4 at a time, several
+// tokens' 2 rows x 4 tokens. tile(shape, first row, rows, first activation block, tokens, dots).
+template <typename T, typename Tile>
+void in_tiles(int64_t tokens, int64_t k, int64_t n, T* out, int64_t ldo, Tile tile) {
+  if (tokens == 1) {
+    matmul<4, 1>(tokens, k, n, out, ldo, [&](auto... args) { tile(Shape<4, 1>{}, args...); });
+  } else {
+    matmul<2, 4>(tokens, k, n, out, ldo, [&](auto... args) { tile(Shape<2, 4>{}, args...); });
+  }
+}
+
 // The activations' int8 blocks, kept per calling thread and reused from call to call.
 struct QuantizedActivations {
   std::vector<int8_t> q;
@@ -299,7 +388,6 @@ struct QuantizedActivations {
 
 thread_local QuantizedActivations activations;
 
-// A single token's rows go 4 at a time; several tokens' go 2 rows x 4 tokens.
 template <typename T>
 void q4_linear(const T* x, int64_t tokens, int64_t k, const uint8_t* packed, const float* scale,
                const float* min, int64_t n, T* out, int64_t ldo) {
@@ -310,11 +398,7 @@ void q4_linear(const T* x, int64_t tokens, int64_t k, const uint8_t* packed, con
         packed + i * (k / 2), scale + i * blocks, min + i * blocks, rows,
         a.q.data() + first * kBlock, a.d.data() + first, a.s.data() + first, k, count, dots);
   };
-  if (tokens == 1) {
-    matmul<4, 1>(tokens, k, n, out, ldo, [&](auto... args) { tile(Shape<4, 1>{}, args...); });
-  } else {
-    matmul<2, 4>(tokens, k, n, out, ldo, [&](auto... args) { tile(Shape<2, 4>{}, args...); });
-  }
+  in_tiles(tokens, k, n, out, ldo, tile);
 }
 
 template <typename T>
@@ -326,11 +410,21 @@ void q8_linear(const T* x, int64_t tokens, int64_t k, const int8_t* q, const flo
         q + i * k, scale + i * (k / group), group, rows, a.q.data() + first * kBlock,
         a.d.data() + first, k, count, dots);
   };
-  if (tokens == 1) {
-    matmul<4, 1>(tokens, k, n, out, ldo, [&](auto... args) { tile(Shape<4, 1>{}, args...); });
-  } else {
-    matmul<2, 4>(tokens, k, n, out, ldo, [&](auto... args) { tile(Shape<2, 4>{}, args...); });
-  }
+  in_tiles(tokens, k, n, out, ldo, tile);
+}
+
+// Widened activations, per calling thread (unused for float32 ones).
+thread_local std::vector<float> widened;
+
+template <Half H, typename T>
+void h16_linear(const T* x, int64_t tokens, int64_t k, const uint16_t* w, int64_t n, T* out,
+                int64_t ldo) {
+  const float* xf = as_float32(x, tokens * k, widened);
+  auto tile = [&](auto shape, int64_t i, int64_t rows, int64_t first, int64_t count, float* dots) {
+    h16_tile<H, decltype(shape)::rows, decltype(shape)::tokens>(
+        w + i * k, rows, xf + first * kBlock, k, count, dots);
+  };
+  in_tiles(tokens, k, n, out, ldo, tile);
 }
 
 template <typename T>
@@ -384,6 +478,14 @@ void q8_dequantize(const int8_t* q, const float* scale, int64_t group, int64_t n
                                      const float* scale, int64_t group, int64_t n, T* out,     \
                                      int64_t ldo) {                                            \
     q8_linear<T>(x, tokens, k, q, scale, group, n, out, ldo);                                  \
+  }                                                                                            \
+  extern "C" void f16_linear_##SUFFIX(const T* x, int64_t tokens, int64_t k, const uint16_t* w, \
+                                      int64_t n, T* out, int64_t ldo) {                       \
+    h16_linear<Half::ieee, T>(x, tokens, k, w, n, out, ldo);                                   \
+  }                                                                                            \
+  extern "C" void bf16_linear_##SUFFIX(const T* x, int64_t tokens, int64_t k,                  \
+                                       const uint16_t* w, int64_t n, T* out, int64_t ldo) {   \
+    h16_linear<Half::brain, T>(x, tokens, k, w, n, out, ldo);                                  \
   }                                                                                            \
   extern "C" void q4_dequantize_##SUFFIX(const uint8_t* packed, const float* scale,           \
                                          const float* min, int64_t n, int64_t k, T* out) {     \

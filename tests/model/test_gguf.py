@@ -132,6 +132,30 @@ def test_quantized_weights_served_as_stored_match_their_dequantized_model(
     assert (step - step_plain).abs().max() < 0.05 * step_plain.abs().max()
 
 
+@pytest.mark.parametrize(("kind", "dtype"), [("F16", torch.float16), ("BF16", torch.bfloat16)])
+def test_16_bit_weights_stay_16_bit_under_float32_activations(
+    tmp_path: Path, kind: str, dtype: torch.dtype
+) -> None:
+    reference = make_hf_model("llama")
+    path = write_gguf(reference, tmp_path / "half.gguf", quantize=gguf.GGMLQuantizationType[kind])
+    stored = load_model(path, torch.float32, CPU)
+    widened = load_model(path, torch.float32, CPU, quantization="none")
+    down = stored.model.layers[0].mlp.down_proj
+    assert isinstance(down, QuantizedLinear) and isinstance(stored.lm_head, QuantizedLinear)
+    assert [part.values.dtype for part in down.parts] == [dtype]
+    kept = checkpoint_state(stored)
+    for name, weight in checkpoint_state(widened).items():
+        assert torch.equal(kept[name], weight), name
+    # The same weights multiplying the same float32 activations: equal but for summation order.
+    kv, kv_widened = new_kv_cache(stored.config), new_kv_cache(stored.config)
+    for batch, ids in ((prefill_batch(12), IDS), (decode_batch(12), IDS[-1:])):
+        expected = run(widened, ids, batch, kv_widened)
+        torch.testing.assert_close(run(stored, ids, batch, kv), expected, rtol=0, atol=1e-5)
+    # Under bfloat16 activations they are converted, for oneDNN.
+    converted = load_model(path, torch.bfloat16, CPU)
+    assert not any(isinstance(m, QuantizedLinear) for m in converted.modules())
+
+
 def test_a_projection_partly_in_float_is_dequantized_whole(tmp_path: Path) -> None:
     # v in float32, q and k in Q8_0: the fused qkv_proj becomes one float weight.
     reference = make_hf_model("llama")

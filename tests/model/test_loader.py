@@ -14,7 +14,7 @@ from headrace.model import loader
 from headrace.model.llama import LlamaForCausalLM, PackedLinear, RopeScaling
 from headrace.model.loader import load_model, read_config
 from headrace.model.placement import cpu_has_native_bfloat16
-from headrace.model.quantized import QuantizedLinear
+from headrace.model.quantized import HALF_DEQUANTIZE_ROWS, QuantizedLinear
 from tests.model.factories import (
     checkpoint_state,
     make_hf_model,
@@ -205,6 +205,22 @@ def test_bfloat16_on_a_native_cpu_packs_every_linear(
     plain = load_model(llama_dir, torch.bfloat16, CPU)
     assert linear_kinds(plain) == {torch.nn.Linear}
     assert torch.equal(logits(packed), logits(plain))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_a_16_bit_checkpoint_keeps_its_weights_under_float32(
+    tmp_path: Path, dtype: torch.dtype
+) -> None:
+    path = save_hf(make_hf_model("llama").to(dtype), tmp_path)
+    kept = load_model(path, torch.float32, CPU)
+    assert linear_kinds(kept) == {QuantizedLinear}
+    parts = [part for m in kept.modules() if isinstance(m, QuantizedLinear) for part in m.parts]
+    assert {part.values.dtype for part in parts} == {dtype}
+    widened = load_model(path, torch.float32, CPU, quantization="none")
+    assert linear_kinds(widened) == {torch.nn.Linear}
+    # A decode's single row and a short prefill's on the kernels, a long prefill's on oneDNN.
+    for length in (1, 12, HALF_DEQUANTIZE_ROWS + 4):
+        torch.testing.assert_close(logits(kept, length), logits(widened, length), rtol=0, atol=1e-5)
 
 
 def test_int8_weights_stay_close_to_float32(llama_dir: Path) -> None:

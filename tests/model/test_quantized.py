@@ -1,4 +1,4 @@
-"""The quantized weights: GGUF blocks repacked exactly, and the C++ matmuls against the
+"""The weights kept as stored: GGUF blocks repacked exactly, and the C++ matmuls against the
 dequantized reference, built for this CPU, for AVX2 (x86-64-v3) and without vectors."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from headrace.model.quantized import (
 )
 
 Q = GGMLQuantizationType
-TYPES = [Q.Q4_0, Q.Q4_1, Q.Q4_K, Q.Q8_0, Q.Q6_K]
+TYPES = [Q.Q4_0, Q.Q4_1, Q.Q4_K, Q.Q8_0, Q.Q6_K, Q.F16, Q.BF16]
 # Targets the kernels are built for: this CPU, the AVX2 floor, and plain x86-64 (scalar loops).
 MARCHES = ["native", "x86-64-v3", "x86-64"]
 DTYPES = [torch.float32, torch.bfloat16]
@@ -31,7 +31,7 @@ ROWS, COLUMNS = 40, 512
 def raw_blocks(kind: GGMLQuantizationType, rows: int, columns: int, seed: int = 0) -> np.ndarray:
     """A GGUF tensor's bytes: quantized by gguf where it can, else random with sane scales."""
     rng = np.random.default_rng(seed)
-    if kind in (Q.Q4_0, Q.Q4_1, Q.Q8_0):
+    if kind in (Q.Q4_0, Q.Q4_1, Q.Q8_0, Q.F16, Q.BF16):
         return quantize(rng.standard_normal((rows, columns)).astype(np.float32), kind)
     size, scale_bytes = {Q.Q4_K: (144, [0, 2]), Q.Q6_K: (210, [208])}[kind]
     blocks = rng.integers(0, 256, size=(rows, columns // 256, size), dtype=np.uint8)
@@ -84,21 +84,12 @@ def test_matmul_matches_the_dequantized_reference(
     x = torch.randn(tokens, COLUMNS, generator=torch.Generator().manual_seed(tokens)).to(dtype)
     # Written into columns 3.. of a wider output, as one part of a fused projection is.
     out = torch.full((tokens, ROWS + 5), 7.0, dtype=dtype)
-    target = out[:, 3:].data_ptr()
-    if packed.four_bit:
-        kernels.q4_linear(
-            x.data_ptr(), tokens, COLUMNS, packed.values.data_ptr(), packed.scale.data_ptr(),
-            packed.min.data_ptr(), ROWS, target, ROWS + 5,
-        )  # fmt: skip
-    else:
-        kernels.q8_linear(
-            x.data_ptr(), tokens, COLUMNS, packed.values.data_ptr(), packed.scale.data_ptr(),
-            packed.group, ROWS, target, ROWS + 5,
-        )  # fmt: skip
+    quantized._multiply(kernels, x, *packed.fields, out[:, 3:])
     assert torch.all(out[:, :3] == 7) and torch.all(out[:, -2:] == 7)
-    # Against the same int8 activations the rounding is only float summation's; against x
-    # itself, that of 8-bit activations (about 0.4% per value).
-    exact = quantized_activations(x) @ expected_weight.double().T
+    # Against the activations the kernel multiplies (block formats: int8, 16-bit: x itself) the
+    # rounding is only float summation's; against x, that of 8-bit activations (about 0.4%).
+    multiplied = x.double() if packed.sixteen_bit else quantized_activations(x)
+    exact = multiplied @ expected_weight.double().T
     plain = x.double() @ expected_weight.double().T
     got = out[:, 3:-2].double()
     bound = exact.abs().max()
