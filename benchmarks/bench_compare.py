@@ -3,10 +3,12 @@
     python benchmarks/bench_compare.py [--quick] [--llama-server PATH] [--dtype bfloat16]
                                        [--peer-types F16 stored] [--avx2]
 
-Pairs of servers load the default model (SmolLM2-135M-Instruct, GGUF Q4_1) at the same
-precision, one table each: for a --peer-types type, headrace dequantizes the file to --dtype
-(`--quantization none`) and llama-server gets it requantized to that type by llama-quantize;
-for `stored`, both serve the file's own quantized weights. Each server is started on loopback,
+Pairs of servers load the same weights of the default model (SmolLM2-135M-Instruct, GGUF
+Q4_1), one table each: for a --peer-types type, both serve the file requantized to that type by
+llama-quantize; for `stored`, both serve the file's own quantized weights. headrace runs with
+`--quantization auto` and activations in --dtype: it keeps the weights as stored where it has
+kernels for them (the quantized types; F16 and BF16 under float32 activations), else converts
+them to --dtype at load (F16 under bfloat16, for oneDNN). Each server is started on loopback,
 warmed up, measured and stopped before the next.
 One streaming client drives both through /v1/chat/completions (greedy, ignore_eos, a fixed
 max_tokens) with prompts never sent before, so no prefix cache can answer them (but for the
@@ -68,8 +70,7 @@ _QUESTION_WORDS = 12
 _READY_TIMEOUT_S = 600
 # Tokens of room left in each llama-server slot beyond the longest request.
 _SLOT_MARGIN = 64
-# Bytes per weight the bounds assume for 16-bit pairs: bf16 on headrace's side, F16 on
-# llama-server's.
+# Bytes per weight the bounds assume for a --peer-types pair (16-bit weights).
 _WEIGHT_BYTES = 2.0
 # The --peer-types name of the file's own weights, served as stored by both servers.
 STORED = "stored"
@@ -385,15 +386,14 @@ def _pair(
 ) -> Pair:
     if peer_type == STORED:
         quant = _file_type(model)
-        headrace = _headrace_side(args, model, workloads, "auto", f"headrace {quant}")
+        headrace = _headrace_side(args, model, workloads, f"headrace {quant}")
         title = f"the file's own weights ({quant}, {shape.stored_weight_bytes:.2f} bytes/weight)"
         llama_side = _llama_side(args, llama, model, workloads, quant)
         return Pair(title, headrace, llama_side, shape.stored_weight_bytes)
-    headrace = _headrace_side(args, model, workloads, "none", f"headrace {args.dtype}")
-    llama_side = _llama_side(
-        args, llama, llama.weights(model, peer_type, _log), workloads, peer_type
-    )
-    title = f"16-bit weights (headrace {args.dtype}, llama-server {peer_type})"
+    weights = llama.weights(model, peer_type, _log)
+    headrace = _headrace_side(args, weights, workloads, f"headrace {args.dtype}")
+    llama_side = _llama_side(args, llama, weights, workloads, peer_type)
+    title = f"{peer_type} weights (headrace with {args.dtype} activations)"
     return Pair(title, headrace, llama_side, _WEIGHT_BYTES)
 
 
@@ -403,14 +403,12 @@ def _file_type(model: Path) -> str:
     return max(set(kinds), key=kinds.count)
 
 
-def _headrace_side(
-    args: argparse.Namespace, model: Path, workloads: Workloads, quantization: str, name: str
-) -> Side:
+def _headrace_side(args: argparse.Namespace, model: Path, workloads: Workloads, name: str) -> Side:
     def argv(port: int) -> list[str]:
         return [
             *(sys.executable, "-m", "headrace", "serve", "--model", str(model)),
             *("--dtype", args.dtype, "--max-num-seqs", str(workloads.slots)),
-            *("--quantization", quantization, "--host", "127.0.0.1", "--port", str(port)),
+            *("--quantization", "auto", "--host", "127.0.0.1", "--port", str(port)),
             *shlex.split(args.headrace_args),
         ]
 
