@@ -74,11 +74,14 @@ _SLOT_MARGIN = 64
 _WEIGHT_BYTES = 2.0
 # The --peer-types name of the file's own weights, served as stored by both servers.
 STORED = "stored"
-# --avx2: headrace's kernels, torch's and oneDNN's held to AVX2 (llama-server gets an AVX2 build).
+# --avx2: headrace's kernels, torch's own, oneDNN's and MKL's (torch's float32 GEMMs) held to
+# AVX2 (llama-server gets an AVX2 build). Without MKL's cap a float32 prefill ran AVX-512 GEMMs
+# at 260-325 GFLOP/s on 2 Sapphire Rapids cores, against 166-188 capped.
 _AVX2_ENVIRONMENT = {
     "HEADRACE_MARCH": "x86-64-v3",
     "ATEN_CPU_CAPABILITY": "avx2",
     "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
 }
 
 _T0 = time.perf_counter()
