@@ -7,13 +7,14 @@ Q8_0 layout from any checkpoint). A third format is plain 16-bit weights, IEEE h
 bfloat16, kept as stored where the activations are float32 (a CPU without native bfloat16):
 half of float32's bytes, each weight widened as the kernel loads it. A step of a few rows
 multiplies by them directly, reading a third to a half of bfloat16's bytes for the block
-formats. A step of DEQUANTIZE_ROWS rows or more (HALF_DEQUANTIZE_ROWS for 16-bit weights: a
-prefill, a large decode batch) dequantizes each weight for the call and multiplies with oneDNN,
-which is faster there.
+formats. A step of DEQUANTIZE_ROWS rows or more (HALF_DEQUANTIZE_ROWS for 16-bit weights,
+AVX2_DEQUANTIZE_ROWS for float32 where torch's GEMMs are AVX2: a prefill, a large decode batch)
+dequantizes each weight for the call and multiplies with torch's GEMM, which is faster there.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ from headrace.model.native import QuantizedKernels, quantized_kernels
 from headrace.model.operators import define_operator
 
 __all__ = [
+    "AVX2_DEQUANTIZE_ROWS",
     "DEQUANTIZE_ROWS",
     "HALF_DEQUANTIZE_ROWS",
     "QuantizedLinear",
@@ -37,12 +39,14 @@ BLOCK = 32
 # A part's buffers in QuantizedLinear, in QuantizedTensor's order.
 _FIELDS = ("values", "scale", "min")
 
-# Rows from which a call dequantizes its weight and multiplies with oneDNN rather than run the
-# kernels. SmolLM2-135M's four projections, 2 cores (docs/quantization.md): for the block formats
-# with AMX's bfloat16 the two cross at 10-12 rows, with float32 held to AVX2 at 16-20; for
-# 16-bit weights (float32 activations, held to AVX2) at 24-32.
+# Rows from which a call dequantizes its weight and multiplies with torch's GEMM (oneDNN for
+# bfloat16, MKL for float32) rather than run the kernels: the faster the GEMM, the fewer.
+# Whole decode steps of SmolLM2-135M on 2 cores (docs/quantization.md): bfloat16 on AMX crosses
+# at 10-12 rows; float32 with AVX-512 GEMMs at 16-20 (16-bit weights at 24-32); float32 with AVX2
+# GEMMs at 32-40, either format.
 DEQUANTIZE_ROWS = 16
 HALF_DEQUANTIZE_ROWS = 28
+AVX2_DEQUANTIZE_ROWS = 32
 
 
 # The 16-bit weight formats.
@@ -217,7 +221,7 @@ def _quantized_linear(
     tokens = x.shape[0]
     kernels = quantized_kernels(x.dtype)
     # Decided here, inside the operator, so that compiled steps choose by their rows too.
-    if kernels is None or tokens == 0 or tokens >= _dequantize_rows(values):
+    if kernels is None or tokens == 0 or tokens >= _dequantize_rows(x, values):
         parts = [QuantizedTensor(*fields) for fields in zip(values, scales, mins, strict=True)]
         return F.linear(x, _dequantized(parts, x.dtype), bias)
     x = x.contiguous()
@@ -229,8 +233,16 @@ def _quantized_linear(
     return out if bias is None else out + bias
 
 
-def _dequantize_rows(values: list[Tensor]) -> int:
+def _dequantize_rows(x: Tensor, values: list[Tensor]) -> int:
+    if x.dtype == torch.float32 and _avx2_gemms():
+        return AVX2_DEQUANTIZE_ROWS
     return HALF_DEQUANTIZE_ROWS if all(v.dtype in _HALVES for v in values) else DEQUANTIZE_ROWS
+
+
+@functools.cache
+def _avx2_gemms() -> bool:
+    # Whether torch's kernels stop short of AVX-512 here (the CPU, or ATEN_CPU_CAPABILITY)
+    return torch.backends.cpu.get_cpu_capability() != "AVX512"
 
 
 def _multiply(

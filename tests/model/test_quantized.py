@@ -14,7 +14,9 @@ from gguf.quants import dequantize, quantize
 from headrace.model import native, quantized
 from headrace.model.gguf_quants import repack
 from headrace.model.quantized import (
+    AVX2_DEQUANTIZE_ROWS,
     DEQUANTIZE_ROWS,
+    HALF_DEQUANTIZE_ROWS,
     QuantizedLinear,
     QuantizedTensor,
     quantize_q8_0,
@@ -26,6 +28,8 @@ TYPES = [Q.Q4_0, Q.Q4_1, Q.Q4_K, Q.Q8_0, Q.Q6_K, Q.F16, Q.BF16]
 MARCHES = ["native", "x86-64-v3", "x86-64"]
 DTYPES = [torch.float32, torch.bfloat16]
 ROWS, COLUMNS = 40, 512
+# Rows that dequantize on any CPU, in any dtype.
+GEMM_ROWS = max(DEQUANTIZE_ROWS, HALF_DEQUANTIZE_ROWS, AVX2_DEQUANTIZE_ROWS) + 3
 
 
 def raw_blocks(kind: GGMLQuantizationType, rows: int, columns: int, seed: int = 0) -> np.ndarray:
@@ -129,12 +133,32 @@ def test_adjacent_parts_of_one_format_share_a_call() -> None:
     assert torch.equal(linear.dequantize(torch.float32), weight)
 
 
-@pytest.mark.parametrize("tokens", [1, 5, DEQUANTIZE_ROWS + 3])
+@pytest.mark.parametrize("tokens", [1, 5, GEMM_ROWS])
 def test_linear_over_parts_matches_its_dequantized_weight(tokens: int) -> None:
     linear, weight = mixed_linear(bias=True)
     x = torch.randn(tokens, 256)
     expected = torch.nn.functional.linear(x, weight, linear.bias)
     torch.testing.assert_close(linear(x), expected, atol=0.02 * expected.abs().max(), rtol=0)
+
+
+@pytest.mark.parametrize("avx2_gemms", [True, False])
+def test_float32_rows_dequantize_later_where_torchs_gemms_are_avx2(
+    monkeypatch: pytest.MonkeyPatch, avx2_gemms: bool
+) -> None:
+    monkeypatch.setattr(quantized, "_avx2_gemms", lambda: avx2_gemms)
+    calls: list[torch.dtype] = []
+    dequantized = quantized._dequantized
+
+    def counted(parts: list[QuantizedTensor], dtype: torch.dtype) -> torch.Tensor:
+        calls.append(dtype)
+        return dequantized(parts, dtype)
+
+    monkeypatch.setattr(quantized, "_dequantized", counted)
+    linear, _ = mixed_linear(bias=False)
+    linear(torch.randn(DEQUANTIZE_ROWS + 2, 256))  # float32
+    assert calls == ([] if avx2_gemms else [torch.float32])
+    linear(torch.randn(DEQUANTIZE_ROWS + 2, 256).bfloat16())  # bfloat16: AMX's oneDNN, early
+    assert calls[-1] == torch.bfloat16
 
 
 @pytest.fixture
@@ -165,6 +189,6 @@ def test_the_compiled_step_calls_the_kernel_without_recompiling() -> None:
             torch._dynamo.mark_dynamic(x, 0)
             torch.testing.assert_close(compiled(x), linear(x))
         with torch.compiler.set_stance("fail_on_recompile"):
-            for tokens in (7, DEQUANTIZE_ROWS + 4):  # the integer kernels, then oneDNN
+            for tokens in (7, GEMM_ROWS):  # the kernels, then torch's GEMM
                 x = torch.randn(tokens, 256)
                 torch.testing.assert_close(compiled(x), linear(x))
