@@ -73,12 +73,6 @@ def gather(cache: Tensor, block_tables: Tensor) -> Tensor:
     return blocks.view(n, -1, heads, dim).transpose(1, 2)
 
 
-# Decoding sequences up to which the C++ kernel beats gathering blocks for SDPA (measured on
-# SmolLM2-135M, 2 cores: 1-2 ms faster a step for 1-2 sequences, even at 4-8, 10-15% slower at
-# 16-32, where SDPA's blocked matmuls win over the kernel's per-position dot products).
-KERNEL_MAX_SEQUENCES = 4
-
-
 def _decode_attention(
     q: Tensor,
     k: Tensor,
@@ -90,8 +84,11 @@ def _decode_attention(
     lens: Tensor,
 ) -> Tensor:
     # q: [n, H, D]; k, v: [n, Hkv, D], one token per sequence -> [n, H, D]
-    few = q.shape[0] <= KERNEL_MAX_SEQUENCES and q.device.type == "cpu"
-    kernel = decode_attention_kernel(q.dtype) if few else None
+    # On the CPU the C++ kernel reads the cache in place, where torch's operators first copy the
+    # sequences' blocks out for SDPA: whole decode steps of SmolLM2-135M on 2 cores ran 3-19%
+    # faster on it at 8-32 sequences of 256-1024 positions, float32 held to AVX2 and bfloat16
+    # with AMX alike (but 32 sequences of 1024 in bfloat16, 5% slower).
+    kernel = decode_attention_kernel(q.dtype) if q.device.type == "cpu" else None
     if kernel is None:
         write_kv(k_cache, v_cache, k, v, slots)
         return _attend_gathered(q, k_cache, v_cache, block_tables, lens)

@@ -42,7 +42,9 @@ def on_torch(case: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("lengths", [[1], [37], [5, 64, 17], [4, 8, 12, 16]])
+@pytest.mark.parametrize(
+    "lengths", [[1], [37], [5, 64, 17], [4, 8, 12, 16], [3, 9, 1, 28, 7, 22, 2, 15, 11]]
+)
 def test_kernel_agrees_with_torch(dtype: torch.dtype, lengths: list[int]) -> None:
     assert native.decode_attention_kernel(dtype) is not None, "the kernel did not build"
     case = decode_case(lengths, dtype)
