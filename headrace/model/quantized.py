@@ -7,8 +7,7 @@ Q8_0 layout from any checkpoint). A third format is plain 16-bit weights, IEEE h
 bfloat16, kept as stored where the activations are float32 (a CPU without native bfloat16):
 half of float32's bytes, each weight widened as the kernel loads it. A step of a few rows
 multiplies by them directly, reading a third to a half of bfloat16's bytes for the block
-formats. A step of DEQUANTIZE_ROWS rows or more (HALF_DEQUANTIZE_ROWS for 16-bit weights,
-AVX2_DEQUANTIZE_ROWS for float32 where torch's GEMMs are AVX2: a prefill, a large decode batch)
+formats. A step of many rows (a prefill, a large decode batch: the *_DEQUANTIZE_ROWS below)
 dequantizes each weight for the call and multiplies with torch's GEMM, which is faster there.
 """
 
@@ -26,8 +25,9 @@ from headrace.model.native import QuantizedKernels, quantized_kernels
 from headrace.model.operators import define_operator
 
 __all__ = [
-    "AVX2_DEQUANTIZE_ROWS",
-    "DEQUANTIZE_ROWS",
+    "BFLOAT16_DEQUANTIZE_ROWS",
+    "FLOAT32_DEQUANTIZE_ROWS",
+    "HALF_AVX2_DEQUANTIZE_ROWS",
     "HALF_DEQUANTIZE_ROWS",
     "QuantizedLinear",
     "QuantizedTensor",
@@ -40,13 +40,14 @@ BLOCK = 32
 _FIELDS = ("values", "scale", "min")
 
 # Rows from which a call dequantizes its weight and multiplies with torch's GEMM (oneDNN for
-# bfloat16, MKL for float32) rather than run the kernels: the faster the GEMM, the fewer.
-# Whole decode steps of SmolLM2-135M on 2 cores (docs/quantization.md): bfloat16 on AMX crosses
-# at 10-12 rows; float32 with AVX-512 GEMMs at 16-20 (16-bit weights at 24-32); float32 with AVX2
-# GEMMs at 32-40, either format.
-DEQUANTIZE_ROWS = 16
+# bfloat16, MKL for float32) rather than run the kernels, where whole decode steps of
+# SmolLM2-135M crossed on 2 cores (docs/quantization.md): block formats under bfloat16 (AMX) at
+# 24-28 rows, under float32 at 64-96 (AVX-512 and AVX2 alike: dequantizing to float32 costs
+# more than the GEMM); 16-bit weights (float32) at 28-32 with AVX-512 GEMMs, 40-48 with AVX2.
+BFLOAT16_DEQUANTIZE_ROWS = 24
+FLOAT32_DEQUANTIZE_ROWS = 80
 HALF_DEQUANTIZE_ROWS = 28
-AVX2_DEQUANTIZE_ROWS = 32
+HALF_AVX2_DEQUANTIZE_ROWS = 40
 
 
 # The 16-bit weight formats.
@@ -234,9 +235,11 @@ def _quantized_linear(
 
 
 def _dequantize_rows(x: Tensor, values: list[Tensor]) -> int:
-    if x.dtype == torch.float32 and _avx2_gemms():
-        return AVX2_DEQUANTIZE_ROWS
-    return HALF_DEQUANTIZE_ROWS if all(v.dtype in _HALVES for v in values) else DEQUANTIZE_ROWS
+    if x.dtype != torch.float32:
+        return BFLOAT16_DEQUANTIZE_ROWS
+    if all(v.dtype in _HALVES for v in values):
+        return HALF_AVX2_DEQUANTIZE_ROWS if _avx2_gemms() else HALF_DEQUANTIZE_ROWS
+    return FLOAT32_DEQUANTIZE_ROWS
 
 
 @functools.cache

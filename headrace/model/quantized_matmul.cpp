@@ -7,8 +7,9 @@
 // Layouts (row-major; x and out in float32 or bfloat16, chosen by the entry point's suffix):
 //   x [T, K] activations; out [T, ldo], of which columns [0, N) are written.
 //   The activations quantized (per call, in a buffer of the calling thread): xq int8 [T, K];
-//     xd float [T, K/32] the block scales; xs float [T, K/32] each block's scale times the sum
-//     of its int8 values.
+//     xd float [K/32, S] the block scales, token by token (S: T rounded up to 4, zeros
+//     beyond T, so that 4 tokens' scales load as one vector); xs float [K/32, S] each block's
+//     scale times the sum of its int8 values.
 //   4-bit weights (GGUF Q4_0, Q4_1, Q4_K): packed uint8 [N, K/2], byte j of a block of 32 holds
 //     element j in its low nibble and element j + 16 in its high one (ggml's order); scale and
 //     min float [N, K/32]: w = scale * q + min.
@@ -62,10 +63,14 @@ inline void prefetch_row_ahead(const T* at, int64_t row_length, int64_t offset) 
     prefetch(reinterpret_cast<uintptr_t>(at) + kPrefetchRows * row_length * sizeof(T));
 }
 
+// Tokens a tile of several takes at once, and the padding of the activations' scales.
+constexpr int64_t kTokens = 4;
+
 template <typename T>
 void quantize_activations(const T* x, int64_t tokens, int64_t k, int8_t* xq, float* xd,
-                          float* xs) {
-  const int64_t blocks = tokens * (k / kBlock);
+                          float* xs, int64_t stride) {
+  const int64_t per_token = k / kBlock;
+  const int64_t blocks = tokens * per_token;
   // A decode step's few blocks take less than waking the other threads would.
 #pragma omp parallel for schedule(static) if (blocks >= 256)
   for (int64_t b = 0; b < blocks; ++b) {
@@ -84,8 +89,9 @@ void quantize_activations(const T* x, int64_t tokens, int64_t k, int8_t* xq, flo
       xq[b * kBlock + j] = static_cast<int8_t>(q);
       sum += q;
     }
-    xd[b] = d;
-    xs[b] = d * static_cast<float>(sum);
+    const int64_t at = (b % per_token) * stride + b / per_token;
+    xd[at] = d;
+    xs[at] = d * static_cast<float>(sum);
   }
 }
 
@@ -185,6 +191,27 @@ inline __m256i activation_block(const int8_t* xq, int64_t at) {
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + at * kBlock));
 }
 
+// A weight block's dot products with 4 tokens' activation blocks (signed as the weight's
+// operand needs): lanes 0-3 hold tokens 0-3 over the block's bytes 0-15, lanes 4-7 over 16-31.
+inline __m256i dots4(__m256i w, const __m256i x[kTokens]) {
+  const __m256i first = _mm256_hadd_epi32(dot_u8_s8(w, x[0]), dot_u8_s8(w, x[1]));
+  const __m256i second = _mm256_hadd_epi32(dot_u8_s8(w, x[2]), dot_u8_s8(w, x[3]));
+  return _mm256_hadd_epi32(first, second);
+}
+
+// `low` in lanes 0-3, `high` in 4-7.
+inline __m256 halves(__m128 low, __m128 high) {
+  return _mm256_insertf128_ps(_mm256_castps128_ps256(low), high, 1);
+}
+
+// acc's two halves added (4 tokens' sums) plus `offset`, into dots[0..count).
+inline void store4(__m256 acc, __m128 offset, int64_t count, float* dots) {
+  float sums[kTokens];
+  _mm_storeu_ps(sums, _mm_add_ps(_mm_add_ps(_mm256_castps256_ps128(acc),
+                                            _mm256_extractf128_ps(acc, 1)), offset));
+  for (int64_t t = 0; t < count; ++t) dots[t] = sums[t];
+}
+
 inline float horizontal_sum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -193,16 +220,41 @@ inline float horizontal_sum(__m256 v) {
 }
 #endif
 
-// A tile of `rows` (<= R) weight rows, `row_stride` bytes apart, against `count` (<= C)
-// tokens: dots[r * C + t]. Each weight block is unpacked once for the tile's tokens, each
-// activation block loaded once for its rows, and the R x C sums stay in registers.
+// A tile of `rows` (<= R) weight rows against `count` (<= C) tokens: dots[r * C + t]. Each
+// weight block is unpacked once for the tile's tokens, each activation block loaded once for
+// its rows, and the sums stay in registers: one token's per row, or (C = 4, AVX2) 4 tokens' in
+// one register per row, so that one multiply applies the block's scales to all of them.
+// xq: the first token's quantized row; xd, xs: its scales, `stride` apart from block to block.
 // The 4-bit format:
 template <int R, int C>
 void q4_tile(const uint8_t* packed, const float* scale, const float* min, int64_t rows,
-             const int8_t* xq, const float* xd, const float* xs, int64_t k, int64_t count,
-             float* dots) {
+             const int8_t* xq, const float* xd, const float* xs, int64_t stride, int64_t k,
+             int64_t count, float* dots) {
   const int64_t blocks = k / kBlock;
 #ifdef HEADRACE_AVX2
+  if constexpr (C == kTokens) {
+    __m256 acc[R];
+    __m128 offset[R];  // the mins' term: each block's min times its scaled sum of activations
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps(), offset[r] = _mm_setzero_ps();
+    for (int64_t b = 0; b < blocks; ++b) {
+      __m256i x[C];
+      for (int t = 0; t < C; ++t) x[t] = activation_block(xq, t < count ? t * blocks + b : -1);
+      const __m128 d = _mm_loadu_ps(xd + b * stride), sums = _mm_loadu_ps(xs + b * stride);
+      const __m256 d8 = halves(d, d);
+      for (int r = 0; r < R; ++r) {
+        if (r >= rows) break;
+        const __m256i w = unpack_q4(packed + r * (k / 2) + b * 16);
+        prefetch_row_ahead(packed + r * (k / 2) + b * 16, k / 2, b * 16);
+        prefetch_row_ahead(scale + r * blocks + b, blocks, b * sizeof(float));
+        prefetch_row_ahead(min + r * blocks + b, blocks, b * sizeof(float));
+        const __m256 step = _mm256_mul_ps(_mm256_set1_ps(scale[r * blocks + b]), d8);
+        acc[r] = _mm256_fmadd_ps(step, _mm256_cvtepi32_ps(dots4(w, x)), acc[r]);
+        offset[r] = _mm_fmadd_ps(_mm_set1_ps(min[r * blocks + b]), sums, offset[r]);
+      }
+    }
+    for (int64_t r = 0; r < rows; ++r) store4(acc[r], offset[r], count, dots + r * C);
+    return;
+  }
   __m256 acc[R][C];
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < C; ++t) acc[r][t] = _mm256_setzero_ps();
@@ -219,7 +271,7 @@ void q4_tile(const uint8_t* packed, const float* scale, const float* min, int64_
       for (int t = 0; t < C; ++t) {
         if (t >= count) break;
         const __m256 products = _mm256_cvtepi32_ps(dot_u8_s8(w, x[t]));
-        acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(s * xd[t * blocks + b]), products, acc[r][t]);
+        acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(s * xd[b * stride + t]), products, acc[r][t]);
       }
     }
   }
@@ -232,7 +284,7 @@ void q4_tile(const uint8_t* packed, const float* scale, const float* min, int64_
         const int8_t* x = xq + (t * blocks + b) * kBlock;
         int dot = 0;
         for (int64_t j = 0; j < kBlock / 2; ++j) dot += (w[j] & 0x0F) * x[j] + (w[j] >> 4) * x[j + 16];
-        acc[r][t] += scale[r * blocks + b] * xd[t * blocks + b] * static_cast<float>(dot);
+        acc[r][t] += scale[r * blocks + b] * xd[b * stride + t] * static_cast<float>(dot);
       }
     }
   }
@@ -241,7 +293,7 @@ void q4_tile(const uint8_t* packed, const float* scale, const float* min, int64_
     for (int64_t t = 0; t < count; ++t) {
       // The mins' term: each block's min times the block's scaled sum of activations.
       float offset = 0.0f;
-      for (int64_t b = 0; b < blocks; ++b) offset += min[r * blocks + b] * xs[t * blocks + b];
+      for (int64_t b = 0; b < blocks; ++b) offset += min[r * blocks + b] * xs[b * stride + t];
 #ifdef HEADRACE_AVX2
       dots[r * C + t] = horizontal_sum(acc[r][t]) + offset;
 #else
@@ -254,11 +306,36 @@ void q4_tile(const uint8_t* packed, const float* scale, const float* min, int64_
 // The 8-bit format, `group` values to a scale:
 template <int R, int C>
 void q8_tile(const int8_t* q, const float* scale, int64_t group, int64_t rows, const int8_t* xq,
-             const float* xd, int64_t k, int64_t count, float* dots) {
+             const float* xd, int64_t stride, int64_t k, int64_t count, float* dots) {
   const int64_t blocks = k / kBlock;
   const int64_t per_block = kBlock / group;  // weight scales per activation block: 1 or 2
   const int64_t scales_per_row = k / group;
 #ifdef HEADRACE_AVX2
+  if constexpr (C == kTokens) {
+    __m256 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < blocks; ++b) {
+      __m256i x[C];
+      for (int t = 0; t < C; ++t) x[t] = activation_block(xq, t < count ? t * blocks + b : -1);
+      const __m128 d = _mm_loadu_ps(xd + b * stride);
+      for (int r = 0; r < R; ++r) {
+        if (r >= rows) break;
+        const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + r * k + b * kBlock));
+        const float* s = scale + r * scales_per_row + b * per_block;
+        prefetch_row_ahead(q + r * k + b * kBlock, k, b * kBlock);
+        prefetch_row_ahead(s, scales_per_row, b * per_block * sizeof(float));
+        // |w| * (x with w's sign) = w * x, with the unsigned operand the instruction wants.
+        __m256i signed_x[C];
+        for (int t = 0; t < C; ++t) signed_x[t] = _mm256_sign_epi8(x[t], w);
+        const __m256 step = halves(_mm_mul_ps(_mm_set1_ps(s[0]), d),
+                                   _mm_mul_ps(_mm_set1_ps(s[per_block - 1]), d));
+        const __m256 products = _mm256_cvtepi32_ps(dots4(_mm256_sign_epi8(w, w), signed_x));
+        acc[r] = _mm256_fmadd_ps(step, products, acc[r]);
+      }
+    }
+    for (int64_t r = 0; r < rows; ++r) store4(acc[r], _mm_setzero_ps(), count, dots + r * C);
+    return;
+  }
   __m256 acc[R][C];
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < C; ++t) acc[r][t] = _mm256_setzero_ps();
@@ -272,14 +349,12 @@ void q8_tile(const int8_t* q, const float* scale, int64_t group, int64_t rows, c
       const float* s = scale + r * scales_per_row + b * per_block;
       prefetch_row_ahead(q + r * k + b * kBlock, k, b * kBlock);
       prefetch_row_ahead(s, scales_per_row, b * per_block * sizeof(float));
-      const __m256 scales = _mm256_setr_ps(s[0], s[0], s[0], s[0], s[per_block - 1], s[per_block - 1],
-                                           s[per_block - 1], s[per_block - 1]);
+      const __m256 scales = halves(_mm_set1_ps(s[0]), _mm_set1_ps(s[per_block - 1]));
       for (int t = 0; t < C; ++t) {
         if (t >= count) break;
-        // |w| * (x with w's sign) = w * x, with the unsigned operand the instruction wants.
         const __m256 products =
             _mm256_cvtepi32_ps(dot_u8_s8(magnitude, _mm256_sign_epi8(x[t], w)));
-        const __m256 step = _mm256_mul_ps(scales, _mm256_set1_ps(xd[t * blocks + b]));
+        const __m256 step = _mm256_mul_ps(scales, _mm256_set1_ps(xd[b * stride + t]));
         acc[r][t] = _mm256_fmadd_ps(step, products, acc[r][t]);
       }
     }
@@ -295,7 +370,7 @@ void q8_tile(const int8_t* q, const float* scale, int64_t group, int64_t rows, c
         for (int64_t g = 0; g < per_block; ++g) {
           int dot = 0;
           for (int64_t j = g * group; j < (g + 1) * group; ++j) dot += q[r * k + b * kBlock + j] * x[j];
-          acc[r][t] += scale[r * scales_per_row + b * per_block + g] * xd[t * blocks + b] *
+          acc[r][t] += scale[r * scales_per_row + b * per_block + g] * xd[b * stride + t] *
                        static_cast<float>(dot);
         }
       }
@@ -341,10 +416,9 @@ void h16_tile(const uint16_t* w, int64_t rows, const float* x, int64_t k, int64_
 }
 
 // out[t, i] for every token and weight row, in tiles of R rows x C tokens: tile(first row,
-// rows, first activation block, tokens, dots).
+// rows, first token, tokens, dots).
 template <int R, int C, typename T, typename Tile>
-void matmul(int64_t tokens, int64_t k, int64_t n, T* out, int64_t ldo, Tile tile) {
-  const int64_t blocks = k / kBlock;
+void matmul(int64_t tokens, int64_t n, T* out, int64_t ldo, Tile tile) {
   const int64_t groups = (n + R - 1) / R;
 #pragma omp parallel for schedule(static)
   for (int64_t g = 0; g < groups; ++g) {
@@ -353,7 +427,7 @@ void matmul(int64_t tokens, int64_t k, int64_t n, T* out, int64_t ldo, Tile tile
     for (int64_t t0 = 0; t0 < tokens; t0 += C) {
       const int64_t count = tokens - t0 < C ? tokens - t0 : C;
       float dots[R * C];
-      tile(i, rows, t0 * blocks, count, dots);
+      tile(i, rows, t0, count, dots);
       for (int64_t r = 0; r < rows; ++r)
         for (int64_t t = 0; t < count; ++t) store(dots[r * C + t], out + (t0 + t) * ldo + i + r);
     }
@@ -361,13 +435,14 @@ void matmul(int64_t tokens, int64_t k, int64_t n, T* out, int64_t ldo, Tile tile
 }
 
 // matmul in the tiles that suit the tokens: a single token's rows go 4 at a time, several
-// tokens' 2 rows x 4 tokens. tile(shape, first row, rows, first activation block, tokens, dots).
+// tokens' 2 rows x 4 tokens. tile(shape, first row, rows, first token, tokens, dots).
 template <typename T, typename Tile>
-void in_tiles(int64_t tokens, int64_t k, int64_t n, T* out, int64_t ldo, Tile tile) {
+void in_tiles(int64_t tokens, int64_t n, T* out, int64_t ldo, Tile tile) {
   if (tokens == 1) {
-    matmul<4, 1>(tokens, k, n, out, ldo, [&](auto... args) { tile(Shape<4, 1>{}, args...); });
+    matmul<4, 1>(tokens, n, out, ldo, [&](auto... args) { tile(Shape<4, 1>{}, args...); });
   } else {
-    matmul<2, 4>(tokens, k, n, out, ldo, [&](auto... args) { tile(Shape<2, 4>{}, args...); });
+    matmul<2, kTokens>(tokens, n, out, ldo,
+                       [&](auto... args) { tile(Shape<2, kTokens>{}, args...); });
   }
 }
 
@@ -375,13 +450,15 @@ void in_tiles(int64_t tokens, int64_t k, int64_t n, T* out, int64_t ldo, Tile ti
 struct QuantizedActivations {
   std::vector<int8_t> q;
   std::vector<float> d, s;
+  int64_t stride = 0;  // of d and s: the tokens rounded up to a tile's
 
   template <typename T>
   QuantizedActivations& of(const T* x, int64_t tokens, int64_t k) {
+    stride = (tokens + kTokens - 1) / kTokens * kTokens;
     q.resize(tokens * k);
-    d.resize(tokens * (k / kBlock));
-    s.resize(tokens * (k / kBlock));
-    quantize_activations(x, tokens, k, q.data(), d.data(), s.data());
+    d.assign(stride * (k / kBlock), 0.0f);
+    s.assign(stride * (k / kBlock), 0.0f);
+    quantize_activations(x, tokens, k, q.data(), d.data(), s.data(), stride);
     return *this;
   }
 };
@@ -393,24 +470,24 @@ void q4_linear(const T* x, int64_t tokens, int64_t k, const uint8_t* packed, con
                const float* min, int64_t n, T* out, int64_t ldo) {
   const QuantizedActivations& a = activations.of(x, tokens, k);
   const int64_t blocks = k / kBlock;
-  auto tile = [&](auto shape, int64_t i, int64_t rows, int64_t first, int64_t count, float* dots) {
+  auto tile = [&](auto shape, int64_t i, int64_t rows, int64_t t0, int64_t count, float* dots) {
     q4_tile<decltype(shape)::rows, decltype(shape)::tokens>(
-        packed + i * (k / 2), scale + i * blocks, min + i * blocks, rows,
-        a.q.data() + first * kBlock, a.d.data() + first, a.s.data() + first, k, count, dots);
+        packed + i * (k / 2), scale + i * blocks, min + i * blocks, rows, a.q.data() + t0 * k,
+        a.d.data() + t0, a.s.data() + t0, a.stride, k, count, dots);
   };
-  in_tiles(tokens, k, n, out, ldo, tile);
+  in_tiles(tokens, n, out, ldo, tile);
 }
 
 template <typename T>
 void q8_linear(const T* x, int64_t tokens, int64_t k, const int8_t* q, const float* scale,
                int64_t group, int64_t n, T* out, int64_t ldo) {
   const QuantizedActivations& a = activations.of(x, tokens, k);
-  auto tile = [&](auto shape, int64_t i, int64_t rows, int64_t first, int64_t count, float* dots) {
+  auto tile = [&](auto shape, int64_t i, int64_t rows, int64_t t0, int64_t count, float* dots) {
     q8_tile<decltype(shape)::rows, decltype(shape)::tokens>(
-        q + i * k, scale + i * (k / group), group, rows, a.q.data() + first * kBlock,
-        a.d.data() + first, k, count, dots);
+        q + i * k, scale + i * (k / group), group, rows, a.q.data() + t0 * k, a.d.data() + t0,
+        a.stride, k, count, dots);
   };
-  in_tiles(tokens, k, n, out, ldo, tile);
+  in_tiles(tokens, n, out, ldo, tile);
 }
 
 // Widened activations, per calling thread (unused for float32 ones).
@@ -420,11 +497,11 @@ template <Half H, typename T>
 void h16_linear(const T* x, int64_t tokens, int64_t k, const uint16_t* w, int64_t n, T* out,
                 int64_t ldo) {
   const float* xf = as_float32(x, tokens * k, widened);
-  auto tile = [&](auto shape, int64_t i, int64_t rows, int64_t first, int64_t count, float* dots) {
-    h16_tile<H, decltype(shape)::rows, decltype(shape)::tokens>(
-        w + i * k, rows, xf + first * kBlock, k, count, dots);
+  auto tile = [&](auto shape, int64_t i, int64_t rows, int64_t t0, int64_t count, float* dots) {
+    h16_tile<H, decltype(shape)::rows, decltype(shape)::tokens>(w + i * k, rows, xf + t0 * k, k,
+                                                                 count, dots);
   };
-  in_tiles(tokens, k, n, out, ldo, tile);
+  in_tiles(tokens, n, out, ldo, tile);
 }
 
 template <typename T>

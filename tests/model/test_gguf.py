@@ -125,7 +125,7 @@ def test_quantized_weights_served_as_stored_match_their_dequantized_model(
     kv_plain = [(k.to(dtype), v.to(dtype)) for k, v in new_kv_cache(stored.config)]
     expected = run(dequantized, ids, prefill_batch(12), kv_plain)
     got = run(stored, ids, prefill_batch(12), kv)
-    # Rows under DEQUANTIZE_ROWS ran the integer kernels: 8-bit activations, so close, not equal.
+    # 12 rows ran the integer kernels: 8-bit activations, so close, not equal.
     assert (got - expected).abs().max() < 0.05 * expected.abs().max()
     step = run(stored, ids[-1:], decode_batch(12), kv)
     step_plain = run(dequantized, ids[-1:], decode_batch(12), kv_plain)

@@ -14,7 +14,11 @@ from headrace.model import loader
 from headrace.model.llama import LlamaForCausalLM, PackedLinear, RopeScaling
 from headrace.model.loader import load_model, read_config
 from headrace.model.placement import cpu_has_native_bfloat16
-from headrace.model.quantized import AVX2_DEQUANTIZE_ROWS, HALF_DEQUANTIZE_ROWS, QuantizedLinear
+from headrace.model.quantized import (
+    HALF_AVX2_DEQUANTIZE_ROWS,
+    HALF_DEQUANTIZE_ROWS,
+    QuantizedLinear,
+)
 from tests.model.factories import (
     checkpoint_state,
     make_hf_model,
@@ -219,7 +223,7 @@ def test_a_16_bit_checkpoint_keeps_its_weights_under_float32(
     widened = load_model(path, torch.float32, CPU, quantization="none")
     assert linear_kinds(widened) == {torch.nn.Linear}
     # A decode's single row and a short prefill's on the kernels, a long prefill's on the GEMM.
-    for length in (1, 12, max(HALF_DEQUANTIZE_ROWS, AVX2_DEQUANTIZE_ROWS) + 4):
+    for length in (1, 12, max(HALF_DEQUANTIZE_ROWS, HALF_AVX2_DEQUANTIZE_ROWS) + 4):
         torch.testing.assert_close(logits(kept, length), logits(widened, length), rtol=0, atol=1e-5)
 
 

@@ -14,8 +14,9 @@ from gguf.quants import dequantize, quantize
 from headrace.model import native, quantized
 from headrace.model.gguf_quants import repack
 from headrace.model.quantized import (
-    AVX2_DEQUANTIZE_ROWS,
-    DEQUANTIZE_ROWS,
+    BFLOAT16_DEQUANTIZE_ROWS,
+    FLOAT32_DEQUANTIZE_ROWS,
+    HALF_AVX2_DEQUANTIZE_ROWS,
     HALF_DEQUANTIZE_ROWS,
     QuantizedLinear,
     QuantizedTensor,
@@ -29,7 +30,12 @@ MARCHES = ["native", "x86-64-v3", "x86-64"]
 DTYPES = [torch.float32, torch.bfloat16]
 ROWS, COLUMNS = 40, 512
 # Rows that dequantize on any CPU, in any dtype.
-GEMM_ROWS = max(DEQUANTIZE_ROWS, HALF_DEQUANTIZE_ROWS, AVX2_DEQUANTIZE_ROWS) + 3
+GEMM_ROWS = 3 + max(
+    BFLOAT16_DEQUANTIZE_ROWS,
+    FLOAT32_DEQUANTIZE_ROWS,
+    HALF_DEQUANTIZE_ROWS,
+    HALF_AVX2_DEQUANTIZE_ROWS,
+)
 
 
 def raw_blocks(kind: GGMLQuantizationType, rows: int, columns: int, seed: int = 0) -> np.ndarray:
@@ -141,11 +147,9 @@ def test_linear_over_parts_matches_its_dequantized_weight(tokens: int) -> None:
     torch.testing.assert_close(linear(x), expected, atol=0.02 * expected.abs().max(), rtol=0)
 
 
-@pytest.mark.parametrize("avx2_gemms", [True, False])
-def test_float32_rows_dequantize_later_where_torchs_gemms_are_avx2(
-    monkeypatch: pytest.MonkeyPatch, avx2_gemms: bool
-) -> None:
-    monkeypatch.setattr(quantized, "_avx2_gemms", lambda: avx2_gemms)
+@pytest.fixture
+def dequantizations(monkeypatch: pytest.MonkeyPatch) -> list[torch.dtype]:
+    """The dtypes of the weights the quantized operator dequantizes, call by call."""
     calls: list[torch.dtype] = []
     dequantized = quantized._dequantized
 
@@ -154,11 +158,28 @@ def test_float32_rows_dequantize_later_where_torchs_gemms_are_avx2(
         return dequantized(parts, dtype)
 
     monkeypatch.setattr(quantized, "_dequantized", counted)
+    return calls
+
+
+def test_block_formats_dequantize_later_under_float32_than_bfloat16(
+    dequantizations: list[torch.dtype],
+) -> None:
     linear, _ = mixed_linear(bias=False)
-    linear(torch.randn(DEQUANTIZE_ROWS + 2, 256))  # float32
-    assert calls == ([] if avx2_gemms else [torch.float32])
-    linear(torch.randn(DEQUANTIZE_ROWS + 2, 256).bfloat16())  # bfloat16: AMX's oneDNN, early
-    assert calls[-1] == torch.bfloat16
+    rows = BFLOAT16_DEQUANTIZE_ROWS + 2
+    linear(torch.randn(rows, 256))
+    assert dequantizations == []  # float32: the kernels, until FLOAT32_DEQUANTIZE_ROWS
+    linear(torch.randn(rows, 256).bfloat16())
+    assert dequantizations == [torch.bfloat16]
+
+
+@pytest.mark.parametrize("avx2_gemms", [True, False])
+def test_16_bit_weights_dequantize_later_where_torchs_gemms_are_avx2(
+    monkeypatch: pytest.MonkeyPatch, dequantizations: list[torch.dtype], avx2_gemms: bool
+) -> None:
+    monkeypatch.setattr(quantized, "_avx2_gemms", lambda: avx2_gemms)
+    linear = QuantizedLinear([QuantizedTensor.half(torch.randn(48, 256).half())], None)
+    linear(torch.randn(HALF_DEQUANTIZE_ROWS + 2, 256))
+    assert dequantizations == ([] if avx2_gemms else [torch.float32])
 
 
 @pytest.fixture
