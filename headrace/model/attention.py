@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from headrace.model.kernel_caches import bucketed
-from headrace.model.native import decode_attention_kernel
 from headrace.model.operators import define_operator
 
 __all__ = ["AttentionBatch", "PrefillSpan", "attend"]
@@ -84,41 +83,13 @@ def _decode_attention(
     lens: Tensor,
 ) -> Tensor:
     # q: [n, H, D]; k, v: [n, Hkv, D], one token per sequence -> [n, H, D]
-    # On the CPU the C++ kernel reads the cache in place, where torch's operators first copy the
-    # sequences' blocks out for SDPA: whole decode steps of SmolLM2-135M on 2 cores ran 3-19%
-    # faster on it at 8-32 sequences of 256-1024 positions, float32 held to AVX2 and bfloat16
-    # with AMX alike (but 32 sequences of 1024 in bfloat16, 5% slower).
-    kernel = decode_attention_kernel(q.dtype) if q.device.type == "cpu" else None
-    if kernel is None:
-        write_kv(k_cache, v_cache, k, v, slots)
-        return _attend_gathered(q, k_cache, v_cache, block_tables, lens)
-    # Rows may lie apart (q, k and v are views of one projection); heads within one may not.
-    q, k, v = (x if x.stride()[1:] == (x.shape[2], 1) else x.contiguous() for x in (q, k, v))
-    n, heads, dim = q.shape
-    _, block_size, kv_heads, _ = k_cache.shape
-    out = q.new_empty(q.shape)
-    kernel(
-        q.data_ptr(),
-        q.stride(0),
-        k.data_ptr(),
-        k.stride(0),
-        v.data_ptr(),
-        v.stride(0),
-        k_cache.data_ptr(),
-        v_cache.data_ptr(),
-        slots.data_ptr(),
-        block_tables.data_ptr(),
-        lens.data_ptr(),
-        out.data_ptr(),
-        n,
-        block_tables.shape[1],
-        block_size,
-        heads,
-        kv_heads,
-        dim,
-        dim**-0.5,
-    )
-    return out
+    # Where operators.cpp cannot run (another device, no compiler). On the CPU its C++ kernel
+    # (paged_attention.cpp) reads the cache in place, where this first copies the sequences'
+    # blocks out for SDPA: whole decode steps of SmolLM2-135M on 2 cores ran 3-19% faster on it
+    # at 8-32 sequences of 256-1024 positions, float32 held to AVX2 and bfloat16 with AMX alike
+    # (but 32 sequences of 1024 in bfloat16, 5% slower).
+    write_kv(k_cache, v_cache, k, v, slots)
+    return _attend_gathered(q, k_cache, v_cache, block_tables, lens)
 
 
 def _attend_gathered(
@@ -145,6 +116,7 @@ define_operator(
     "Tensor slots, Tensor block_tables, Tensor lens) -> Tensor",
     _decode_attention,
     _decode_attention_shape,
+    in_cpp=True,
 )
 
 

@@ -1,12 +1,14 @@
-"""headrace's C++ kernels: built once per machine, loaded with ctypes.
+"""headrace's C++: kernels built once per machine, and the operators that call them.
 
 paged_attention.cpp (decode attention over the paged KV cache) and quantized_matmul.cpp
 (matmuls over GGUF-style quantized weights and 16-bit ones) have no torch headers, so the C++
 compiler builds each in a second or two, with OpenMP, whose runtime torch has already loaded,
 and with the host's vector instructions: `-march=native`, or the target named by $HEADRACE_MARCH
-(`x86-64-v3` holds a build to AVX2, as on a CPU without AVX-512). Libraries are cached under
-~/.cache/headrace/kernels by a hash of the source and the command. Without a compiler, or if a
-build fails, callers get None and use torch's own operators.
+(`x86-64-v3` holds a build to AVX2, as on a CPU without AVX-512). operators.cpp, built against
+torch's headers once per torch, registers the CPU implementations of headrace's operators, which
+call those kernels through pointers bound here. Libraries are cached under
+~/.cache/headrace/kernels by a hash of their sources and the command. Without a compiler, or if
+a build fails, the operators run their Python implementations, on torch's own operators.
 """
 
 from __future__ import annotations
@@ -19,65 +21,26 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch.utils import cpp_extension
 
-__all__ = [
-    "DecodeAttentionKernel",
-    "QuantizedKernels",
-    "decode_attention_kernel",
-    "kernel_target",
-    "quantized_kernels",
-]
+__all__ = ["bind_kernels", "cpu_operators", "kernel_target"]
 
 logger = logging.getLogger("headrace.model")
 
 # -ffast-math lets exp() and the sums vectorize; every input to them is finite.
-_FLAGS = ["-O3", "-ffast-math", "-fopenmp", "-shared", "-fPIC", "-std=c++17"]
-_SUFFIXES = {torch.float32: "float32", torch.bfloat16: "bfloat16"}
-
-_POINTER, _INT = ctypes.c_void_p, ctypes.c_int64
-# Each kernel's arguments, by source; every function is defined once per suffix.
-_SIGNATURES: dict[str, dict[str, list[type]]] = {
-    "paged_attention": {
-        "decode_attention": [
-            *(_POINTER, _INT) * 3,  # q, k, v and their row strides
-            *(_POINTER,) * 6,  # k_cache, v_cache, slots, block_tables, lengths, out
-            *(_INT,) * 6,  # n, width, block_size, heads, kv_heads, dim
-            ctypes.c_float,  # scale
-        ],
-    },
-    "quantized_matmul": {
-        # x, tokens, k, packed, scale, min, n, out, ldo
-        "q4_linear": [_POINTER, _INT, _INT, *(_POINTER,) * 3, _INT, _POINTER, _INT],
-        # x, tokens, k, q, scale, group, n, out, ldo
-        "q8_linear": [_POINTER, _INT, _INT, _POINTER, _POINTER, _INT, _INT, _POINTER, _INT],
-        # packed, scale, min, n, k, out
-        "q4_dequantize": [*(_POINTER,) * 3, _INT, _INT, _POINTER],
-        # q, scale, group, n, k, out
-        "q8_dequantize": [_POINTER, _POINTER, _INT, _INT, _INT, _POINTER],
-        # x, tokens, k, w, n, out, ldo (IEEE half and bfloat16 weights)
-        "f16_linear": [_POINTER, _INT, _INT, _POINTER, _INT, _POINTER, _INT],
-        "bf16_linear": [_POINTER, _INT, _INT, _POINTER, _INT, _POINTER, _INT],
-    },
+_KERNEL_FLAGS = ["-O3", "-ffast-math", "-fopenmp", "-shared", "-fPIC", "-std=c++17"]
+_SUFFIXES = ("float32", "bfloat16")
+# The kernels operators.cpp calls, by source; each is defined once per suffix.
+_KERNELS = {
+    "paged_attention": ("decode_attention",),
+    "quantized_matmul": (
+        *("q4_linear", "q8_linear", "f16_linear", "bf16_linear"),
+        *("q4_dequantize", "q8_dequantize"),
+    ),
 }
-
-DecodeAttentionKernel = Callable[..., None]
-
-
-class QuantizedKernels:
-    """quantized_matmul.cpp's functions for activations of one dtype (float32 or bfloat16)."""
-
-    def __init__(self, library: ctypes.CDLL, dtype: torch.dtype) -> None:
-        suffix = _SUFFIXES[dtype]
-        self.q4_linear = getattr(library, f"q4_linear_{suffix}")
-        self.q8_linear = getattr(library, f"q8_linear_{suffix}")
-        self.q4_dequantize = getattr(library, f"q4_dequantize_{suffix}")
-        self.q8_dequantize = getattr(library, f"q8_dequantize_{suffix}")
-        self.f16_linear = getattr(library, f"f16_linear_{suffix}")
-        self.bf16_linear = getattr(library, f"bf16_linear_{suffix}")
 
 
 def kernel_target() -> str:
@@ -85,42 +48,84 @@ def kernel_target() -> str:
     return os.environ.get("HEADRACE_MARCH") or "native"
 
 
-def decode_attention_kernel(dtype: torch.dtype) -> DecodeAttentionKernel | None:
-    """The C++ decode attention for CPU tensors of `dtype`, or None where there is none."""
-    library = _library("paged_attention", kernel_target())
-    if library is None or dtype not in _SUFFIXES:
-        return None
-    function: DecodeAttentionKernel = getattr(library, f"decode_attention_{_SUFFIXES[dtype]}")
-    return function
+def cpu_operators() -> bool:
+    """Whether headrace's operators run as C++ on CPU tensors, on kernels built for the kernel
+    target: the first call builds (or finds in the cache) and loads them."""
+    return _operators() is not None
 
 
-def quantized_kernels(dtype: torch.dtype, march: str | None = None) -> QuantizedKernels | None:
-    """The quantized matmuls for activations of `dtype`, built for `march` (default: the
-    kernel target), or None where they cannot be built."""
-    return _quantized_kernels(dtype, march or kernel_target())
+def bind_kernels(march: str) -> None:
+    """Point the C++ operators at the kernels built for `march` (tests compare targets)."""
+    operators = _operators()
+    if operators is None:
+        raise RuntimeError("headrace's C++ operators are not loaded")
+    _bind(operators, march)
 
 
-# Looked up on every matmul of every step, so looked up once.
+def _bind(operators: ctypes.CDLL, march: str) -> None:
+    for source, functions in _KERNELS.items():
+        library = _kernel_library(source, march)
+        if library is None:
+            raise RuntimeError(f"{source}.cpp did not build for {march}")
+        for function in functions:
+            for suffix in _SUFFIXES:
+                name = f"{function}_{suffix}"
+                address = ctypes.cast(getattr(library, name), ctypes.c_void_p)
+                if not operators.headrace_bind(name.encode(), address):
+                    raise RuntimeError(f"operators.cpp has no kernel {name}")
+
+
+# Loaded once: a library's registrations last as long as the process.
 @functools.cache
-def _quantized_kernels(dtype: torch.dtype, march: str) -> QuantizedKernels | None:
-    library = _library("quantized_matmul", march)
-    if library is None or dtype not in _SUFFIXES:
+def _operators() -> ctypes.CDLL | None:
+    if any(_kernel_library(source, kernel_target()) is None for source in _KERNELS):
         return None
-    return QuantizedKernels(library, dtype)
+    torch_lib = cpp_extension.library_paths()[0]
+    flags = [
+        "-O2", "-shared", "-fPIC", "-std=c++20",
+        f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
+        *(f"-I{path}" for path in cpp_extension.include_paths()),
+        f"-L{torch_lib}", f"-Wl,-rpath,{torch_lib}", "-lc10", "-ltorch_cpu",
+    ]  # fmt: skip
+    # The headers' version is part of what it is built from.
+    built = _built("operators", flags, extra=torch.__version__.encode())
+    if built is None:
+        return None
+    try:
+        torch.ops.load_library(str(built))  # type: ignore[no-untyped-call]
+        operators = ctypes.CDLL(str(built))
+    except OSError as error:
+        logger.warning("loading %s failed, using torch's operators: %s", built.name, error)
+        return None
+    operators.headrace_bind.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+    operators.headrace_bind.restype = ctypes.c_bool
+    _bind(operators, kernel_target())
+    return operators
 
 
 @functools.cache
-def _library(name: str, march: str) -> ctypes.CDLL | None:
+def _kernel_library(name: str, march: str) -> ctypes.CDLL | None:
+    built = _built(name, [f"-march={march}", *_KERNEL_FLAGS])
+    try:
+        return None if built is None else ctypes.CDLL(str(built))
+    except OSError as error:
+        logger.warning("loading %s failed, using torch's operators: %s", built, error)
+        return None
+
+
+def _built(name: str, flags: list[str], extra: bytes = b"") -> Path | None:
+    # The library built from <name>.cpp with `flags`, from the cache when it holds it.
     source_file = Path(__file__).with_name(f"{name}.cpp")
     compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
     if compiler is None:
         logger.warning("no C++ compiler (set CXX): %s runs on torch's operators", name)
         return None
-    flags = [f"-march={march}", *_FLAGS]
     # The headers it includes are part of what it is built from.
     sources = [source_file, *sorted(source_file.parent.glob("*.h"))]
     built_from = (
-        b"".join(path.read_bytes() for path in sources) + " ".join([compiler, *flags]).encode()
+        b"".join(path.read_bytes() for path in sources)
+        + " ".join([compiler, *flags]).encode()
+        + extra
     )
     digest = hashlib.sha256(built_from).hexdigest()[:16]
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "headrace"
@@ -128,17 +133,11 @@ def _library(name: str, march: str) -> ctypes.CDLL | None:
     try:
         if not built.exists():
             _build(compiler, flags, source_file, built)
-        library = ctypes.CDLL(str(built))
     except (OSError, subprocess.CalledProcessError) as error:
         detail = getattr(error, "stderr", "") or error
         logger.warning("building %s failed, using torch's operators: %s", source_file.name, detail)
         return None
-    for function_name, argtypes in _SIGNATURES[name].items():
-        for suffix in _SUFFIXES.values():
-            function = getattr(library, f"{function_name}_{suffix}")
-            function.restype = None
-            function.argtypes = argtypes
-    return library
+    return built
 
 
 def _build(compiler: str, flags: list[str], source: Path, built: Path) -> None:
@@ -146,6 +145,7 @@ def _build(compiler: str, flags: list[str], source: Path, built: Path) -> None:
     # Built beside its final name and renamed, so a concurrent start never loads half a file.
     with tempfile.TemporaryDirectory(dir=built.parent) as scratch:
         partial = Path(scratch) / built.name
-        command = [compiler, *flags, str(source), "-o", str(partial)]
+        # The source first: libraries named in the flags must follow what uses them.
+        command = [compiler, str(source), *flags, "-o", str(partial)]
         subprocess.run(command, check=True, capture_output=True, text=True)
         os.replace(partial, built)

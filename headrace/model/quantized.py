@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from headrace.model.native import QuantizedKernels, quantized_kernels
 from headrace.model.operators import define_operator
 
 __all__ = [
@@ -154,6 +153,13 @@ class QuantizedLinear(nn.Module):
         self.bias = bias
         self.in_features = merged[0].columns
         self.out_features = sum(part.values.shape[0] for part in merged)
+        # Rows from which a float32 call dequantizes (bfloat16: BFLOAT16_DEQUANTIZE_ROWS),
+        # decided here, where no compiled step traces it.
+        self.float32_rows = (
+            (HALF_AVX2_DEQUANTIZE_ROWS if _avx2_gemms() else HALF_DEQUANTIZE_ROWS)
+            if all(part.sixteen_bit for part in merged)
+            else FLOAT32_DEQUANTIZE_ROWS
+        )
 
     @property
     def parts(self) -> list[QuantizedTensor]:
@@ -168,7 +174,8 @@ class QuantizedLinear(nn.Module):
             [getattr(self, f"{field}{index}") for index in range(self.num_parts)]
             for field in _FIELDS
         )
-        out: Tensor = torch.ops.headrace.quantized_linear(x, values, scales, mins, self.bias)
+        rows = self.float32_rows if x.dtype == torch.float32 else BFLOAT16_DEQUANTIZE_ROWS
+        out: Tensor = torch.ops.headrace.quantized_linear(x, values, scales, mins, self.bias, rows)
         return out
 
     def dequantize(self, dtype: torch.dtype) -> Tensor:
@@ -177,29 +184,8 @@ class QuantizedLinear(nn.Module):
 
 
 def _dequantized(parts: Sequence[QuantizedTensor], dtype: torch.dtype) -> Tensor:
-    # -> the parts' rows stacked [N, K] in dtype: by the C++ kernels, else by torch
-    kernels = quantized_kernels(dtype)
-    if kernels is None:
-        return torch.cat([part.dequantize(dtype) for part in parts])
-    out = torch.empty(sum(part.values.shape[0] for part in parts), parts[0].columns, dtype=dtype)
-    start = 0
-    for part in parts:
-        rows = part.values.shape[0]
-        target = out[start:].data_ptr()
-        if part.sixteen_bit:
-            out[start : start + rows] = part.values  # widened by torch's own conversion
-        elif part.four_bit:
-            kernels.q4_dequantize(
-                part.values.data_ptr(), part.scale.data_ptr(), part.min.data_ptr(),
-                rows, part.columns, target,
-            )  # fmt: skip
-        else:
-            kernels.q8_dequantize(
-                part.values.data_ptr(), part.scale.data_ptr(), part.group,
-                rows, part.columns, target,
-            )  # fmt: skip
-        start += rows
-    return out
+    # -> the parts' rows stacked [N, K] in dtype, by torch's operators
+    return torch.cat([part.dequantize(dtype) for part in parts])
 
 
 def _merge(parts: Sequence[QuantizedTensor]) -> list[QuantizedTensor]:
@@ -216,75 +202,43 @@ def _merge(parts: Sequence[QuantizedTensor]) -> list[QuantizedTensor]:
     return merged
 
 
-def _quantized_linear(
-    x: Tensor, values: list[Tensor], scales: list[Tensor], mins: list[Tensor], bias: Tensor | None
-) -> Tensor:
-    tokens = x.shape[0]
-    kernels = quantized_kernels(x.dtype)
-    # Decided here, inside the operator, so that compiled steps choose by their rows too.
-    if kernels is None or tokens == 0 or tokens >= _dequantize_rows(x, values):
-        parts = [QuantizedTensor(*fields) for fields in zip(values, scales, mins, strict=True)]
-        return F.linear(x, _dequantized(parts, x.dtype), bias)
-    x = x.contiguous()
-    out = x.new_empty(tokens, sum(part.shape[0] for part in values))
-    start = 0
-    for part, scale, minimum in zip(values, scales, mins, strict=True):
-        _multiply(kernels, x, part, scale, minimum, out[:, start:])
-        start += part.shape[0]
-    return out if bias is None else out + bias
-
-
-def _dequantize_rows(x: Tensor, values: list[Tensor]) -> int:
-    if x.dtype != torch.float32:
-        return BFLOAT16_DEQUANTIZE_ROWS
-    if all(v.dtype in _HALVES for v in values):
-        return HALF_AVX2_DEQUANTIZE_ROWS if _avx2_gemms() else HALF_DEQUANTIZE_ROWS
-    return FLOAT32_DEQUANTIZE_ROWS
-
-
 @functools.cache
 def _avx2_gemms() -> bool:
     # Whether torch's kernels stop short of AVX-512 here (the CPU, or ATEN_CPU_CAPABILITY)
     return torch.backends.cpu.get_cpu_capability() != "AVX512"
 
 
-def _multiply(
-    kernels: QuantizedKernels,
+def _quantized_linear(
     x: Tensor,
-    values: Tensor,
-    scale: Tensor,
-    minimum: Tensor,
-    out: Tensor,
-) -> None:
-    # out[:, :N] = x @ W.T for the weight W in (values, scale, minimum) of N rows; x [T, K]
-    # contiguous, out rows of a row-major tensor (the kernel writes its first N columns).
-    tokens, columns = x.shape
-    rows, ldo = values.shape[0], out.stride(0)
-    if values.dtype == torch.uint8:  # 4-bit
-        kernels.q4_linear(
-            x.data_ptr(), tokens, columns, values.data_ptr(), scale.data_ptr(),
-            minimum.data_ptr(), rows, out.data_ptr(), ldo,
-        )  # fmt: skip
-    elif values.dtype == torch.int8:
-        kernels.q8_linear(
-            x.data_ptr(), tokens, columns, values.data_ptr(), scale.data_ptr(),
-            columns // scale.shape[1], rows, out.data_ptr(), ldo,
-        )  # fmt: skip
-    else:
-        multiply = kernels.f16_linear if values.dtype == torch.float16 else kernels.bf16_linear
-        multiply(x.data_ptr(), tokens, columns, values.data_ptr(), rows, out.data_ptr(), ldo)
+    values: list[Tensor],
+    scales: list[Tensor],
+    mins: list[Tensor],
+    bias: Tensor | None,
+    dequantize_rows: int,
+) -> Tensor:
+    # Where operators.cpp cannot run (another device, no compiler): always torch's GEMM.
+    parts = [QuantizedTensor(*fields) for fields in zip(values, scales, mins, strict=True)]
+    return F.linear(x, _dequantized(parts, x.dtype), bias)
 
 
 def _quantized_linear_shape(
-    x: Tensor, values: list[Tensor], scales: list[Tensor], mins: list[Tensor], bias: Tensor | None
+    x: Tensor,
+    values: list[Tensor],
+    scales: list[Tensor],
+    mins: list[Tensor],
+    bias: Tensor | None,
+    dequantize_rows: int,
 ) -> Tensor:
     return x.new_empty(x.shape[0], sum(v.shape[0] for v in values))
 
 
-# An operator, so that torch.compile calls the kernel rather than tracing into ctypes.
+# An operator, so that torch.compile calls the kernels rather than tracing them. On the CPU
+# (operators.cpp) it runs quantized_matmul.cpp's kernels for calls of fewer than
+# `dequantize_rows` tokens, and otherwise dequantizes the weight for the call.
 define_operator(
-    "quantized_linear(Tensor x, Tensor[] values, Tensor[] scales, Tensor[] mins, Tensor? bias)"
-    " -> Tensor",
+    "quantized_linear(Tensor x, Tensor[] values, Tensor[] scales, Tensor[] mins, Tensor? bias,"
+    " int dequantize_rows) -> Tensor",
     _quantized_linear,
     _quantized_linear_shape,
+    in_cpp=True,
 )

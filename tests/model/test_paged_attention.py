@@ -1,10 +1,6 @@
-"""The C++ decode attention agrees with torch's operators over the same paged cache, and without
-a compiler attention runs on torch's operators."""
+"""The C++ decode attention agrees with torch's operators over the same paged cache."""
 
 from __future__ import annotations
-
-import logging
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -35,9 +31,7 @@ def decode_case(lengths: list[int], dtype: torch.dtype) -> tuple[torch.Tensor, .
 def on_torch(case: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Decode attention on torch's operators; the output and the caches it wrote to."""
     q, k, v, k_cache, v_cache, slots, tables, lens = (x.clone() for x in case)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(attention, "decode_attention_kernel", lambda _: None)
-        out = attention._decode_attention(q, k, v, k_cache, v_cache, slots, tables, lens)
+    out = attention._decode_attention(q, k, v, k_cache, v_cache, slots, tables, lens)
     return out, k_cache, v_cache
 
 
@@ -46,33 +40,11 @@ def on_torch(case: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor
     "lengths", [[1], [37], [5, 64, 17], [4, 8, 12, 16], [3, 9, 1, 28, 7, 22, 2, 15, 11]]
 )
 def test_kernel_agrees_with_torch(dtype: torch.dtype, lengths: list[int]) -> None:
-    assert native.decode_attention_kernel(dtype) is not None, "the kernel did not build"
+    assert native.cpu_operators(), "the C++ operators did not build"
     case = decode_case(lengths, dtype)
     expected, k_ref, v_ref = on_torch(case)
     q, k, v, k_cache, v_cache, slots, tables, lens = case
-    out = attention._decode_attention(q, k, v, k_cache, v_cache, slots, tables, lens)
+    out = torch.ops.headrace.decode_attention(q, k, v, k_cache, v_cache, slots, tables, lens)
     assert torch.equal(k_cache, k_ref) and torch.equal(v_cache, v_ref)  # the same writes
     tolerance = 1e-5 if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(out, expected, atol=tolerance, rtol=tolerance)
-
-
-@pytest.fixture
-def fresh_build() -> Iterator[None]:
-    native._library.cache_clear()
-    yield
-    native._library.cache_clear()
-
-
-@pytest.mark.usefixtures("fresh_build")
-def test_without_a_compiler_attention_runs_on_torch(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.setenv("CXX", "/no/such/g++")
-    with caplog.at_level(logging.WARNING, logger="headrace.model"):
-        assert native.decode_attention_kernel(torch.float32) is None
-    assert "building paged_attention.cpp failed, using torch's operators" in caplog.text
-    case = decode_case([9, 3], torch.float32)
-    expected, _, _ = on_torch(case)
-    q, k, v, k_cache, v_cache, slots, tables, lens = case
-    out = attention._decode_attention(q, k, v, k_cache, v_cache, slots, tables, lens)
-    assert torch.equal(out, expected)

@@ -74,38 +74,51 @@ def test_repacking_keeps_every_value(weight: tuple[QuantizedTensor, torch.Tensor
     assert torch.equal(packed.dequantize(), expected)
 
 
+@pytest.fixture(params=MARCHES)
+def march(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The C++ operators bound to kernels built for each target in turn."""
+    assert native.cpu_operators(), "the C++ operators did not build"
+    native.bind_kernels(request.param)
+    yield request.param
+    native.bind_kernels(native.kernel_target())
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_kernel_dequantizes_as_torch_does(
-    weight: tuple[QuantizedTensor, torch.Tensor], dtype: torch.dtype
+    weight: tuple[QuantizedTensor, torch.Tensor], march: str, dtype: torch.dtype
 ) -> None:
+    # From GEMM_ROWS tokens the operator dequantizes in C++ and multiplies with torch's GEMM:
+    # the same weight, so the same product bit for bit.
     packed, expected = weight
-    assert torch.equal(QuantizedLinear([packed], None).dequantize(dtype), expected.to(dtype))
+    x = torch.randn(GEMM_ROWS, COLUMNS).to(dtype)
+    got = QuantizedLinear([packed], None)(x)
+    assert torch.equal(got, torch.nn.functional.linear(x, expected.to(dtype)))
 
 
 @pytest.mark.parametrize("tokens", [1, 3, 4, 9])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("march", MARCHES)
 def test_matmul_matches_the_dequantized_reference(
     weight: tuple[QuantizedTensor, torch.Tensor], march: str, dtype: torch.dtype, tokens: int
 ) -> None:
     packed, expected_weight = weight
-    kernels = native.quantized_kernels(dtype, march)
-    assert kernels is not None, f"the kernels did not build for {march}"
     x = torch.randn(tokens, COLUMNS, generator=torch.Generator().manual_seed(tokens)).to(dtype)
-    # Written into columns 3.. of a wider output, as one part of a fused projection is.
-    out = torch.full((tokens, ROWS + 5), 7.0, dtype=dtype)
-    quantized._multiply(kernels, x, *packed.fields, out[:, 3:])
-    assert torch.all(out[:, :3] == 7) and torch.all(out[:, -2:] == 7)
+    # The second part of a fused projection, so written into columns 3.. of the output.
+    first = quantize_q8_0(torch.randn(3, COLUMNS))
+    parts = [first, packed]
+    fields = zip(*(part.fields for part in parts), strict=True)
+    values, scales, mins = (list(field) for field in fields)
+    out = torch.ops.headrace.quantized_linear(x, values, scales, mins, None, GEMM_ROWS)
     # Against the activations the kernel multiplies (block formats: int8, 16-bit: x itself) the
     # rounding is only float summation's; against x, that of 8-bit activations (about 0.4%).
     multiplied = x.double() if packed.sixteen_bit else quantized_activations(x)
-    exact = multiplied @ expected_weight.double().T
-    plain = x.double() @ expected_weight.double().T
-    got = out[:, 3:-2].double()
-    bound = exact.abs().max()
     tolerance = 1e-5 if dtype == torch.float32 else 1e-2
-    assert (got - exact).abs().max() <= tolerance * bound
-    assert (got - plain).abs().max() <= 0.03 * bound
+    for got, exact in (
+        (out[:, 3:], multiplied @ expected_weight.double().T),
+        (out[:, :3], quantized_activations(x) @ first.dequantize().double().T),
+    ):
+        assert (got.double() - exact).abs().max() <= tolerance * exact.abs().max()
+    plain = x.double() @ expected_weight.double().T
+    assert (out[:, 3:].double() - plain).abs().max() <= 0.03 * plain.abs().max()
 
 
 def test_int8_quantization_rounds_to_the_nearest_step() -> None:
@@ -147,58 +160,29 @@ def test_linear_over_parts_matches_its_dequantized_weight(tokens: int) -> None:
     torch.testing.assert_close(linear(x), expected, atol=0.02 * expected.abs().max(), rtol=0)
 
 
-@pytest.fixture
-def dequantizations(monkeypatch: pytest.MonkeyPatch) -> list[torch.dtype]:
-    """The dtypes of the weights the quantized operator dequantizes, call by call."""
-    calls: list[torch.dtype] = []
-    dequantized = quantized._dequantized
-
-    def counted(parts: list[QuantizedTensor], dtype: torch.dtype) -> torch.Tensor:
-        calls.append(dtype)
-        return dequantized(parts, dtype)
-
-    monkeypatch.setattr(quantized, "_dequantized", counted)
-    return calls
+def dequantizes(linear: QuantizedLinear, x: torch.Tensor) -> bool:
+    """Whether the quantized operator dequantizes the weight for torch's GEMM on this call."""
+    with torch.profiler.profile() as profile:
+        linear(x)
+    return any(event.name == "aten::linear" for event in profile.events())
 
 
-def test_block_formats_dequantize_later_under_float32_than_bfloat16(
-    dequantizations: list[torch.dtype],
-) -> None:
+def test_block_formats_dequantize_later_under_float32_than_bfloat16() -> None:
     linear, _ = mixed_linear(bias=False)
     rows = BFLOAT16_DEQUANTIZE_ROWS + 2
-    linear(torch.randn(rows, 256))
-    assert dequantizations == []  # float32: the kernels, until FLOAT32_DEQUANTIZE_ROWS
-    linear(torch.randn(rows, 256).bfloat16())
-    assert dequantizations == [torch.bfloat16]
+    assert not dequantizes(linear, torch.randn(rows, 256))  # until FLOAT32_DEQUANTIZE_ROWS
+    assert dequantizes(linear, torch.randn(rows, 256).bfloat16())
+    assert not dequantizes(linear, torch.randn(BFLOAT16_DEQUANTIZE_ROWS - 1, 256).bfloat16())
+    assert dequantizes(linear, torch.randn(FLOAT32_DEQUANTIZE_ROWS, 256))
 
 
 @pytest.mark.parametrize("avx2_gemms", [True, False])
 def test_16_bit_weights_dequantize_later_where_torchs_gemms_are_avx2(
-    monkeypatch: pytest.MonkeyPatch, dequantizations: list[torch.dtype], avx2_gemms: bool
+    monkeypatch: pytest.MonkeyPatch, avx2_gemms: bool
 ) -> None:
     monkeypatch.setattr(quantized, "_avx2_gemms", lambda: avx2_gemms)
     linear = QuantizedLinear([QuantizedTensor.half(torch.randn(48, 256).half())], None)
-    linear(torch.randn(HALF_DEQUANTIZE_ROWS + 2, 256))
-    assert dequantizations == ([] if avx2_gemms else [torch.float32])
-
-
-@pytest.fixture
-def no_compiler(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    caches = (native._library, native._quantized_kernels)
-    for cache in caches:
-        cache.cache_clear()
-    monkeypatch.setenv("CXX", "/no/such/g++")
-    yield
-    for cache in caches:
-        cache.cache_clear()
-
-
-@pytest.mark.usefixtures("no_compiler")
-def test_without_a_compiler_the_weight_is_dequantized() -> None:
-    assert quantized.quantized_kernels(torch.float32) is None
-    linear, weight = mixed_linear(bias=True)
-    x = torch.randn(3, 256)
-    torch.testing.assert_close(linear(x), torch.nn.functional.linear(x, weight, linear.bias))
+    assert dequantizes(linear, torch.randn(HALF_DEQUANTIZE_ROWS + 2, 256)) != avx2_gemms
 
 
 def test_the_compiled_step_calls_the_kernel_without_recompiling() -> None:
