@@ -47,8 +47,17 @@ def compile_decode(
     def decode(input_ids: Tensor, batch: AttentionBatch, kv: list[tuple[Tensor, Tensor]]) -> Tensor:
         return model.compute_logits(model(input_ids, batch, kv))
 
-    # Rounding to bfloat16 wherever eager does keeps the tokens those of eager decoding.
-    compiled = torch.compile(decode, dynamic=None, options={"emulate_precision_casts": True})
+    compiled = torch.compile(
+        decode,
+        dynamic=None,
+        options={
+            # Rounding to bfloat16 wherever eager does keeps the tokens those of eager decoding.
+            "emulate_precision_casts": True,
+            # The model is not changed after loading, so the graph checks the step's inputs
+            # only: checking its ~4,000 guards on the modules cost 0.55 ms a step, 0.05 without.
+            "guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe,
+        },
+    )
 
     def step(input_ids: Tensor, batch: AttentionBatch, kv: list[tuple[Tensor, Tensor]]) -> Tensor:
         # Compiling again while serving would stall every stream for seconds: a step the
