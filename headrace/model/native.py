@@ -30,8 +30,11 @@ __all__ = ["bind_kernels", "cpu_operators", "kernel_target"]
 
 logger = logging.getLogger("headrace.model")
 
-# -ffast-math lets exp() and the sums vectorize; every input to them is finite.
-_KERNEL_FLAGS = ["-O3", "-ffast-math", "-fopenmp", "-shared", "-fPIC", "-std=c++17"]
+# -ffast-math lets exp() and the sums vectorize; every input to them is finite. It is given to
+# the compiler only: linked with it, GCC 12 adds crtfastmath.o, whose constructor turns on
+# flush-to-zero for the whole process as the library loads.
+_KERNEL_FLAGS = ["-O3", "-ffast-math", "-fopenmp", "-fPIC", "-std=c++17"]
+_KERNEL_LINK = ["-shared", "-fopenmp"]
 _SUFFIXES = ("float32", "bfloat16")
 # The kernels operators.cpp calls, by source; each is defined once per suffix.
 _KERNELS = {
@@ -82,13 +85,13 @@ def _operators() -> ctypes.CDLL | None:
         return None
     torch_lib = cpp_extension.library_paths()[0]
     flags = [
-        "-O2", "-shared", "-fPIC", "-std=c++20",
+        "-O2", "-fPIC", "-std=c++20",
         f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
         *(f"-I{path}" for path in cpp_extension.include_paths()),
-        f"-L{torch_lib}", f"-Wl,-rpath,{torch_lib}", "-lc10", "-ltorch_cpu",
     ]  # fmt: skip
+    link = ["-shared", f"-L{torch_lib}", f"-Wl,-rpath,{torch_lib}", "-lc10", "-ltorch_cpu"]
     # The headers' version is part of what it is built from.
-    built = _built("operators", flags, extra=torch.__version__.encode())
+    built = _built("operators", flags, link, extra=torch.__version__.encode())
     if built is None:
         return None
     try:
@@ -105,7 +108,7 @@ def _operators() -> ctypes.CDLL | None:
 
 @functools.cache
 def _kernel_library(name: str, march: str) -> ctypes.CDLL | None:
-    built = _built(name, [f"-march={march}", *_KERNEL_FLAGS])
+    built = _built(name, [f"-march={march}", *_KERNEL_FLAGS], _KERNEL_LINK)
     try:
         return None if built is None else ctypes.CDLL(str(built))
     except OSError as error:
@@ -113,8 +116,9 @@ def _kernel_library(name: str, march: str) -> ctypes.CDLL | None:
         return None
 
 
-def _built(name: str, flags: list[str], extra: bytes = b"") -> Path | None:
-    # The library built from <name>.cpp with `flags`, from the cache when it holds it.
+def _built(name: str, flags: list[str], link: list[str], extra: bytes = b"") -> Path | None:
+    # The library compiled from <name>.cpp with `flags` and linked with `link`, from the cache
+    # when it holds it.
     source_file = Path(__file__).with_name(f"{name}.cpp")
     compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
     if compiler is None:
@@ -124,7 +128,7 @@ def _built(name: str, flags: list[str], extra: bytes = b"") -> Path | None:
     sources = [source_file, *sorted(source_file.parent.glob("*.h"))]
     built_from = (
         b"".join(path.read_bytes() for path in sources)
-        + " ".join([compiler, *flags]).encode()
+        + " ".join([compiler, *flags, *link]).encode()
         + extra
     )
     digest = hashlib.sha256(built_from).hexdigest()[:16]
@@ -132,7 +136,7 @@ def _built(name: str, flags: list[str], extra: bytes = b"") -> Path | None:
     built = cache / "kernels" / f"{name}-{digest}.so"
     try:
         if not built.exists():
-            _build(compiler, flags, source_file, built)
+            _build(compiler, flags, link, source_file, built)
     except (OSError, subprocess.CalledProcessError) as error:
         detail = getattr(error, "stderr", "") or error
         logger.warning("building %s failed, using torch's operators: %s", source_file.name, detail)
@@ -140,12 +144,16 @@ def _built(name: str, flags: list[str], extra: bytes = b"") -> Path | None:
     return built
 
 
-def _build(compiler: str, flags: list[str], source: Path, built: Path) -> None:
+def _build(compiler: str, flags: list[str], link: list[str], source: Path, built: Path) -> None:
     built.parent.mkdir(parents=True, exist_ok=True)
     # Built beside its final name and renamed, so a concurrent start never loads half a file.
     with tempfile.TemporaryDirectory(dir=built.parent) as scratch:
         partial = Path(scratch) / built.name
-        # The source first: libraries named in the flags must follow what uses them.
-        command = [compiler, str(source), *flags, "-o", str(partial)]
-        subprocess.run(command, check=True, capture_output=True, text=True)
+        objects = partial.with_suffix(".o")
+        for command in (
+            [compiler, *flags, "-c", str(source), "-o", str(objects)],
+            # The libraries named in `link` after what uses them.
+            [compiler, str(objects), *link, "-o", str(partial)],
+        ):
+            subprocess.run(command, check=True, capture_output=True, text=True)
         os.replace(partial, built)

@@ -1,6 +1,6 @@
-"""Without a C++ compiler headrace's operators run on torch's own: slower, never wrong.
-
-In a process of its own, since a process that has loaded the C++ operators keeps them."""
+"""Loading headrace's C++ leaves the process's arithmetic alone; without a C++ compiler its
+operators run on torch's own: slower, never wrong (in a process of its own, since a process
+that has loaded the C++ operators keeps them)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import torch
+
+from headrace.model import native
 
 SCRIPT = """
 import torch
@@ -45,3 +49,11 @@ def test_without_a_compiler_the_operators_run_on_torch(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stderr
     assert "building paged_attention.cpp failed, using torch's operators" in run.stderr
+
+
+def test_loading_the_kernels_keeps_subnormal_numbers() -> None:
+    # A library linked with -ffast-math would switch the process to flush-to-zero as it loads,
+    # changing every float operation that meets a subnormal number, torch's included.
+    assert native.cpu_operators()
+    tiny = torch.tensor([1e-40])
+    assert (tiny * 1.0).item() != 0 and tiny.item() != 0
