@@ -106,6 +106,7 @@ class FakeEngine:
         reply: Sequence[int] | None = None,
         *,
         max_model_len: int = 256,
+        vocab_size: int = 512,
         step_delay: float = 0.0,
         raise_after: int | None = None,
         abort_after: int | None = None,
@@ -113,6 +114,7 @@ class FakeEngine:
         # Tokens every request gets, in order; EOS-terminated by default.
         self.reply = list(reply) if reply is not None else [*REPLY.encode(), EOS]
         self.max_model_len = max_model_len
+        self.vocab_size = vocab_size
         # Seconds before each token.
         self.step_delay = step_delay
         # Raise RuntimeError after this many tokens.

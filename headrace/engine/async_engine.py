@@ -60,6 +60,7 @@ class AsyncEngine:
     def __init__(self, engine: LLMEngine, thread: ThreadPoolExecutor) -> None:
         """Use `build`: it makes the engine on the thread that will step it."""
         self.max_model_len = engine.max_model_len
+        self.vocab_size = engine.vocab_size
         self._engine = engine
         self._thread = thread
         self._commands: queue.SimpleQueue[_Command] = queue.SimpleQueue()

@@ -13,6 +13,8 @@ __all__ = ["EngineClient"]
 class EngineClient(Protocol):
     # Most tokens, prompt and completion together, one sequence may hold.
     max_model_len: int
+    # Token ids the model scores: 0 to vocab_size - 1.
+    vocab_size: int
 
     def start(self) -> None:
         """Begin stepping; called from the event loop that will consume the outputs."""

@@ -45,6 +45,7 @@ class LLMEngine:
         self.max_model_len = max_model_len
         self.device = device
         model_config = model.config
+        self.vocab_size = model_config.vocab_size
         num_blocks = num_blocks_for(
             config.kv_cache_memory,
             block_size=config.block_size,

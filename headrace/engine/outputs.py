@@ -43,6 +43,15 @@ class SamplingParams:
     # The grammar the output must follow, if any; the request stops once it is complete.
     # Compared and hashed by identity (compilers hand out one object per schema).
     grammar: Grammar | None = None
+    # OpenAI's penalties on the tokens generated so far, each token's logit lowered by
+    # frequency_penalty times its count plus presence_penalty once it has appeared (-2..2).
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    # vLLM's (CTRL's) penalty on every token of the prompt and the output: a positive logit
+    # divided by it, a negative one multiplied; 1 changes nothing.
+    repetition_penalty: float = 1.0
+    # (token id, bias) pairs: each bias, -100..100, added to its token's logit.
+    logit_bias: tuple[tuple[int, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -51,6 +60,23 @@ class SamplingParams:
             raise ValueError(f"temperature must not be negative, not {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], not {self.top_p}")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not -2 <= getattr(self, name) <= 2:
+                raise ValueError(f"{name} must be in [-2, 2], not {getattr(self, name)}")
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty must be positive, not {self.repetition_penalty}")
+        if any(not -100 <= bias <= 100 for _, bias in self.logit_bias):
+            raise ValueError("logit_bias values must be in [-100, 100]")
+
+    @property
+    def adjusts_logits(self) -> bool:
+        """Whether a penalty or a bias changes the logits before the token is picked."""
+        return bool(
+            self.presence_penalty
+            or self.frequency_penalty
+            or self.repetition_penalty != 1
+            or self.logit_bias
+        )
 
 
 @dataclass(frozen=True)

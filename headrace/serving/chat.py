@@ -150,6 +150,10 @@ class ChatService:
             seed=request.seed,
             stop_token_ids=frozenset() if request.ignore_eos else self._tokenizer.eos_token_ids,
             grammar=grammar,
+            presence_penalty=request.presence_penalty or 0.0,
+            frequency_penalty=request.frequency_penalty or 0.0,
+            repetition_penalty=request.repetition_penalty or 1.0,
+            logit_bias=self._logit_bias(request.logit_bias or {}),
         )
         stop = [request.stop] if isinstance(request.stop, str) else request.stop or []
         options = request.stream_options
@@ -244,6 +248,20 @@ class ChatService:
             return build(self._grammars)
         except GrammarError as error:
             raise InvalidRequestError(str(error), param=param) from error
+
+    def _logit_bias(self, biases: dict[str, float]) -> tuple[tuple[int, float], ...]:
+        # -> (token id, bias) pairs, every key checked to be a token id of the model
+        vocab = self._engine.vocab_size
+        pairs = []
+        for key, bias in biases.items():
+            token = int(key) if key.isdecimal() else -1
+            if not 0 <= token < vocab:
+                raise InvalidRequestError(
+                    f"logit_bias keys must be token ids from 0 to {vocab - 1}, not {key!r}.",
+                    param="logit_bias",
+                )
+            pairs.append((token, bias))
+        return tuple(pairs)
 
     def _max_tokens(self, request: ChatCompletionRequest, prompt_tokens: int) -> int:
         limit = self._engine.max_model_len

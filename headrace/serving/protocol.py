@@ -175,10 +175,15 @@ class ChatCompletionRequest(_Request):
     ignore_eos: bool = False
     # Up to 4 strings that end the completion; never part of the returned text.
     stop: str | Annotated[list[str], Field(max_length=4)] | None = None
-    # Accepted and ignored: the engine has no repetition penalties yet.
+    # Lowers the logit of every token generated so far, once (OpenAI's formula). Default 0.
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
-    # Accepted and ignored, as presence_penalty.
+    # Lowers the logit of every token generated so far, per time it appeared. Default 0.
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    # vLLM's extension: divides positive logits and multiplies negative ones of every token of
+    # the prompt and the output. Default 1 (none).
+    repetition_penalty: float | None = Field(default=None, gt=0, le=10)
+    # Token id (a string, as JSON keys are) -> a bias of -100..100 added to its logit.
+    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
     # End-user id; accepted and ignored.
     user: str | None = None
     # Functions the model may call, at most 128 as OpenAI allows (checked by

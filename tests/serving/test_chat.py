@@ -67,6 +67,23 @@ async def test_prepare_builds_sampling_params() -> None:
     assert chat.params.max_tokens == 9 and chat.params.stop_token_ids == {EOS}
     defaults = service.prepare(request()).params
     assert defaults.temperature == 1.0 and defaults.top_p == 1.0 and defaults.seed is None
+    assert not defaults.adjusts_logits
+
+
+async def test_prepare_passes_penalties_and_logit_bias() -> None:
+    service, _ = make_service()
+    chat = service.prepare(
+        request(
+            presence_penalty=0.5,
+            frequency_penalty=-1,
+            repetition_penalty=1.3,
+            logit_bias={"65": 100, "0": -2.5, "511": 1},
+        )
+    )
+    params = chat.params
+    assert (params.presence_penalty, params.frequency_penalty) == (0.5, -1)
+    assert params.repetition_penalty == 1.3
+    assert params.logit_bias == ((65, 100), (0, -2.5), (511, 1))
 
 
 async def test_max_completion_tokens_wins_and_default_fills_the_context() -> None:
@@ -152,6 +169,18 @@ async def test_engine_abort_is_service_unavailable() -> None:
         ({"messages": [{"role": "tool", "content": "42"}]}, InvalidRequestError,
          "messages.0.tool_call_id"),
         ({"messages": [{"role": "assistant", "content": "x"}]}, InvalidRequestError, "messages"),
+        # The fake engine's vocabulary: ids 0 to 511.
+        ({"logit_bias": {"512": 1}}, InvalidRequestError, "logit_bias"),
+        ({"logit_bias": {"-1": 1}}, InvalidRequestError, "logit_bias"),
+        ({"logit_bias": {"hello": 1}}, InvalidRequestError, "logit_bias"),
+        ({"logit_bias": {"1.5": 1}}, InvalidRequestError, "logit_bias"),
+        ({"logit_bias": {"5": 100.5}}, InvalidRequestError, "logit_bias"),
+        ({"logit_bias": {"5": "high"}}, InvalidRequestError, "logit_bias"),
+        ({"logit_bias": [5]}, InvalidRequestError, "logit_bias"),
+        ({"presence_penalty": 2.5}, InvalidRequestError, "presence_penalty"),
+        ({"frequency_penalty": -3}, InvalidRequestError, "frequency_penalty"),
+        ({"repetition_penalty": 0}, InvalidRequestError, "repetition_penalty"),
+        ({"repetition_penalty": -1.0}, InvalidRequestError, "repetition_penalty"),
     ],
 )  # fmt: skip
 async def test_prepare_refuses(
