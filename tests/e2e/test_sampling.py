@@ -1,8 +1,11 @@
-"""Logit bias and repetition penalties act on the real model, through the real SDK."""
+"""Logit bias and penalties act on the real model, through the real SDK.
+
+The model's own logits are rounded differently on every CPU, so each test forces tokens with
+biases of +-100, far beyond them, and checks what the penalties must then do. (presence_penalty,
+at most 2 once, changes no such choice: its formula is tested against logits in
+tests/engine/test_sampler.py.)"""
 
 from __future__ import annotations
-
-from collections import Counter
 
 import openai
 import pytest
@@ -12,8 +15,6 @@ from headrace.text import Tokenizer
 from tests.e2e.conftest import MODEL_NAMES, Server
 
 pytestmark = pytest.mark.e2e
-# Greedy, the default model answers this in a loop: "The sea is a vast and mysterious realm that
-# exists beyond the boundaries of our planet. It is a vast and mysterious realm that ..."
 ASK = [{"role": "user", "content": "Tell me about the sea."}]
 
 
@@ -22,20 +23,13 @@ def tokenizer(server: Server) -> Tokenizer:
     return Tokenizer.from_path(resolve_model(None).path)  # the server has fetched it
 
 
-def greedy(server: Server, **extra: object) -> tuple[str, str]:
+def greedy(server: Server, max_tokens: int = 30, **extra: object) -> tuple[str, str]:
     client = openai.OpenAI(base_url=server.base_url, api_key=server.api_key, max_retries=0)
     reply = client.chat.completions.create(
-        model=MODEL_NAMES[0], messages=ASK, max_tokens=30, temperature=0, **extra
+        model=MODEL_NAMES[0], messages=ASK, max_tokens=max_tokens, temperature=0, **extra
     )
     choice = reply.choices[0]
     return choice.message.content or "", choice.finish_reason
-
-
-def repeats(tokenizer: Tokenizer, text: str) -> int:
-    """How many runs of 3 tokens the text has already had earlier."""
-    tokens = tokenizer.encode(text)
-    runs = Counter(zip(tokens, tokens[1:], tokens[2:], strict=False))
-    return sum(count - 1 for count in runs.values())
 
 
 def test_a_logit_bias_of_100_makes_greedy_pick_that_token(
@@ -53,22 +47,23 @@ def test_a_logit_bias_of_minus_100_bans_a_token(server: Server, tokenizer: Token
     assert first not in tokenizer.encode(text)
 
 
-@pytest.mark.parametrize(
-    "penalty",
-    [
-        {"frequency_penalty": 2},
-        {"presence_penalty": 2},
-        {"extra_body": {"repetition_penalty": 1.5}},  # vLLM's, outside the SDK's signature
-    ],
-    ids=["frequency", "presence", "repetition"],
-)
-def test_penalties_break_the_loop_of_a_repetitive_answer(
-    server: Server, tokenizer: Tokenizer, penalty: dict[str, object]
-) -> None:
-    plain, _ = greedy(server)
-    assert repeats(tokenizer, plain) >= 8  # the model does loop here
-    penalized, _ = greedy(server, **penalty)
-    assert repeats(tokenizer, penalized) <= 2, penalized
+def test_frequency_penalty_wears_down_a_forced_token(server: Server, tokenizer: Tokenizer) -> None:
+    # +100 makes greedy pick the token 30 times out of 30 (above); 2 per occurrence takes the
+    # bias back after about 50 (the model's own logits lie within a few tens of each other).
+    (banana, *_) = tokenizer.encode(" banana")
+    text, _ = greedy(server, logit_bias={str(banana): 100}, frequency_penalty=2, max_tokens=90)
+    count = tokenizer.encode(text).count(banana)
+    assert 30 <= count < 80
+
+
+def test_repetition_penalty_turns_a_forced_token_away(server: Server, tokenizer: Tokenizer) -> None:
+    # Two tokens biased +100: the first pick is one of them; divided by 10, it falls near the
+    # model's own logits, while the other still has its +100: the second pick is the other.
+    (banana, *_) = tokenizer.encode(" banana")
+    (cherry, *_) = tokenizer.encode(" cherry")
+    bias = {str(banana): 100, str(cherry): 100}
+    text, _ = greedy(server, logit_bias=bias, extra_body={"repetition_penalty": 10.0})
+    assert set(tokenizer.encode(text)[:2]) == {banana, cherry}
 
 
 def test_bad_logit_bias_ids_are_a_400_naming_the_param(server: Server) -> None:
