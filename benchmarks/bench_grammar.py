@@ -76,7 +76,7 @@ def _compile_rows(tokenizer: Tokenizer, repeats: int) -> list[tuple[str, str]]:
     weather = _median_ms(lambda c: c.json_schema(WEATHER, strict=True), compilers)
     cached = _median_ms(lambda c: c.json_schema(WEATHER, strict=True), compilers * 20)
     json_object = _median_ms(lambda c: c.json_object(), compilers)
-    tool = _median_ms(lambda c: c.tool_calls([WEATHER_TOOL], parallel=False), compilers)
+    tool = _median_ms(lambda c: c.tool_calls([WEATHER_TOOL], most_calls=1), compilers)
     return [
         ("compiler setup (once per server: tokenizer -> llguidance)", f"{setup_ms:.0f} ms"),
         ("compile get_weather schema, cold", f"{weather:.2f} ms"),

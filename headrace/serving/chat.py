@@ -223,7 +223,7 @@ class ChatService:
         ]
         return self._compile(
             lambda grammars: grammars.tool_calls(
-                callable_tools, parallel=tools.parallel, format=call_format
+                callable_tools, most_calls=tools.most_forced_calls, format=call_format
             ),
             param="tools",
         )

@@ -92,6 +92,15 @@ class ToolRequest:
         return self.choice not in ("none", "auto")
 
     @property
+    def most_forced_calls(self) -> int:
+        """The most calls a forced answer may hold: one for a named function or without
+        parallel calls, else one per callable tool. Unbounded, a small model that repeats its
+        call (the default model does) would repeat it until max_tokens."""
+        if isinstance(self.choice, NamedFunction) or not self.parallel:
+            return 1
+        return len(self.callable_tools)
+
+    @property
     def callable_tools(self) -> tuple[FunctionTool, ...]:
         """The tools named in `allowed`."""
         return tuple(tool for tool in self.tools if tool.name in self.allowed)

@@ -110,10 +110,10 @@ class GrammarCompiler:
         self,
         tools: Sequence[Mapping[str, Any]],
         *,
-        parallel: bool,
+        most_calls: int,
         format: str = "hermes",
     ) -> CompiledGrammar:
-        """One tool call (or, when `parallel`, one or more) to one of `tools`, and nothing else.
+        """From one to `most_calls` tool calls to `tools`, and nothing else.
 
         tools: OpenAI function tools, {"type": "function", "function": {"name", "parameters"}}
         (or the bare function objects); pass only the named tool for a named tool_choice.
@@ -141,8 +141,12 @@ class GrammarCompiler:
         }
         strict = all(strict for _, _, strict in functions)
         syntax = _TOOL_CALL_SYNTAX[format]
-        key = f"tool_calls:{format}:parallel={parallel}:{_canonical(call_schema)}"
-        build = partial(_tool_calls_grammar, syntax, call_schema, parallel=parallel, strict=strict)
+        if most_calls < 1:
+            raise ValueError(f"most_calls must be positive, not {most_calls}")
+        key = f"tool_calls:{format}:most_calls={most_calls}:{_canonical(call_schema)}"
+        build = partial(
+            _tool_calls_grammar, syntax, call_schema, most_calls=most_calls, strict=strict
+        )
         return self._cached(key, "tool parameters schema", build)
 
     def _cached(self, key: str, what: str, build: Callable[[], str]) -> CompiledGrammar:
@@ -202,10 +206,11 @@ def _json_grammar(schema: Mapping[str, Any], *, strict: bool) -> str:
 
 
 def _tool_calls_grammar(
-    syntax: _ToolCallSyntax, call_schema: dict[str, Any], *, parallel: bool, strict: bool
+    syntax: _ToolCallSyntax, call_schema: dict[str, Any], *, most_calls: int, strict: bool
 ) -> str:
     call_json = _canonical({**call_schema, "x-guidance": _json_options(strict)})
-    calls = f"call ({_lark_literal(syntax.separator)} call)*" if parallel else "call"
+    more = most_calls - 1
+    calls = f"call ({_lark_literal(syntax.separator)} call){{0,{more}}}" if more else "call"
     lark = (
         f"start: {calls}\n"
         f"call: {_lark_literal(syntax.open)} %json {call_json} {_lark_literal(syntax.close)}\n"

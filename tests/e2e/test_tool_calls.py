@@ -93,17 +93,40 @@ def test_forced_call_streams_and_accumulates(client: openai.OpenAI, tool_choice:
         check_weather_call(call["name"], call["arguments"])
 
 
-def test_parallel_calls_are_numbered(client: openai.OpenAI) -> None:
+def test_parallel_calls_are_numbered_and_end(client: openai.OpenAI) -> None:
     whole = client.chat.completions.create(
         model="gpt-4.1", messages=ASK, tools=[WEATHER, TIME], tool_choice="required",
         seed=3, max_tokens=150,
     )  # fmt: skip
     calls = whole.choices[0].message.tool_calls or []
-    assert len(calls) > 1  # this small model, forced, calls again and again
+    # This small model, forced, would call again and again: at most one call per tool.
+    assert len(calls) == 2 and whole.choices[0].finish_reason == "tool_calls"
     assert len({call.id for call in calls}) == len(calls)
-    for call in calls[:-1]:  # the last may be cut off by max_tokens
+    for call in calls:
         schema = (WEATHER if call.function.name == "get_weather" else TIME)["function"]
         jsonschema.validate(json.loads(call.function.arguments), schema["parameters"])
+
+
+@pytest.mark.parametrize(
+    ("tools", "tool_choice"),
+    [
+        ([WEATHER, TIME], {"type": "function", "function": {"name": "get_weather"}}),
+        ([WEATHER], "required"),
+    ],
+    ids=["named", "required-one-tool"],
+)
+def test_a_forced_call_is_one_call_that_ends_the_answer(
+    client: openai.OpenAI, tools: Any, tool_choice: Any
+) -> None:
+    # Parallel calls allowed (the default), and the model repeats itself: still one call, done
+    # well inside the 64 tokens a get_weather call needs.
+    whole = client.chat.completions.create(
+        model="gpt-4.1", messages=ASK, tools=tools, tool_choice=tool_choice, max_tokens=64,
+        temperature=0,
+    )  # fmt: skip
+    (call,) = calls_of(whole)
+    check_weather_call(*call)
+    assert whole.choices[0].finish_reason == "tool_calls"
 
 
 def test_streamed_and_whole_give_the_same_calls(client: openai.OpenAI) -> None:

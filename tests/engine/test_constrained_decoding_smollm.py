@@ -97,15 +97,15 @@ def results(default_model_path: Path) -> dict[str, Result]:
         "schema": (prompt("Describe a cat in JSON."), compiler.json_schema(CAT, strict=True)),
         "weather": (
             prompt("What is the weather in Paris?", [WEATHER_TOOL]),
-            compiler.tool_calls([WEATHER_TOOL], parallel=False),
+            compiler.tool_calls([WEATHER_TOOL], most_calls=1),
         ),
         "two tools": (
             prompt("What is 2 plus 3?", both),
-            compiler.tool_calls(both, parallel=False),
+            compiler.tool_calls(both, most_calls=1),
         ),
         "two tools parallel": (
             prompt("Call add with 2 and 3.", both),
-            compiler.tool_calls(both, parallel=True),
+            compiler.tool_calls(both, most_calls=2),
         ),
     }
     free_prompt = prompt("Name three colours.")

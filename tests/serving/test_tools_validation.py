@@ -101,6 +101,23 @@ def test_tool_request_helpers() -> None:
         assert request is not None and not request.forced
 
 
+@pytest.mark.parametrize(
+    ("overrides", "most"),
+    [
+        ({"tool_choice": named("get_time")}, 1),
+        ({"tool_choice": named("get_time"), "parallel_tool_calls": True}, 1),
+        ({"tool_choice": "required"}, 2),
+        ({"tool_choice": "required", "parallel_tool_calls": False}, 1),
+        ({"tool_choice": allowed("required", "get_time")}, 1),
+    ],
+)
+def test_a_forced_answer_holds_at_most_one_call_per_tool(
+    overrides: dict[str, Any], most: int
+) -> None:
+    request = prepare_tools(parsed(tools=[WEATHER, TIME], **overrides))
+    assert request is not None and request.most_forced_calls == most
+
+
 def test_strict_and_draft_07_schemas_are_accepted() -> None:
     parameters = {"$schema": "http://json-schema.org/draft-07/schema#", **WEATHER_PARAMETERS}
     tool = {"type": "function", "function": {"name": "w-2_x", "parameters": parameters,

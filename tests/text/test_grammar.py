@@ -90,8 +90,8 @@ def test_same_schema_twice_is_compiled_once(compiler: GrammarCompiler) -> None:
     assert compiler.json_schema(json.loads(json.dumps(WEATHER)), strict=True) is first
     assert compiler.json_schema(WEATHER, strict=False) is not first
     assert compiler.json_object() is compiler.json_object()
-    assert compiler.tool_calls([WEATHER_TOOL], parallel=False) is compiler.tool_calls(
-        [WEATHER_TOOL], parallel=False
+    assert compiler.tool_calls([WEATHER_TOOL], most_calls=1) is compiler.tool_calls(
+        [WEATHER_TOOL], most_calls=1
     )
 
 
@@ -115,7 +115,7 @@ def test_each_matcher_starts_afresh(compiler: GrammarCompiler, tiny_tokenizer: T
 def test_tool_call_names_go_with_their_arguments(
     compiler: GrammarCompiler, tiny_tokenizer: Tokenizer
 ) -> None:
-    grammar = compiler.tool_calls([WEATHER_TOOL, ADD_TOOL], parallel=False)
+    grammar = compiler.tool_calls([WEATHER_TOOL, ADD_TOOL], most_calls=1)
     assert accepts(grammar, tiny_tokenizer, call("get_weather", {"location": "Paris"}))
     assert accepts(grammar, tiny_tokenizer, call("add", {"a": 1, "b": 2}))
     assert not accepts(grammar, tiny_tokenizer, call("add", {"location": "Paris"}))
@@ -129,14 +129,14 @@ def test_parallel_tool_calls_allow_several(
 ) -> None:
     two = call("add", {"a": 1, "b": 2}) + "\n" + call("get_weather", {"location": "Oslo"})
     tools = [WEATHER_TOOL, ADD_TOOL]
-    assert accepts(compiler.tool_calls(tools, parallel=True), tiny_tokenizer, two)
-    assert not accepts(compiler.tool_calls(tools, parallel=False), tiny_tokenizer, two)
+    assert accepts(compiler.tool_calls(tools, most_calls=2), tiny_tokenizer, two)
+    assert not accepts(compiler.tool_calls(tools, most_calls=1), tiny_tokenizer, two)
 
 
 def test_tools_without_parameters_take_empty_arguments(
     compiler: GrammarCompiler, tiny_tokenizer: Tokenizer
 ) -> None:
-    grammar = compiler.tool_calls([{"name": "now"}], parallel=False, format="generic")
+    grammar = compiler.tool_calls([{"name": "now"}], most_calls=1, format="generic")
     assert accepts(grammar, tiny_tokenizer, call("now", {}))
     assert not accepts(grammar, tiny_tokenizer, call("now", {"tz": "UTC"}))
 
@@ -144,7 +144,7 @@ def test_tools_without_parameters_take_empty_arguments(
 def test_unknown_tool_call_format_is_a_value_error(compiler: GrammarCompiler) -> None:
     assert {"hermes", "generic"} <= GRAMMAR_TOOL_CALL_FORMATS
     with pytest.raises(ValueError, match="mistral"):
-        compiler.tool_calls([WEATHER_TOOL], parallel=False, format="mistral")
+        compiler.tool_calls([WEATHER_TOOL], most_calls=1, format="mistral")
 
 
 BAD_SCHEMAS: dict[str, Any] = {
@@ -197,7 +197,7 @@ BAD_TOOLS: dict[str, Any] = {
 @pytest.mark.parametrize("tools", BAD_TOOLS.values(), ids=BAD_TOOLS.keys())
 def test_bad_tools_are_grammar_errors(compiler: GrammarCompiler, tools: Any) -> None:
     with pytest.raises(GrammarError):
-        compiler.tool_calls(tools, parallel=False)
+        compiler.tool_calls(tools, most_calls=1)
 
 
 def test_objects_get_only_the_properties_they_list(
@@ -249,3 +249,15 @@ def test_a_vocabulary_the_grammar_engine_misreads_is_refused(tiny_tokenizer: Tok
     sentencepiece_style = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
     with pytest.raises(ValueError, match="vocabulary"):
         GrammarCompiler(with_decoder(tiny_tokenizer, sentencepiece_style))
+
+
+def test_tool_calls_stop_at_most_calls(
+    compiler: GrammarCompiler, tiny_tokenizer: Tokenizer
+) -> None:
+    one = call("add", {"a": 1, "b": 2})
+    grammar = compiler.tool_calls([WEATHER_TOOL, ADD_TOOL], most_calls=2)
+    assert accepts(grammar, tiny_tokenizer, one)
+    assert accepts(grammar, tiny_tokenizer, one + "\n" + one)
+    assert not accepts(grammar, tiny_tokenizer, one + "\n" + one + "\n" + one)
+    with pytest.raises(ValueError, match="most_calls"):
+        compiler.tool_calls([WEATHER_TOOL], most_calls=0)
