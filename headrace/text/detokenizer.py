@@ -8,10 +8,11 @@ whenever its text ends cleanly, so it stays a few tokens long and each step cost
 
 Byte-level tokens can split a multi-byte character; the decoder then renders the unfinished bytes
 as U+FFFD. Text before a trailing run of U+FFFD is final and goes out; the run is held until later
-tokens complete the character. At `flush()` a still-unfinished character comes out as U+FFFD,
-exactly as `decode()` of the whole sequence renders it, so that, when no stop string matched, the
-streamed text always equals `decode(all tokens)`. (A real U+FFFD generated at the very end of a
-step is likewise held until the next step or the flush.)
+tokens complete the character. At `flush()` a still-unfinished character is dropped: a
+generation cut off by max_tokens inside a character ends on the characters before it, not on
+U+FFFD. So, when no stop string matched, the streamed text is `decode(all tokens)` less any
+trailing U+FFFD. (A real U+FFFD generated at the very end cannot be told from an unfinished
+character by its text, and is dropped alike; one followed by more text comes out.)
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ class IncrementalDetokenizer:
     """Turns a growing sequence of generated token ids into final text, honouring stop strings.
 
     Concatenating every `push()` result and the `flush()` result gives `decode(all tokens)`, cut
-    just before the first stop string (see `StopMatcher` for which one is first).
+    just before the first stop string (see `StopMatcher` for which one is first), without a
+    trailing unfinished character.
     """
 
     def __init__(self, decode: DecodeFn, stop: Sequence[str] = ()) -> None:
@@ -62,11 +64,12 @@ class IncrementalDetokenizer:
         return self._matcher.feed(self._step())
 
     def flush(self) -> str:
-        """At the end of generation: everything still held back (empty if a stop string matched)."""
+        """At the end of generation: everything still held back (empty if a stop string matched),
+        less the bytes of a character left unfinished."""
         if self.stopped:
             return ""
         text = self._decode(self._ids[self._prefix :])
-        rest = text[self._sent :]
+        rest = text[self._sent :].rstrip(_REPLACEMENT)
         self._sent = max(self._sent, len(text))
         return self._matcher.feed(rest, final=True)
 

@@ -1,4 +1,5 @@
-"""Logit bias and penalties act on the real model, through the real SDK.
+"""Logit bias and penalties act on the real model, through the real SDK; a character cut by
+max_tokens leaves no U+FFFD.
 
 The model's own logits are rounded differently on every CPU, so each test forces tokens with
 biases of +-100, far beyond them, and checks what the penalties must then do. (presence_penalty,
@@ -6,6 +7,8 @@ at most 2 once, changes no such choice: its formula is tested against logits in
 tests/engine/test_sampler.py.)"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import openai
 import pytest
@@ -64,6 +67,27 @@ def test_repetition_penalty_turns_a_forced_token_away(server: Server, tokenizer:
     bias = {str(banana): 100, str(cherry): 100}
     text, _ = greedy(server, logit_bias=bias, extra_body={"repetition_penalty": 10.0})
     assert set(tokenizer.encode(text)[:2]) == {banana, cherry}
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_max_tokens_inside_a_character_drops_its_bytes(
+    server: Server, tokenizer: Tokenizer, stream: bool
+) -> None:
+    # The emoji's first token holds only some of its bytes; forced, then cut by max_tokens.
+    (partial, *_) = tokenizer.encode("😀")
+    assert tokenizer.decode([partial]) == "\ufffd"
+    client = openai.OpenAI(base_url=server.base_url, api_key=server.api_key, max_retries=0)
+    kwargs: dict[str, Any] = dict(
+        model=MODEL_NAMES[0], messages=ASK, max_tokens=1, logit_bias={str(partial): 100}
+    )
+    if stream:
+        chunks = list(client.chat.completions.create(stream=True, **kwargs))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        finish = chunks[-1].choices[0].finish_reason
+    else:
+        whole = client.chat.completions.create(**kwargs)
+        text, finish = whole.choices[0].message.content or "", whole.choices[0].finish_reason
+    assert text == "" and finish == "length"
 
 
 def test_bad_logit_bias_ids_are_a_400_naming_the_param(server: Server) -> None:

@@ -45,6 +45,28 @@ async def test_stop_string_through_the_real_detokenizer(tokenizer: Tokenizer) ->
     assert len(engine.aborted) == 1
 
 
+@pytest.mark.parametrize("stream", [True, False])
+async def test_max_tokens_inside_a_character_drops_its_bytes(
+    tokenizer: Tokenizer, stream: bool
+) -> None:
+    ids = tokenizer.encode("ok 😀")
+    cut = next(k for k in range(len(ids)) if tokenizer.decode(ids[:k]).endswith("\ufffd"))
+    engine = FakeEngine(ids)  # no end of sequence: max_tokens ends it inside the emoji
+    service = ChatService(engine, tokenizer, ModelCatalog(MODEL_NAMES))
+    chat = service.prepare(
+        parse_chat_request(orjson.dumps(chat_body(stream=stream, max_tokens=cut)))
+    )
+    if stream:
+        chunks = [chunk async for chunk in service.stream(chat)]
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        finish = chunks[-1].choices[0].finish_reason
+    else:
+        completion = await service.complete(chat)
+        text = completion.choices[0].message.content or ""
+        finish = completion.choices[0].finish_reason
+    assert text == "ok " and finish == "length"
+
+
 async def test_messages_render_in_openai_shape(tokenizer: Tokenizer) -> None:
     service, _ = make_service(tokenizer)
     messages = [

@@ -86,12 +86,13 @@ def test_text_before_an_unfinished_character_goes_out() -> None:
     assert det.push([vocab.token("你".encode()[2:] + b"!")]) == "你!"
 
 
-def test_flush_renders_an_unfinished_character_as_decode_does() -> None:
+def test_flush_drops_an_unfinished_character() -> None:
+    # As when max_tokens cuts a generation inside a character: no U+FFFD at the end.
     vocab = ByteVocab()
     ids = [vocab.token(b"ok "), vocab.token("😀".encode()[:2])]
     det = IncrementalDetokenizer(vocab.decode)
     assert det.push(ids) == "ok "
-    assert det.flush() == "\ufffd" == vocab.decode(ids)[3:]
+    assert vocab.decode(ids) == "ok \ufffd" and det.flush() == ""
 
 
 def test_invalid_bytes_come_out_once_followed_by_text() -> None:
@@ -150,13 +151,14 @@ def test_cost_per_token_stays_constant() -> None:
     assert max(vocab.windows) <= 4
 
 
-def test_a_lone_replacement_character_at_the_end_comes_out_at_flush() -> None:
+def test_a_replacement_character_comes_out_unless_it_ends_the_text() -> None:
+    # At the very end it reads as an unfinished character, and is dropped as one.
     vocab = ByteVocab()
     det = IncrementalDetokenizer(vocab.decode)
     assert det.push([vocab.token("a\ufffd".encode())]) == "a"
     assert det.push([vocab.token(b"b")]) == "\ufffdb"
     assert det.push([vocab.token("\ufffd".encode())]) == ""
-    assert det.flush() == "\ufffd"
+    assert det.flush() == ""
 
 
 ALPHABET = ["a", "b", " ", "\n", "é", "ß", "😀", "👍🏽", "你", "好", "。", "<", "/", ">", "STOP"]
@@ -194,6 +196,8 @@ def test_random_byte_splits_equal_decode_cut_at_the_first_stop(seed: int) -> Non
     det = IncrementalDetokenizer(vocab.decode, stop)
     out = stream(det, ids, random_groups(rng, len(ids)))
     expected = reference(vocab.decode(ids), stop)
+    if not det.stopped:  # a character left unfinished at the end is dropped
+        expected = expected.rstrip("\ufffd")
     check(out[:-1], expected[: len("".join(out[:-1]))])  # nothing broken before the flush
     check(out, expected, complete=False)
     assert det.stopped == any(s and s in vocab.decode(ids) for s in stop)
