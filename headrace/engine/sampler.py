@@ -11,6 +11,10 @@ from headrace.engine.request import Request, isolated
 
 __all__ = ["sample"]
 
+# How many of the most likely tokens a nucleus is looked for among, in turn, before sorting the
+# whole vocabulary (sorting SmolLM2's 49,152 took 3.3 ms a row on 2 cores, the top 1,024 0.4).
+_NUCLEUS_CANDIDATES = (64, 1024)
+
 
 def sample(logits: Tensor, requests: list[Request]) -> list[int | None]:
     """The next token of each request, row i of `logits` being requests[i]'s.
@@ -32,22 +36,20 @@ def sample(logits: Tensor, requests: list[Request]) -> list[int | None]:
 
 def _adjust(logits: Tensor, request: Request) -> None:
     # logits: [V], changed in place: the bias added, then the penalties, as vLLM orders them.
-    params, vocab = request.params, logits.shape[0]
+    # Only the logits of the tokens concerned are read and written, never the whole row.
+    params, device = request.params, logits.device
     if params.logit_bias:
         ids, biases = zip(*params.logit_bias, strict=True)
-        logits[list(ids)] += torch.tensor(biases, device=logits.device)
-    output = torch.tensor(request.output_token_ids, dtype=torch.long, device=logits.device)
-    if params.presence_penalty or params.frequency_penalty:
-        counts = torch.bincount(output, minlength=vocab)[:vocab]
-        logits -= params.frequency_penalty * counts + params.presence_penalty * (counts > 0)
+        logits[list(ids)] += torch.tensor(biases, device=device)
+    output = torch.tensor(request.output_token_ids, dtype=torch.long, device=device)
+    if (params.presence_penalty or params.frequency_penalty) and output.numel():
+        tokens, counts = output.unique(return_counts=True)
+        logits[tokens] -= params.frequency_penalty * counts + params.presence_penalty
     if params.repetition_penalty != 1:
-        prompt = torch.tensor(request.prompt_token_ids, dtype=torch.long, device=logits.device)
-        seen = torch.zeros(vocab, dtype=torch.bool, device=logits.device)
-        seen[prompt[prompt < vocab]] = True
-        seen[output] = True
-        penalty = params.repetition_penalty
-        penalized = torch.where(logits > 0, logits / penalty, logits * penalty)
-        logits.copy_(torch.where(seen, penalized, logits))
+        prompt = torch.tensor(request.prompt_token_ids, dtype=torch.long, device=device)
+        seen = torch.cat((prompt[prompt < logits.shape[0]], output)).unique()
+        values, penalty = logits[seen], params.repetition_penalty
+        logits[seen] = torch.where(values > 0, values / penalty, values * penalty)
 
 
 def _sample_row(
@@ -59,13 +61,28 @@ def _sample_row(
     probs = torch.softmax(logits / params.temperature, dim=-1)
     if params.top_p < 1:
         probs = _top_p(probs, params.top_p)
-    return int(torch.multinomial(probs, 1, generator=generator))
+    return _draw(probs, generator)
+
+
+def _draw(probs: Tensor, generator: torch.Generator | None) -> int:
+    # One uniform draw against the cumulative probabilities: the first token whose running
+    # total passes it (torch.multinomial took 1 ms a row on 2 cores, this 0.05).
+    totals = probs.cumsum(0)
+    point = torch.rand(1, generator=generator, device=probs.device) * totals[-1]
+    # side="right": never a token of probability 0, whose total equals the one before it.
+    index = torch.searchsorted(totals, point, right=True)
+    return int(index.clamp(max=probs.shape[0] - 1))
 
 
 def _top_p(probs: Tensor, top_p: float) -> Tensor:
     # probs: [V] -> [V], zero outside the nucleus
-    sorted_probs, order = probs.sort(descending=True)
+    for candidates in _NUCLEUS_CANDIDATES:
+        kept, order = probs.topk(min(candidates, probs.shape[0]))  # descending
+        if kept.sum() >= top_p:  # the nucleus lies among them
+            break
+    else:
+        kept, order = probs.sort(descending=True)
     # Keep a token while the mass before it is below top_p: the top token always stays.
-    outside = sorted_probs.cumsum(0) - sorted_probs >= top_p
-    sorted_probs[outside] = 0
-    return torch.zeros_like(probs).scatter_(0, order, sorted_probs)
+    outside = kept.cumsum(0) - kept >= top_p
+    kept[outside] = 0
+    return torch.zeros_like(probs).scatter_(0, order, kept)

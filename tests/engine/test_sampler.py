@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 import torch
 
+from headrace.engine import sampler
 from headrace.engine.request import Request
 from headrace.engine.sampler import sample
 from tests.engine.factories import make_params
@@ -85,3 +88,28 @@ def test_a_bias_outside_the_vocabulary_fails_its_request_alone() -> None:
 def test_sampling_params_refuse_values_out_of_range(params: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         make_params(**params)
+
+
+def test_draws_follow_the_probabilities_and_never_pick_a_zero() -> None:
+    probs = torch.tensor([0.0, 0.5, 0.0, 0.3, 0.2, 0.0])
+    generator = torch.Generator().manual_seed(0)
+    counts = Counter(sampler._draw(probs, generator) for _ in range(20_000))
+    assert set(counts) == {1, 3, 4}
+    for token in (1, 3, 4):  # within 4 standard deviations of 20,000 draws
+        assert abs(counts[token] / 20_000 - probs[token]) < 0.015
+
+
+@pytest.mark.parametrize(
+    ("flatness", "holding"), [(0.1, 64), (1.5, 1024), (8.0, None)], ids=["peaked", "broad", "flat"]
+)
+def test_the_nucleus_is_the_one_a_full_sort_finds(flatness: float, holding: int | None) -> None:
+    # The nucleus lies among the top 64 candidates, the top 1,024, or past them (sorted whole).
+    generator = torch.Generator().manual_seed(1)
+    ranks = torch.randperm(20_000, generator=generator) + 1
+    probs = torch.softmax(-ranks.double().log().float() / flatness * 2, dim=-1)
+    first = next((k for k in (64, 1024) if probs.topk(k)[0].sum() >= 0.9), None)
+    assert first == holding
+    ordered, order = probs.sort(descending=True)
+    ordered[ordered.cumsum(0) - ordered >= 0.9] = 0
+    expected = torch.zeros_like(probs).scatter_(0, order, ordered)
+    assert torch.equal(sampler._top_p(probs.clone(), 0.9), expected)
