@@ -43,11 +43,11 @@ def _adjust(logits: Tensor, request: Request) -> None:
         logits[list(ids)] += torch.tensor(biases, device=device)
     output = torch.tensor(request.output_token_ids, dtype=torch.long, device=device)
     if (params.presence_penalty or params.frequency_penalty) and output.numel():
-        tokens, counts = output.unique(return_counts=True)
+        tokens, counts = torch.unique(output, return_counts=True)
         logits[tokens] -= params.frequency_penalty * counts + params.presence_penalty
     if params.repetition_penalty != 1:
         prompt = torch.tensor(request.prompt_token_ids, dtype=torch.long, device=device)
-        seen = torch.cat((prompt[prompt < logits.shape[0]], output)).unique()
+        seen = torch.unique(torch.cat((prompt[prompt < logits.shape[0]], output)))
         values, penalty = logits[seen], params.repetition_penalty
         logits[seen] = torch.where(values > 0, values / penalty, values * penalty)
 
