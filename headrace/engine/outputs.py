@@ -36,6 +36,10 @@ class SamplingParams:
     temperature: float = 1.0
     # Nucleus sampling: keep the smallest set of tokens whose probability reaches top_p.
     top_p: float = 1.0
+    # Keep only the top_k most likely tokens; 0 keeps them all.
+    top_k: int = 0
+    # Keep only tokens at least min_p times as likely as the most likely one; 0 keeps them all.
+    min_p: float = 0.0
     # Seed of the request's own generator; None draws from the engine's.
     seed: int | None = None
     # Tokens that end the sequence (the model's EOS tokens).
@@ -60,6 +64,10 @@ class SamplingParams:
             raise ValueError(f"temperature must not be negative, not {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], not {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must not be negative, not {self.top_k}")
+        if not 0 <= self.min_p <= 1:
+            raise ValueError(f"min_p must be in [0, 1], not {self.min_p}")
         for name in ("presence_penalty", "frequency_penalty"):
             if not -2 <= getattr(self, name) <= 2:
                 raise ValueError(f"{name} must be in [-2, 2], not {getattr(self, name)}")

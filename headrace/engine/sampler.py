@@ -1,5 +1,5 @@
-"""Picks each sequence's next token from its logits: biases and penalties, then greedy,
-temperature and top-p."""
+"""Picks each sequence's next token from its logits: biases and penalties, then greedy, or
+temperature, top-k, min-p and top-p."""
 
 from __future__ import annotations
 
@@ -59,8 +59,14 @@ def _sample_row(
     if params.temperature == 0:
         return greedy
     probs = torch.softmax(logits / params.temperature, dim=-1)
+    if params.top_k and params.top_k < probs.shape[0]:
+        kept, order = probs.topk(params.top_k)
+        probs = torch.zeros_like(probs).scatter_(0, order, kept)
+    if params.min_p:
+        probs[probs < params.min_p * probs.max()] = 0
     if params.top_p < 1:
-        probs = _top_p(probs, params.top_p)
+        # The nucleus of what top_k and min_p left, as a distribution of its own.
+        probs = _top_p(probs / probs.sum(), params.top_p)
     return _draw(probs, generator)
 
 

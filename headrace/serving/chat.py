@@ -147,6 +147,8 @@ class ChatService:
             max_tokens=self._max_tokens(request, len(prompt)),
             temperature=1.0 if request.temperature is None else request.temperature,
             top_p=1.0 if request.top_p is None else request.top_p,
+            top_k=max(request.top_k or 0, 0),
+            min_p=request.min_p or 0.0,
             seed=request.seed,
             stop_token_ids=frozenset() if request.ignore_eos else self._tokenizer.eos_token_ids,
             grammar=grammar,

@@ -167,6 +167,10 @@ class ChatCompletionRequest(_Request):
     temperature: float | None = Field(default=None, ge=0, le=2)
     # Nucleus sampling mass. Default 1.
     top_p: float | None = Field(default=None, gt=0, le=1)
+    # vLLM's extension: sample among the top_k most likely tokens; 0 or -1 (default): all.
+    top_k: int | None = Field(default=None, ge=-1)
+    # vLLM's extension: drop tokens less than min_p times as likely as the likeliest. Default 0.
+    min_p: float | None = Field(default=None, ge=0, le=1)
     # How many choices; only 1 is supported.
     n: int | None = Field(default=None, ge=1)
     # Seed for reproducible sampling; a 64-bit signed integer, as OpenAI's.

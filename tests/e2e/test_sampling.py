@@ -69,6 +69,20 @@ def test_repetition_penalty_turns_a_forced_token_away(server: Server, tokenizer:
     assert set(tokenizer.encode(text)[:2]) == {banana, cherry}
 
 
+@pytest.mark.parametrize("only_the_likeliest", [{"top_k": 1}, {"min_p": 1.0}])
+def test_top_k_1_and_min_p_1_sample_greedily_at_any_temperature(
+    server: Server, only_the_likeliest: dict[str, float]
+) -> None:
+    # Each leaves one token to draw from: the greedy one, however hot the temperature.
+    plain, _ = greedy(server)
+    client = openai.OpenAI(base_url=server.base_url, api_key=server.api_key, max_retries=0)
+    reply = client.chat.completions.create(
+        model=MODEL_NAMES[0], messages=ASK, max_tokens=30, temperature=2.0, seed=1,
+        extra_body=only_the_likeliest,
+    )  # fmt: skip
+    assert reply.choices[0].message.content == plain
+
+
 @pytest.mark.parametrize("stream", [True, False])
 def test_max_tokens_inside_a_character_drops_its_bytes(
     server: Server, tokenizer: Tokenizer, stream: bool

@@ -113,3 +113,27 @@ def test_the_nucleus_is_the_one_a_full_sort_finds(flatness: float, holding: int 
     ordered[ordered.cumsum(0) - ordered >= 0.9] = 0
     expected = torch.zeros_like(probs).scatter_(0, order, ordered)
     assert torch.equal(sampler._top_p(probs.clone(), 0.9), expected)
+
+
+@pytest.mark.parametrize(
+    ("params", "possible"),
+    [
+        ({"top_k": 2}, {3, 5}),
+        ({"min_p": 0.5}, {3, 5}),  # 0.2 and 0.1 are under half of 0.4
+        ({"top_k": 3, "min_p": 0.5}, {3, 5}),
+        ({"top_k": 3, "top_p": 0.5}, {3, 5}),  # the nucleus of the top 3, renormalized
+        ({"top_k": 1}, {3}),
+        ({"min_p": 1.0}, {3}),
+    ],
+)
+def test_top_k_and_min_p_keep_only_the_likeliest(
+    params: dict[str, object], possible: set[int]
+) -> None:
+    probs = torch.tensor([0.0, 0.1, 0.0, 0.4, 0.2, 0.3])
+    logits = probs.log().expand(400, -1).clone()
+    drawn = {
+        token
+        for seed in range(400)
+        for token in sample(logits[seed : seed + 1], [request_with([], temperature=1.0, **params)])
+    }
+    assert drawn == possible

@@ -86,6 +86,14 @@ async def test_prepare_passes_penalties_and_logit_bias() -> None:
     assert params.logit_bias == ((65, 100), (0, -2.5), (511, 1))
 
 
+async def test_prepare_passes_top_k_and_min_p() -> None:
+    service, _ = make_service()
+    params = service.prepare(request(top_k=5, min_p=0.05)).params
+    assert (params.top_k, params.min_p) == (5, 0.05)
+    for off in (0, -1):  # vLLM's two spellings of "all tokens"
+        assert service.prepare(request(top_k=off)).params.top_k == 0
+
+
 async def test_max_completion_tokens_wins_and_default_fills_the_context() -> None:
     service, engine = make_service()
     chat = service.prepare(request(max_tokens=5, max_completion_tokens=3))
@@ -181,6 +189,10 @@ async def test_engine_abort_is_service_unavailable() -> None:
         ({"frequency_penalty": -3}, InvalidRequestError, "frequency_penalty"),
         ({"repetition_penalty": 0}, InvalidRequestError, "repetition_penalty"),
         ({"repetition_penalty": -1.0}, InvalidRequestError, "repetition_penalty"),
+        ({"top_k": -2}, InvalidRequestError, "top_k"),
+        ({"top_k": 1.5}, InvalidRequestError, "top_k"),
+        ({"min_p": 1.5}, InvalidRequestError, "min_p"),
+        ({"min_p": -0.1}, InvalidRequestError, "min_p"),
     ],
 )  # fmt: skip
 async def test_prepare_refuses(
