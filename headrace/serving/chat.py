@@ -150,7 +150,7 @@ class ChatService:
             top_k=max(request.top_k or 0, 0),
             min_p=request.min_p or 0.0,
             seed=request.seed,
-            stop_token_ids=frozenset() if request.ignore_eos else self._tokenizer.eos_token_ids,
+            stop_token_ids=self._stop_token_ids(request),
             grammar=grammar,
             presence_penalty=request.presence_penalty or 0.0,
             frequency_penalty=request.frequency_penalty or 0.0,
@@ -250,6 +250,17 @@ class ChatService:
             return build(self._grammars)
         except GrammarError as error:
             raise InvalidRequestError(str(error), param=param) from error
+
+    def _stop_token_ids(self, request: ChatCompletionRequest) -> frozenset[int]:
+        # The model's end-of-sequence tokens (unless ignore_eos), and the request's own
+        eos = frozenset() if request.ignore_eos else self._tokenizer.eos_token_ids
+        asked = frozenset(request.stop_token_ids or ())
+        vocab = self._engine.vocab_size
+        if any(not 0 <= token < vocab for token in asked):
+            raise InvalidRequestError(
+                f"stop_token_ids must be token ids from 0 to {vocab - 1}.", param="stop_token_ids"
+            )
+        return eos | asked
 
     def _logit_bias(self, biases: dict[str, float]) -> tuple[tuple[int, float], ...]:
         # -> (token id, bias) pairs, every key checked to be a token id of the model

@@ -177,6 +177,9 @@ class ChatCompletionRequest(_Request):
     seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
     # vLLM's extension: generate through end-of-sequence tokens (fixed-length benchmarks).
     ignore_eos: bool = False
+    # vLLM's extension: more token ids that end the completion, as end-of-sequence does (not
+    # part of the output); they apply with ignore_eos too.
+    stop_token_ids: list[int] | None = Field(default=None, max_length=1024)
     # Up to 4 strings that end the completion; never part of the returned text.
     stop: str | Annotated[list[str], Field(max_length=4)] | None = None
     # Lowers the logit of every token generated so far, once (OpenAI's formula). Default 0.

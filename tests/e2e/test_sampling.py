@@ -83,6 +83,14 @@ def test_top_k_1_and_min_p_1_sample_greedily_at_any_temperature(
     assert reply.choices[0].message.content == plain
 
 
+def test_a_stop_token_id_ends_the_answer_without_it(server: Server, tokenizer: Tokenizer) -> None:
+    (banana, *_) = tokenizer.encode(" banana")
+    forced = {"logit_bias": {str(banana): 100}}
+    assert greedy(server, **forced) == (tokenizer.decode([banana] * 30), "length")  # without it
+    stopped = greedy(server, **forced, extra_body={"stop_token_ids": [banana]})
+    assert stopped == ("", "stop")
+
+
 @pytest.mark.parametrize("stream", [True, False])
 def test_max_tokens_inside_a_character_drops_its_bytes(
     server: Server, tokenizer: Tokenizer, stream: bool

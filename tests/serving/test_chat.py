@@ -86,6 +86,13 @@ async def test_prepare_passes_penalties_and_logit_bias() -> None:
     assert params.logit_bias == ((65, 100), (0, -2.5), (511, 1))
 
 
+async def test_stop_token_ids_join_the_end_of_sequence_tokens() -> None:
+    service, _ = make_service()
+    assert service.prepare(request(stop_token_ids=[7, 9])).params.stop_token_ids == {EOS, 7, 9}
+    chat = service.prepare(request(stop_token_ids=[7], ignore_eos=True))
+    assert chat.params.stop_token_ids == {7}
+
+
 async def test_prepare_passes_top_k_and_min_p() -> None:
     service, _ = make_service()
     params = service.prepare(request(top_k=5, min_p=0.05)).params
@@ -189,6 +196,10 @@ async def test_engine_abort_is_service_unavailable() -> None:
         ({"frequency_penalty": -3}, InvalidRequestError, "frequency_penalty"),
         ({"repetition_penalty": 0}, InvalidRequestError, "repetition_penalty"),
         ({"repetition_penalty": -1.0}, InvalidRequestError, "repetition_penalty"),
+        ({"stop_token_ids": [512]}, InvalidRequestError, "stop_token_ids"),
+        ({"stop_token_ids": [-1]}, InvalidRequestError, "stop_token_ids"),
+        ({"stop_token_ids": ["7"]}, InvalidRequestError, "stop_token_ids.0"),
+        ({"stop_token_ids": 7}, InvalidRequestError, "stop_token_ids"),
         ({"top_k": -2}, InvalidRequestError, "top_k"),
         ({"top_k": 1.5}, InvalidRequestError, "top_k"),
         ({"min_p": 1.5}, InvalidRequestError, "min_p"),
