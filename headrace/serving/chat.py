@@ -254,27 +254,25 @@ class ChatService:
     def _stop_token_ids(self, request: ChatCompletionRequest) -> frozenset[int]:
         # The model's end-of-sequence tokens (unless ignore_eos), and the request's own
         eos = frozenset() if request.ignore_eos else self._tokenizer.eos_token_ids
-        asked = frozenset(request.stop_token_ids or ())
-        vocab = self._engine.vocab_size
-        if any(not 0 <= token < vocab for token in asked):
-            raise InvalidRequestError(
-                f"stop_token_ids must be token ids from 0 to {vocab - 1}.", param="stop_token_ids"
-            )
-        return eos | asked
+        asked = (self._token_id(t, "stop_token_ids", t) for t in request.stop_token_ids or ())
+        return eos | frozenset(asked)
 
     def _logit_bias(self, biases: dict[str, float]) -> tuple[tuple[int, float], ...]:
-        # -> (token id, bias) pairs, every key checked to be a token id of the model
+        # -> (token id, bias) pairs; the keys are ids written as strings, as JSON keys are
+        return tuple(
+            (self._token_id(int(key) if key.isdecimal() else -1, "logit_bias", key), bias)
+            for key, bias in biases.items()
+        )
+
+    def _token_id(self, token: int, param: str, given: object) -> int:
+        """`token`, checked to be an id of the model's vocabulary; `given`: as the request
+        wrote it."""
         vocab = self._engine.vocab_size
-        pairs = []
-        for key, bias in biases.items():
-            token = int(key) if key.isdecimal() else -1
-            if not 0 <= token < vocab:
-                raise InvalidRequestError(
-                    f"logit_bias keys must be token ids from 0 to {vocab - 1}, not {key!r}.",
-                    param="logit_bias",
-                )
-            pairs.append((token, bias))
-        return tuple(pairs)
+        if not 0 <= token < vocab:
+            raise InvalidRequestError(
+                f"{param} takes token ids from 0 to {vocab - 1}, not {given!r}.", param=param
+            )
+        return token
 
     def _max_tokens(self, request: ChatCompletionRequest, prompt_tokens: int) -> int:
         limit = self._engine.max_model_len
