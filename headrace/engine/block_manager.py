@@ -129,10 +129,13 @@ class BlockManager:
     def admit(self, request: Request, *, keep_watermark: bool) -> bool:
         """Give a waiting request blocks for all its tokens, cached ones first; False if short.
 
-        At least its last token is left to compute, since its logits pick the next token.
+        At least its last token is left to compute, since its logits pick the next token. A
+        request still to score its prompt computes all of it: cached blocks hold no logits.
         """
         num_tokens = request.num_tokens
-        cached = self.pool.cached(self._hashes(request, (num_tokens - 1) // self.block_size))
+        cached = []
+        if not request.needs_prompt_logprobs:
+            cached = self.pool.cached(self._hashes(request, (num_tokens - 1) // self.block_size))
         needed = self.blocks_for(num_tokens) - len(cached)
         available = self.pool.num_free - self.pool.num_free_among(cached)
         if keep_watermark:

@@ -1,4 +1,4 @@
-"""The engine step: schedule, run the model, hand out what each request produced."""
+"""The engine step: schedule, run the model, update the requests and hand out what they produced."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import torch
 from headrace.config import EngineConfig
 from headrace.engine.block_manager import BlockManager
 from headrace.engine.kv_cache import KVCache, bytes_per_token, num_blocks_for
-from headrace.engine.outputs import EngineStats, SamplingParams, TokenOutput
+from headrace.engine.outputs import EngineStats, PositionLogprobs, SamplingParams, TokenOutput
 from headrace.engine.request import Request, isolated
-from headrace.engine.runner import ModelRunner
+from headrace.engine.runner import ModelRunner, RunnerOutput
 from headrace.engine.scheduler import Scheduler, SchedulerOutput
 from headrace.model.compiled import DecodeStep, compile_decode
 from headrace.model.llama import LlamaForCausalLM
@@ -93,7 +93,8 @@ class LLMEngine:
         self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
     ) -> None:
         assert request_id not in self._requests, f"duplicate request id {request_id}"
-        assert 0 < len(prompt_token_ids) < self.max_model_len, "prompt must fit the context"
+        room = self.max_model_len - min(params.max_tokens, 1)  # for one token, unless it scores
+        assert 0 < len(prompt_token_ids) <= room, "prompt must fit the context"
         generator = None
         if params.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(params.seed)
@@ -115,10 +116,10 @@ class LLMEngine:
         for request in requests:
             request.finish_reason = "abort"
             self.abort(request.request_id)
-        return [self._output(request, []) for request in requests]
+        return [self._output(request, len(request.output_token_ids)) for request in requests]
 
     def step(self) -> list[RequestOutput]:
-        """Schedule, run the model, hand out the new tokens.
+        """Schedule, run the model, update the requests with what it produced.
 
         A request whose own part of the step fails ends alone, with finish_reason "abort" and the
         error; a failure of the model ends every request of the step that way. Either way the
@@ -128,37 +129,57 @@ class LLMEngine:
         if scheduled.is_empty:
             return []
         try:
-            tokens = self.runner.execute(scheduled)
+            result = self.runner.execute(scheduled)
         except Exception as exc:
             return self._fail_step(scheduled, exc)
+        return self._update_from_output(scheduled, result)
+
+    def _update_from_output(
+        self, scheduled: SchedulerOutput, result: RunnerOutput
+    ) -> list[RequestOutput]:
+        """The one place a step's results change its requests: computed tokens, cached blocks,
+        log-probabilities, new tokens and finishes."""
+        scored: list[Request] = []
         for chunk in scheduled.prefills:
-            chunk.request.num_computed_tokens += chunk.num_tokens
-            self.blocks.cache_full_blocks(chunk.request)
+            request = chunk.request
+            request.num_computed_tokens += chunk.num_tokens
+            request.prompt_logprobs += result.prompt_logprobs.get(request, [])
+            self.blocks.cache_full_blocks(request)
+            if request.params.max_tokens == 0 and request.num_computed_tokens == request.num_tokens:
+                request.finish_reason = "length"  # scored, and nothing to generate
+                scored.append(request)
         for request in scheduled.decodes:
             request.num_computed_tokens += 1
             self.blocks.cache_full_blocks(request)
-        return [self._update(request, token) for request, token in tokens.items()]
+        outputs = [
+            self._update(request, token, result.logprobs.get(request))
+            for request, token in result.tokens.items()
+        ]
+        return outputs + [self._update(request) for request in scored]
 
     def _fail_step(self, scheduled: SchedulerOutput, exc: Exception) -> list[RequestOutput]:
         requests = scheduled.requests
         logger.exception("the model failed a step of %d requests", len(requests))
         for request in requests:
             request.error = f"the model failed: {type(exc).__name__}: {exc}"
-        return [self._update(request, None) for request in requests]
+        return [self._update(request) for request in requests]
 
-    def _update(self, request: Request, token: int | None) -> RequestOutput:
-        """Hand the request its new token (None: it failed); take it out once it is done."""
+    def _update(
+        self, request: Request, token: int | None = None, logprobs: PositionLogprobs | None = None
+    ) -> RequestOutput:
+        """Hand the request its new token, if any (with its log-probabilities, if asked for);
+        take it out once it is done."""
         num_output_tokens = len(request.output_token_ids)
         if token is not None:
-            isolated(request, self._append, request, token)
+            isolated(request, self._append, request, token, logprobs)
         if request.error is not None:
             request.finish_reason = "abort"
         if request.finish_reason is not None:
             del self._requests[request.request_id]
             self.scheduler.finish(request)
-        return self._output(request, request.output_token_ids[num_output_tokens:])
+        return self._output(request, num_output_tokens)
 
-    def _append(self, request: Request, token: int) -> None:
+    def _append(self, request: Request, token: int, logprobs: PositionLogprobs | None) -> None:
         """Take the token: a stop token, a complete grammar or the length limit ends the request."""
         request.num_generated_tokens += 1
         params = request.params
@@ -169,6 +190,8 @@ class LLMEngine:
             request.finish_reason = "stop"
             return
         request.output_token_ids.append(token)
+        if logprobs is not None:
+            request.output_logprobs.append(logprobs)
         out_of_room = request.num_tokens >= self.max_model_len
         if request.matcher is not None and request.matcher.is_stopped():
             request.finish_reason = "stop"
@@ -185,12 +208,20 @@ class LLMEngine:
         request.error = f"the output's grammar refused token {token}"
 
     @staticmethod
-    def _output(request: Request, token_ids: list[int]) -> RequestOutput:
+    def _output(request: Request, first: int) -> RequestOutput:
+        """What the request produced from its `first` output token on."""
+        params = request.params
         output = TokenOutput(
-            token_ids=token_ids,
+            token_ids=request.output_token_ids[first:],
             finish_reason=request.finish_reason,
             num_prompt_tokens=len(request.prompt_token_ids),
             num_cached_tokens=request.num_cached_tokens,
             num_generated_tokens=request.num_generated_tokens,
+            logprobs=None if params.logprobs is None else tuple(request.output_logprobs[first:]),
+            prompt_logprobs=(
+                tuple(request.prompt_logprobs)
+                if params.prompt_logprobs is not None and first == 0
+                else None
+            ),
         )
         return RequestOutput(request.request_id, output, request.error)

@@ -7,7 +7,19 @@ from typing import Literal, Protocol
 
 import llguidance
 
-__all__ = ["EngineStats", "FinishReason", "Grammar", "SamplingParams", "TokenOutput"]
+__all__ = [
+    "MAX_TOP_LOGPROBS",
+    "EngineStats",
+    "FinishReason",
+    "Grammar",
+    "PositionLogprobs",
+    "SamplingParams",
+    "TokenLogprob",
+    "TokenOutput",
+]
+
+# Most alternatives a position's log-probabilities list (OpenAI's top_logprobs allows 20).
+MAX_TOP_LOGPROBS = 20
 
 # "stop": an end-of-sequence token, or the request's grammar is complete; "length": max_tokens
 # or the context ran out; "abort": the request was aborted, or failed (its grammar rejected a
@@ -30,7 +42,7 @@ class Grammar(Protocol):
 
 @dataclass(frozen=True)
 class SamplingParams:
-    # Most tokens to generate.
+    # Most tokens to generate; 0 only computes the prompt (to score it: prompt_logprobs).
     max_tokens: int
     # Softmax temperature; 0 means greedy.
     temperature: float = 1.0
@@ -56,10 +68,25 @@ class SamplingParams:
     repetition_penalty: float = 1.0
     # (token id, bias) pairs: each bias, -100..100, added to its token's logit.
     logit_bias: tuple[tuple[int, float], ...] = ()
+    # Tokens generated before stop_token_ids may end the sequence (they are masked until then).
+    min_tokens: int = 0
+    # Log-probabilities of each generated token and of that many likeliest alternatives (0 to
+    # MAX_TOP_LOGPROBS); None: none. Taken after the grammar's mask, the bias and the penalties,
+    # before temperature, top-k, min-p and top-p.
+    logprobs: int | None = None
+    # The same for every prompt token after the first, from the model's raw logits; None: none.
+    # A request that asks for them never takes its prompt from the prefix cache.
+    prompt_logprobs: int | None = None
 
     def __post_init__(self) -> None:
-        if self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be positive, not {self.max_tokens}")
+        if self.max_tokens < 0:
+            raise ValueError(f"max_tokens must not be negative, not {self.max_tokens}")
+        if not 0 <= self.min_tokens <= self.max_tokens:
+            raise ValueError(f"min_tokens must be in [0, max_tokens], not {self.min_tokens}")
+        for name in ("logprobs", "prompt_logprobs"):
+            count = getattr(self, name)
+            if count is not None and not 0 <= count <= MAX_TOP_LOGPROBS:
+                raise ValueError(f"{name} must be in [0, {MAX_TOP_LOGPROBS}], not {count}")
         if self.temperature < 0:
             raise ValueError(f"temperature must not be negative, not {self.temperature}")
         if not 0 < self.top_p <= 1:
@@ -78,13 +105,31 @@ class SamplingParams:
 
     @property
     def adjusts_logits(self) -> bool:
-        """Whether a penalty or a bias changes the logits before the token is picked."""
+        """Whether a penalty, a bias or min_tokens changes the logits before the token is
+        picked."""
         return bool(
             self.presence_penalty
             or self.frequency_penalty
             or self.repetition_penalty != 1
             or self.logit_bias
+            or self.min_tokens
         )
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    # A token id.
+    token_id: int
+    # Its natural log-probability at the position (at least -9999: never -inf, which JSON lacks).
+    logprob: float
+
+
+@dataclass(frozen=True)
+class PositionLogprobs:
+    # The token at the position (sampled, or the prompt's) and its log-probability.
+    chosen: TokenLogprob
+    # The likeliest tokens there, likeliest first, as many as the request asked for.
+    top: tuple[TokenLogprob, ...]
 
 
 @dataclass(frozen=True)
@@ -99,6 +144,11 @@ class TokenOutput:
     num_generated_tokens: int
     # Prompt tokens whose keys and values came from the prefix cache.
     num_cached_tokens: int
+    # With SamplingParams.logprobs: those of token_ids, one each; else None.
+    logprobs: tuple[PositionLogprobs, ...] | None = None
+    # With SamplingParams.prompt_logprobs, on the request's first output only: those of the
+    # prompt's tokens after the first, one each; else None.
+    prompt_logprobs: tuple[PositionLogprobs, ...] | None = None
 
 
 @dataclass(frozen=True)

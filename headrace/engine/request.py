@@ -11,7 +11,7 @@ from typing import ParamSpec, TypeVar
 import llguidance
 import torch
 
-from headrace.engine.outputs import FinishReason, SamplingParams
+from headrace.engine.outputs import FinishReason, PositionLogprobs, SamplingParams
 
 __all__ = ["Request", "RequestStatus", "isolated"]
 
@@ -61,6 +61,11 @@ class Request:
     matcher: llguidance.LLMatcher | None = None
     # Why the engine failed it, once its part of a step went wrong; it then ends with "abort".
     error: str | None = None
+    # With params.logprobs: those of output_token_ids, one each.
+    output_logprobs: list[PositionLogprobs] = field(default_factory=list)
+    # With params.prompt_logprobs: those of the prompt's tokens after the first, as far as its
+    # computed positions go.
+    prompt_logprobs: list[PositionLogprobs] = field(default_factory=list)
 
     @property
     def num_tokens(self) -> int:
@@ -74,6 +79,12 @@ class Request:
     def is_prefilling(self) -> bool:
         """Whether more than its last token is left to compute: a prompt, or all once preempted."""
         return self.num_computed_tokens < self.num_tokens - 1
+
+    @property
+    def needs_prompt_logprobs(self) -> bool:
+        """Whether prompt log-probabilities are asked for and not all computed yet."""
+        wanted = self.params.prompt_logprobs is not None
+        return wanted and len(self.prompt_logprobs) < len(self.prompt_token_ids) - 1
 
     def token_ids(self, start: int, end: int) -> list[int]:
         """The request's tokens (prompt, then output) in [start, end)."""

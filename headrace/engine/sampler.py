@@ -1,5 +1,5 @@
-"""Picks each sequence's next token from its logits: biases and penalties, then greedy, or
-temperature, top-k, min-p and top-p."""
+"""Picks each sequence's next token from its logits: min_tokens, biases and penalties, then
+greedy, or temperature, top-k, min-p and top-p."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ def sample(logits: Tensor, requests: list[Request]) -> list[int | None]:
     """The next token of each request, row i of `logits` being requests[i]'s.
 
     A row whose sampling raises fails its request alone (see `isolated`) and gets None, as does
-    a request that failed earlier in the step. Rows of requests with a logit bias or a penalty
-    are changed in place first; a batch without any costs nothing more.
+    a request that failed earlier in the step. Rows of requests with min_tokens, a logit bias or
+    a penalty are changed in place first; a batch without any costs nothing more.
     """
     # logits: [N, V] float32
     for row, request in enumerate(requests):
@@ -35,9 +35,12 @@ def sample(logits: Tensor, requests: list[Request]) -> list[int | None]:
 
 
 def _adjust(logits: Tensor, request: Request) -> None:
-    # logits: [V], changed in place: the bias added, then the penalties, as vLLM orders them.
+    # logits: [V], changed in place: stop tokens masked before min_tokens, the bias added, then
+    # the penalties, as vLLM orders them.
     # Only the logits of the tokens concerned are read and written, never the whole row.
     params, device = request.params, logits.device
+    if request.num_generated_tokens < params.min_tokens and params.stop_token_ids:
+        logits[list(params.stop_token_ids)] = -torch.inf
     if params.logit_bias:
         ids, biases = zip(*params.logit_bias, strict=True)
         logits[list(ids)] += torch.tensor(biases, device=device)
