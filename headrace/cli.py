@@ -69,6 +69,14 @@ def _parser() -> argparse.ArgumentParser:
         "dequantized to --dtype; int8: float projections quantized to int8 blocks at load (CPU)",
     )
     serve.add_argument(
+        "--generation-config",
+        default="auto",
+        metavar="auto|none|PATH",
+        help="sampling defaults for parameters a request leaves out; auto: the model's "
+        "generation_config.json (the default model: its card's recommended settings); none: "
+        "none; PATH: a generation_config.json or the directory holding one",
+    )
+    serve.add_argument(
         "--max-num-seqs",
         type=int,
         default=default_max_num_seqs(),
@@ -200,6 +208,7 @@ def _serve(args: argparse.Namespace) -> None:
         device=args.device,
         max_model_len=args.max_model_len,
         quantization=args.quantization,
+        generation_config=args.generation_config,
     )
     engine_config = EngineConfig(
         max_num_seqs=args.max_num_seqs,

@@ -44,6 +44,10 @@ class ModelConfig:
     max_model_len: int | None = None
     # Which weights stay quantized (see Quantization).
     quantization: Quantization = "auto"
+    # Where requests' sampling defaults come from: "auto" (the model's generation_config.json,
+    # or the default model's recommended settings), "none", or a path to a generation_config.json
+    # or the directory holding one.
+    generation_config: str = "auto"
 
     def __post_init__(self) -> None:
         if self.dtype not in ("auto", "float32", "bfloat16"):
@@ -54,6 +58,8 @@ class ModelConfig:
             raise ValueError(f"quantization must be auto, none or int8, not {self.quantization!r}")
         if self.max_model_len is not None and self.max_model_len < 16:
             raise ValueError(f"max_model_len must be at least 16, not {self.max_model_len}")
+        if not self.generation_config.strip():
+            raise ValueError("generation_config must be auto, none or a path, not empty")
         if any(not name.strip() for name in self.served_model_names):
             raise ValueError("served model names must not be empty")
         if len(set(self.served_model_names)) != len(self.served_model_names):

@@ -14,7 +14,23 @@ from fastapi import FastAPI
 
 from headrace.api import create_app
 from headrace.auth import Access
-from headrace.engine.outputs import EngineStats, FinishReason, SamplingParams, TokenOutput
+from headrace.engine.client import EngineClient
+from headrace.engine.outputs import (
+    EngineStats,
+    FinishReason,
+    PositionLogprobs,
+    SamplingParams,
+    TokenLogprob,
+    TokenOutput,
+)
+from headrace.serving import (
+    ChatService,
+    ModelCatalog,
+    ModelLimits,
+    Sampling,
+    SamplingDefaults,
+    TokenizerLike,
+)
 from headrace.text.grammar import GrammarCompiler
 
 # The fake tokenizer's vocabulary: one token per byte, then EOS.
@@ -26,9 +42,10 @@ REPLY = "Hello, world! How are you?"
 class FakeDetokenizer:
     """Whole UTF-8 characters out, text that could start a stop string held back."""
 
-    def __init__(self, stop: Sequence[str]) -> None:
+    def __init__(self, stop: Sequence[str], include_stop: bool = False) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._stop = tuple(stop)
+        self._include_stop = include_stop
         self._held = ""
         self.stopped = False
 
@@ -36,11 +53,12 @@ class FakeDetokenizer:
         if self.stopped:
             return ""
         text = self._held + self._decoder.decode(bytes(t for t in token_ids if t < EOS))
-        hits = [text.find(stop) for stop in self._stop if stop in text]
+        hits = [(text.find(stop), stop) for stop in self._stop if stop in text]
         if hits:
             self.stopped = True
             self._held = ""
-            return text[: min(hits)]
+            start, stop = min(hits)
+            return text[: start + len(stop) if self._include_stop else start]
         keep = max(
             (k for k in range(1, len(text) + 1) for s in self._stop if s.startswith(text[-k:])),
             default=0,
@@ -66,6 +84,9 @@ class FakeTokenizer:
     def decode(self, token_ids: Sequence[int]) -> str:
         return bytes(t for t in token_ids if t < EOS).decode(errors="replace")
 
+    def token_bytes(self, token_id: int) -> bytes:
+        return bytes([token_id]) if token_id < EOS else b"<eos>"
+
     # Replies are read for tool calls in headrace's generic syntax: <tool_call>{...}</tool_call>.
     tool_call_format = "generic"
 
@@ -83,15 +104,30 @@ class FakeTokenizer:
         return self.encode(text + "<assistant>")
 
     def detokenizer(
-        self, stop: Sequence[str] = (), *, keep_special: Sequence[str] = ()
+        self,
+        stop: Sequence[str] = (),
+        *,
+        keep_special: Sequence[str] = (),
+        include_stop: bool = False,
     ) -> FakeDetokenizer:
-        return FakeDetokenizer(stop)
+        return FakeDetokenizer(stop, include_stop)
 
 
 def _text(content: str | list[dict[str, str]] | None) -> str:
     if isinstance(content, list):
         return "\n".join(part["text"] for part in content)
     return content or ""
+
+
+def fake_logprobs(tokens: Sequence[int], top: int) -> tuple[PositionLogprobs, ...]:
+    """Made-up log-probabilities: each token the likeliest at its position, at -(token % 7) / 4,
+    followed by the next token ids, each 1 less likely."""
+    positions = []
+    for token in tokens:
+        logprob = -(token % 7) / 4
+        alternatives = [TokenLogprob((token + i) % EOS, logprob - i) for i in range(top)]
+        positions.append(PositionLogprobs(TokenLogprob(token, logprob), tuple(alternatives)))
+    return tuple(positions)
 
 
 class FakeEngine:
@@ -145,7 +181,14 @@ class FakeEngine:
         self.running += 1
         finished = False
         prompt = len(prompt_token_ids)
+        scored = None
+        if params.prompt_logprobs is not None:
+            scored = fake_logprobs(prompt_token_ids[1:], params.prompt_logprobs)
         try:
+            if params.max_tokens == 0:
+                finished = True
+                yield TokenOutput([], "length", prompt, 0, 0, prompt_logprobs=scored)
+                return
             for n, token in enumerate(self.reply, start=1):
                 await asyncio.sleep(self.step_delay)
                 if self.raise_after is not None and n > self.raise_after:
@@ -156,21 +199,34 @@ class FakeEngine:
                     yield TokenOutput([], "abort", prompt, n - 1, 0)
                     return
                 finish: FinishReason | None = None
+                tokens = [token]
                 if token in params.stop_token_ids:
-                    finish = "stop"
+                    finish, tokens = "stop", []  # a stop token is not part of the output
                 elif n >= params.max_tokens or prompt + n >= self.max_model_len:
                     finish = "length"
                 finished = finish is not None
                 self.started.set()
-                yield TokenOutput([token], finish, prompt, n, 0)
+                logprobs = None
+                if params.logprobs is not None:
+                    logprobs = fake_logprobs(tokens, params.logprobs)
+                yield TokenOutput(
+                    tokens,
+                    finish,
+                    prompt,
+                    n,
+                    0,
+                    logprobs=logprobs,
+                    prompt_logprobs=scored if n == 1 else None,
+                )
                 if finished:
                     return
             finished = True
             yield TokenOutput([], "stop", prompt, len(self.reply), 0)
         finally:
             self.running -= 1
-            if not finished:
+            if not finished:  # as AsyncEngine does: the request is aborted
                 self.closed_early.append(request_id)
+                self.abort(request_id)
 
     def abort(self, request_id: str) -> None:
         self.aborted.append(request_id)
@@ -200,6 +256,8 @@ class FakeServed:
     model_names: tuple[str, ...] = MODEL_NAMES
     # Grammars for constrained decoding (the fake engine ignores them); None turns it off.
     grammars: GrammarCompiler | None = None
+    # What requests get for the sampling parameters they leave out.
+    sampling_defaults: SamplingDefaults = field(default_factory=SamplingDefaults)
 
 
 class FakeClock:
@@ -227,6 +285,27 @@ def make_app(
     `limits` are create_app's max_waiting and max_body_bytes."""
     served = FakeServed(engine=engine or FakeEngine(), grammars=grammars)
     return create_app(served, access=access or Access(api_keys), **limits)
+
+
+def make_sampling(
+    engine: EngineClient, tokenizer: TokenizerLike, defaults: SamplingDefaults | None = None
+) -> Sampling:
+    """Sampling for the engine's model, with the model's defaults if given."""
+    limits = ModelLimits(engine.max_model_len, engine.vocab_size, tokenizer.eos_token_ids)
+    return Sampling(limits, defaults or SamplingDefaults())
+
+
+def make_chat_service(
+    engine: EngineClient | None = None,
+    tokenizer: TokenizerLike | None = None,
+    **options: Any,
+) -> ChatService:
+    """A chat service on the fakes (or the engine and tokenizer given); `options` are
+    ChatService's."""
+    engine = engine or FakeEngine()
+    tokenizer = tokenizer or FakeTokenizer()
+    sampling = make_sampling(engine, tokenizer)
+    return ChatService(engine, tokenizer, ModelCatalog(MODEL_NAMES), sampling, **options)
 
 
 def make_client(app: FastAPI, **kwargs: Any) -> httpx.AsyncClient:

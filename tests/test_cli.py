@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from headrace.cli import main
+from headrace.config import EngineConfig, ModelConfig
+from headrace.serving import runtime
 
 
 def serve(*args: str) -> subprocess.CompletedProcess[str]:
@@ -39,6 +41,7 @@ def serve(*args: str) -> subprocess.CompletedProcess[str]:
         (["--max-waiting", "0"], "max_waiting must be positive, not 0"),
         (["--max-body-bytes", "100"], "max_body_bytes must be at least 1024, not 100"),
         (["--drain-timeout", "-1"], "drain_timeout must be 0 or more seconds, not -1.0"),
+        (["--generation-config", ""], "generation_config must be auto, none or a path"),
     ],
 )
 def test_bad_configuration_is_one_line(args: list[str], message: str) -> None:
@@ -66,6 +69,41 @@ def test_a_kv_cache_too_small_for_one_context(default_model_path: Path) -> None:
     done = serve("--model", str(default_model_path), "--kv-cache-memory", "0.01")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "give --kv-cache-memory more or lower --max-model-len" in done.stderr
+
+
+def test_a_missing_generation_config(tmp_path: Path) -> None:
+    weights = tmp_path / "model.gguf"
+    weights.write_bytes(b"GGUF")
+    missing = tmp_path / "missing.json"
+    done = serve("--model", str(weights), "--generation-config", str(missing))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    last_line = done.stderr.strip().splitlines()[-1]
+    assert last_line == f"headrace: error: there is no generation config at {missing}"
+
+
+@pytest.mark.parametrize(
+    ("args", "setting"),
+    [
+        ([], "auto"),
+        (["--generation-config", "none"], "none"),
+        (["--generation-config", "~/gen/generation_config.json"], "~/gen/generation_config.json"),
+    ],
+)
+def test_the_generation_config_flag_reaches_the_model_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], setting: str
+) -> None:
+    seen: list[ModelConfig] = []
+
+    def load_runtime(model_config: ModelConfig, engine_config: EngineConfig) -> runtime.Runtime:
+        seen.append(model_config)
+        raise ValueError("stop before loading the model")
+
+    monkeypatch.setattr(runtime, "load_runtime", load_runtime)
+    monkeypatch.delenv("HEADRACE_KEY_STORE", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))  # no default key store
+    with pytest.raises(SystemExit):
+        main(["serve", *args])
+    assert [config.generation_config for config in seen] == [setting]
 
 
 def keys(capsys: pytest.CaptureFixture[str], store: Path, *args: str) -> tuple[int, str, str]:

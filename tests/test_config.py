@@ -1,4 +1,4 @@
-"""Configuration defaults that come from the machine."""
+"""Configuration defaults that come from the machine, and what configuration refuses."""
 
 from __future__ import annotations
 
@@ -6,7 +6,12 @@ import os
 
 import pytest
 
-from headrace.config import EngineConfig, default_max_num_batched_tokens, default_max_num_seqs
+from headrace.config import (
+    EngineConfig,
+    ModelConfig,
+    default_max_num_batched_tokens,
+    default_max_num_seqs,
+)
 
 
 @pytest.mark.parametrize(("cores", "expected"), [(1, 32), (2, 64), (4, 128), (16, 256)])
@@ -25,3 +30,15 @@ def test_the_step_budget_defaults_to_1024_tokens_per_usable_core(
     monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(cores)))
     assert default_max_num_batched_tokens() == expected
     assert EngineConfig().max_num_batched_tokens == expected
+
+
+@pytest.mark.parametrize("setting", ["auto", "none", "/models/x/generation_config.json", "cfg"])
+def test_generation_config_is_auto_none_or_a_path(setting: str) -> None:
+    assert ModelConfig(generation_config=setting).generation_config == setting
+    assert ModelConfig().generation_config == "auto"
+
+
+@pytest.mark.parametrize("setting", ["", "  "])
+def test_an_empty_generation_config_is_refused(setting: str) -> None:
+    with pytest.raises(ValueError, match="generation_config must be auto, none or a path"):
+        ModelConfig(generation_config=setting)

@@ -17,7 +17,15 @@ from headrace.api.routes import health_router, v1_router
 from headrace.auth import Access
 from headrace.config import ServerConfig
 from headrace.engine.client import EngineClient
-from headrace.serving import ChatService, ModelCatalog, TokenizerLike
+from headrace.serving import (
+    ChatService,
+    CompletionService,
+    ModelCatalog,
+    ModelLimits,
+    Sampling,
+    SamplingDefaults,
+    TokenizerLike,
+)
 from headrace.text.grammar import GrammarCompiler
 
 __all__ = ["Served", "create_app"]
@@ -42,6 +50,11 @@ class Served(Protocol):
         """Compiles grammars for constrained decoding; None turns it off."""
         ...
 
+    @property
+    def sampling_defaults(self) -> SamplingDefaults:
+        """What requests get for the sampling parameters they leave out."""
+        ...
+
 
 def create_app(
     served: Served,
@@ -57,21 +70,26 @@ def create_app(
     access: who may use it; when it wants keys, every route but /health needs
         `Authorization: Bearer <key>`. None: anyone may, without limits.
     tool_call_format: how replies are read for tool calls; None lets the chat template tell.
-    max_waiting: requests that may wait for the engine before chat completions get 503.
+    max_waiting: requests that may wait for the engine before completions get 503.
     max_body_bytes: largest request body; a larger one gets 413.
     drain: what shuts the app down gracefully (the server's SIGTERM runs it); None makes one.
     """
     access = access or Access()
     drain = drain or Drain(served.engine)
     models = ModelCatalog(served.model_names)
+    engine, tokenizer = served.engine, served.tokenizer
+    limits = ModelLimits(engine.max_model_len, engine.vocab_size, tokenizer.eos_token_ids)
+    sampling = Sampling(limits, served.sampling_defaults)
     chat = ChatService(
-        served.engine,
-        served.tokenizer,
+        engine,
+        tokenizer,
         models,
+        sampling,
         grammars=served.grammars,
         tool_call_format=tool_call_format,
         max_waiting=max_waiting,
     )
+    completions = CompletionService(engine, tokenizer, models, sampling, max_waiting=max_waiting)
     app = FastAPI(title="headrace", lifespan=_lifespan(served.engine))
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     install_error_handlers(app)
@@ -79,7 +97,7 @@ def create_app(
     app.add_middleware(KeyCheck, access=access)
     install_openapi(app)
     app.include_router(health_router(served.engine, drain))
-    app.include_router(v1_router(chat, models, access))
+    app.include_router(v1_router(chat, completions, models, access))
     return app
 
 

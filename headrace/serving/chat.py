@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, Callable
@@ -15,15 +14,11 @@ from dataclasses import dataclass
 
 from headrace.config import ServerConfig
 from headrace.engine.client import EngineClient
-from headrace.engine.outputs import SamplingParams, TokenOutput
 from headrace.serving.conversation import template_messages
-from headrace.serving.errors import (
-    ContextLengthExceededError,
-    EngineOverloadedError,
-    InternalError,
-    InvalidRequestError,
-    ServiceUnavailableError,
-)
+from headrace.serving.errors import InvalidRequestError
+from headrace.serving.generation import Generation, Step, StreamUsage, UsageTally, run_sequences
+from headrace.serving.intake import Intake
+from headrace.serving.logprobs import LogprobWriter
 from headrace.serving.models import ModelCatalog
 from headrace.serving.protocol import ChatCompletionRequest
 from headrace.serving.reply import Reply
@@ -31,13 +26,15 @@ from headrace.serving.responses import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,
+    ChatLogprobs,
     Choice,
     ChunkChoice,
     Delta,
     FinishReason,
-    PromptTokensDetails,
+    TokenLogprob,
     Usage,
 )
+from headrace.serving.sampling import Sampling
 from headrace.serving.tokenizer import TokenizerLike
 from headrace.serving.tools import (
     OutputConstraint,
@@ -55,45 +52,36 @@ from headrace.text.grammar import (
 
 __all__ = ["ChatService", "PreparedChat"]
 
-logger = logging.getLogger("headrace.serving")
-
-# What an overloaded server asks its clients to wait before they retry (Retry-After).
-_RETRY_AFTER_SECONDS = 1
-
 
 @dataclass(frozen=True)
 class PreparedChat:
-    # "chatcmpl-<hex>": the completion's id and the engine's request id.
+    # "chatcmpl-<hex>": the completion's id.
     request_id: str
     # The model name the client asked for, echoed in every response object.
     model: str
     # Unix seconds when the request was accepted: the `created` of every chunk.
     created: int
-    # The rendered prompt.
-    prompt_token_ids: list[int]
-    # How the engine samples the completion.
-    params: SamplingParams
-    # Strings that end the completion, never part of its text.
-    stop: tuple[str, ...]
-    # Stream chunks carry `usage`: null, then the counts in a last chunk without choices.
-    include_usage: bool
+    # The rendered prompt, its n choices, and how they are sampled.
+    generation: Generation
+    # Whether and how stream chunks carry usage.
+    usage: StreamUsage
     # How the reply is read for tool calls; None when the request allows none.
     tool_call_format: str | None
 
     @property
     def most_tokens(self) -> int:
-        """The prompt and the longest completion allowed: the most the request can cost."""
-        return len(self.prompt_token_ids) + self.params.max_tokens
+        """The prompt and the longest completions allowed: the most the request can cost."""
+        generation = self.generation
+        return len(generation.prompts[0]) + generation.n * generation.params.max_tokens
 
 
-@dataclass(frozen=True)
-class _Step:
-    # Text made final since the previous step; may be empty.
-    text: str
-    # Set on the last step only.
-    finish_reason: FinishReason | None
-    # Token counts so far.
-    usage: Usage
+class _Choice:
+    """One choice as its steps come: its reply, its log-probabilities, its finish."""
+
+    def __init__(self, tool_call_format: str | None) -> None:
+        self.reply = Reply(tool_call_format)
+        self.logprobs: list[TokenLogprob] = []
+        self.finish_reason: FinishReason | None = None
 
 
 class ChatService:
@@ -104,6 +92,7 @@ class ChatService:
         engine: EngineClient,
         tokenizer: TokenizerLike,
         models: ModelCatalog,
+        sampling: Sampling,
         *,
         grammars: GrammarCompiler | None = None,
         tool_call_format: str | None = None,
@@ -111,21 +100,18 @@ class ChatService:
     ) -> None:
         self._engine = engine
         self._tokenizer = tokenizer
-        self._models = models
+        self._intake = Intake(engine, models, max_waiting=max_waiting)
+        self._sampling = sampling
+        self._logprobs = LogprobWriter(tokenizer)
         # Compiles forced tool calls and response formats; None: constrained decoding is off.
         self._grammars = grammars
         # How replies are read for tool calls: the server's choice, else the template's.
         self._tool_call_format = tool_call_format or tokenizer.tool_call_format
-        # Requests that may wait for the engine before new ones are refused.
-        self._max_waiting = max_waiting
 
     def prepare(self, request: ChatCompletionRequest) -> PreparedChat:
         """Checks the request and renders its prompt; raises HeadraceError, starts nothing."""
-        self._check_capacity()
-        self._models.require(request.model)
+        self._intake.admit(request)
         _check_supported(request)
-        if request.model_extra:
-            logger.warning("ignoring unknown request fields: %s", ", ".join(request.model_extra))
         tools = prepare_tools(request)
         constraint = prepare_response_format(request, tools)
         messages = template_messages(request.messages)
@@ -143,76 +129,73 @@ class ChatService:
             grammar = self._tool_call_grammar(tools, tool_call_format)
         elif constraint is not None:
             grammar = self._output_grammar(constraint)
-        params = SamplingParams(
-            max_tokens=self._max_tokens(request, len(prompt)),
-            temperature=1.0 if request.temperature is None else request.temperature,
-            top_p=1.0 if request.top_p is None else request.top_p,
-            top_k=max(request.top_k or 0, 0),
-            min_p=request.min_p or 0.0,
-            seed=request.seed,
-            stop_token_ids=self._stop_token_ids(request),
-            grammar=grammar,
-            presence_penalty=request.presence_penalty or 0.0,
-            frequency_penalty=request.frequency_penalty or 0.0,
-            repetition_penalty=request.repetition_penalty or 1.0,
-            logit_bias=self._logit_bias(request.logit_bias or {}),
-        )
-        stop = [request.stop] if isinstance(request.stop, str) else request.stop or []
-        options = request.stream_options
+        logprobs = (request.top_logprobs or 0) if request.logprobs else None
+        params = self._sampling.params(request, len(prompt), grammar=grammar, logprobs=logprobs)
+        request_id = f"chatcmpl-{uuid.uuid4().hex}"
+        markers = Reply(tool_call_format).markers
         return PreparedChat(
-            request_id=f"chatcmpl-{uuid.uuid4().hex}",
+            request_id=request_id,
             model=request.model,
             created=int(time.time()),
-            prompt_token_ids=prompt,
-            params=params,
-            stop=tuple(string for string in stop if string),
-            include_usage=bool(options and options.include_usage),
+            generation=Generation.of(request, request_id, (prompt,), params, markers),
+            usage=StreamUsage.of(request.stream_options),
             tool_call_format=tool_call_format,
         )
 
     async def complete(self, chat: PreparedChat) -> ChatCompletion:
-        """The whole completion."""
-        reply = Reply(chat.tool_call_format)
-        last: _Step | None = None
-        async with aclosing(self._steps(chat, reply.markers)) as steps:
-            async for last in steps:
-                reply.feed(last.text, last=last.finish_reason is not None)
-        assert last is not None and last.finish_reason is not None  # _steps ends on a finish
-        message = AssistantMessage(role="assistant", content=reply.content, refusal=None)
-        if calls := reply.tool_calls:
-            message.tool_calls = calls
-        choice = Choice(
-            index=0,
-            message=message,
-            finish_reason=reply.finish_reason(last.finish_reason),
-            logprobs=None,
-        )
+        """The whole completion: every choice, once all are done."""
+        choices = [_Choice(chat.tool_call_format) for _ in range(chat.generation.n)]
+        tally = UsageTally(chat.generation)
+        async with aclosing(self._steps(chat)) as steps:
+            async for step in steps:
+                tally.add(step)
+                choice = choices[step.index]
+                choice.reply.feed(step.text, last=step.finish_reason is not None)
+                choice.logprobs += self._logprobs.chat(step.output.logprobs or ())
+                if step.finish_reason is not None:
+                    choice.finish_reason = choice.reply.finish_reason(step.finish_reason)
         return ChatCompletion(
             id=chat.request_id,
             object="chat.completion",
             created=chat.created,
             model=chat.model,
-            choices=[choice],
-            usage=last.usage,
+            choices=[_whole_choice(chat, index, choice) for index, choice in enumerate(choices)],
+            usage=tally.usage(),
         )
 
     async def stream(self, chat: PreparedChat) -> AsyncGenerator[ChatCompletionChunk, None]:
-        """The completion as chunks: the role, the text as it comes, the finish, the usage."""
-        yield _chunk(chat, Delta(role="assistant", content=""))
-        reply = Reply(chat.tool_call_format)
-        async with aclosing(self._steps(chat, reply.markers)) as steps:
+        """The completion as chunks: each choice's role, its text as it comes, its finish; then
+        the usage."""
+        n = chat.generation.n
+        for index in range(n):
+            yield _chunk(chat, index, Delta(role="assistant", content=""))
+        replies = [Reply(chat.tool_call_format) for _ in range(n)]
+        tally = UsageTally(chat.generation)
+        async with aclosing(self._steps(chat)) as steps:
             async for step in steps:
-                for delta in reply.feed(step.text, last=step.finish_reason is not None):
-                    yield _chunk(chat, delta)
+                tally.add(step)
+                usage = tally.usage() if chat.usage.continuous else None
+                reply = replies[step.index]
+                deltas = reply.feed(step.text, last=step.finish_reason is not None)
+                logprobs = self._chunk_logprobs(chat, step)
+                if logprobs is not None and not deltas:
+                    deltas = [Delta(content="")]  # the tokens' text is held back, not theirs
+                for delta in deltas:
+                    yield _chunk(chat, step.index, delta, logprobs=logprobs, usage=usage)
+                    logprobs = None
                 if step.finish_reason is not None:
-                    yield _chunk(chat, Delta(), reply.finish_reason(step.finish_reason))
-                    if chat.include_usage:
-                        yield _usage_chunk(chat, step.usage)
+                    finish = reply.finish_reason(step.finish_reason)
+                    yield _chunk(chat, step.index, Delta(), finish, usage=usage)
+        if chat.usage.include:
+            yield _usage_chunk(chat, tally.usage())
 
-    def _check_capacity(self) -> None:
-        """Refuse at once rather than queue behind more requests than the server allows."""
-        if self._engine.stats().waiting >= self._max_waiting:
-            raise EngineOverloadedError(_RETRY_AFTER_SECONDS)
+    def _steps(self, chat: PreparedChat) -> AsyncGenerator[Step, None]:
+        return run_sequences(self._engine, self._tokenizer, chat.generation)
+
+    def _chunk_logprobs(self, chat: PreparedChat, step: Step) -> ChatLogprobs | None:
+        if chat.generation.params.logprobs is None or not step.output.token_ids:
+            return None
+        return ChatLogprobs(content=self._logprobs.chat(step.output.logprobs or ()), refusal=None)
 
     def _forced_call_format(self) -> str:
         """The format forced calls are written in: the model's, if a grammar can write it."""
@@ -251,107 +234,36 @@ class ChatService:
         except GrammarError as error:
             raise InvalidRequestError(str(error), param=param) from error
 
-    def _stop_token_ids(self, request: ChatCompletionRequest) -> frozenset[int]:
-        # The model's end-of-sequence tokens (unless ignore_eos), and the request's own
-        eos = frozenset() if request.ignore_eos else self._tokenizer.eos_token_ids
-        asked = (self._token_id(t, "stop_token_ids", t) for t in request.stop_token_ids or ())
-        return eos | frozenset(asked)
-
-    def _logit_bias(self, biases: dict[str, float]) -> tuple[tuple[int, float], ...]:
-        # -> (token id, bias) pairs; the keys are ids written as strings, as JSON keys are
-        return tuple(
-            (self._token_id(int(key) if key.isdecimal() else -1, "logit_bias", key), bias)
-            for key, bias in biases.items()
-        )
-
-    def _token_id(self, token: int, param: str, given: object) -> int:
-        """`token`, checked to be an id of the model's vocabulary; `given`: as the request
-        wrote it."""
-        vocab = self._engine.vocab_size
-        if not 0 <= token < vocab:
-            raise InvalidRequestError(
-                f"{param} takes token ids from 0 to {vocab - 1}, not {given!r}.", param=param
-            )
-        return token
-
-    def _max_tokens(self, request: ChatCompletionRequest, prompt_tokens: int) -> int:
-        limit = self._engine.max_model_len
-        wanted = request.max_completion_tokens or request.max_tokens
-        if wanted is None:
-            if prompt_tokens >= limit:
-                raise ContextLengthExceededError(
-                    f"This model's maximum context length is {limit} tokens. However, your "
-                    f"messages resulted in {prompt_tokens} tokens. Please reduce the length of "
-                    "the messages."
-                )
-            return limit - prompt_tokens
-        if prompt_tokens + wanted > limit:
-            raise ContextLengthExceededError(
-                f"This model's maximum context length is {limit} tokens. However, you requested "
-                f"{prompt_tokens + wanted} tokens ({prompt_tokens} in the messages, {wanted} in "
-                "the completion). Please reduce the length of the messages or completion."
-            )
-        return wanted
-
-    async def _steps(
-        self, chat: PreparedChat, keep_special: tuple[str, ...]
-    ) -> AsyncGenerator[_Step, None]:
-        """Engine outputs as final text; the last step carries the finish reason.
-
-        However this ends before the engine finished (a stop string, an error, the consumer
-        closing it or being cancelled), the engine request is aborted at once.
-        """
-        detokenizer = self._tokenizer.detokenizer(chat.stop, keep_special=keep_special)
-        outputs = self._engine.generate(chat.request_id, chat.prompt_token_ids, chat.params)
-        engine_done = False
-        try:
-            async for output in outputs:
-                engine_done = output.finish_reason is not None
-                if output.finish_reason == "abort":
-                    raise ServiceUnavailableError("The engine dropped the request; please retry.")
-                text = detokenizer.push(output.token_ids)
-                if detokenizer.stopped:
-                    if not engine_done:
-                        self._engine.abort(chat.request_id)
-                        engine_done = True
-                    yield _Step(text, "stop", _usage(output))
-                    return
-                if output.finish_reason is not None:
-                    yield _Step(text + detokenizer.flush(), output.finish_reason, _usage(output))
-                    return
-                yield _Step(text, None, _usage(output))
-            raise InternalError("The engine ended the request without a finish reason.")
-        finally:
-            if not engine_done:
-                self._engine.abort(chat.request_id)
-            await outputs.aclose()
-
 
 def _check_supported(request: ChatCompletionRequest) -> None:
-    if request.n not in (None, 1):
-        raise InvalidRequestError("Only n=1 is supported.", param="n")
-    if request.logprobs:
-        raise InvalidRequestError("logprobs are not supported.", param="logprobs")
-    if request.stream_options is not None and not request.stream:
-        raise InvalidRequestError(
-            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
-            param="stream_options",
-        )
+    if request.top_logprobs is not None and not request.logprobs:
+        raise InvalidRequestError("top_logprobs needs logprobs to be true.", param="top_logprobs")
 
 
-def _usage(output: TokenOutput) -> Usage:
-    return Usage(
-        prompt_tokens=output.num_prompt_tokens,
-        completion_tokens=output.num_generated_tokens,
-        total_tokens=output.num_prompt_tokens + output.num_generated_tokens,
-        prompt_tokens_details=PromptTokensDetails(cached_tokens=output.num_cached_tokens),
+def _whole_choice(chat: PreparedChat, index: int, choice: _Choice) -> Choice:
+    reply = choice.reply
+    message = AssistantMessage(role="assistant", content=reply.content, refusal=None)
+    if calls := reply.tool_calls:
+        message.tool_calls = calls
+    logprobs = None
+    if chat.generation.params.logprobs is not None:
+        logprobs = ChatLogprobs(content=choice.logprobs, refusal=None)
+    assert choice.finish_reason is not None  # every choice's steps end on a finish
+    return Choice(
+        index=index, message=message, finish_reason=choice.finish_reason, logprobs=logprobs
     )
 
 
 def _chunk(
-    chat: PreparedChat, delta: Delta, finish_reason: FinishReason | None = None
+    chat: PreparedChat,
+    index: int,
+    delta: Delta,
+    finish_reason: FinishReason | None = None,
+    *,
+    logprobs: ChatLogprobs | None = None,
+    usage: Usage | None = None,
 ) -> ChatCompletionChunk:
-    choice = ChunkChoice(index=0, delta=delta, finish_reason=finish_reason, logprobs=None)
+    choice = ChunkChoice(index=index, delta=delta, finish_reason=finish_reason, logprobs=logprobs)
     chunk = ChatCompletionChunk(
         id=chat.request_id,
         object="chat.completion.chunk",
@@ -359,8 +271,8 @@ def _chunk(
         model=chat.model,
         choices=[choice],
     )
-    if chat.include_usage:
-        chunk.usage = None  # assigned, hence on the wire as null
+    if chat.usage.include:
+        chunk.usage = usage  # assigned, hence on the wire, as null unless continuous
     return chunk
 
 

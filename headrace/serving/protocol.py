@@ -7,17 +7,17 @@ ignore unknown fields too. Parameters we accept but do not act on say so in thei
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from headrace.serving.errors import invalid_request_from_validation
-from headrace.serving.tools import prepare_response_format, prepare_tools
 
 __all__ = [
     "AllowedTools",
     "ChatCompletionRequest",
     "ChatMessage",
+    "CompletionRequest",
     "ContentPart",
     "FunctionCall",
     "FunctionDefinition",
@@ -30,6 +30,7 @@ __all__ = [
     "ToolCall",
     "ToolChoice",
     "parse_chat_request",
+    "parse_completion_request",
 ]
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
@@ -41,6 +42,9 @@ class _Request(BaseModel):
     # Types as JSON has them, as OpenAI checks them: "10" is not an integer, 1 is not true;
     # NaN and Infinity, which some JSON writers emit, are no numbers.
     model_config = ConfigDict(strict=True, allow_inf_nan=False)
+
+
+_R = TypeVar("_R", bound=_Request)
 
 
 class ContentPart(_Request):
@@ -82,6 +86,8 @@ class ChatMessage(_Request):
 class StreamOptions(_Request):
     # Send one extra chunk with the usage before [DONE], and `"usage": null` on all others.
     include_usage: bool | None = None
+    # vLLM's extension: with include_usage, every chunk carries the usage so far instead.
+    continuous_usage_stats: bool | None = None
 
 
 class FunctionDefinition(_Request):
@@ -148,51 +154,67 @@ class ResponseFormat(_Request):
     json_schema: JsonSchemaFormat | None = None
 
 
-class ChatCompletionRequest(_Request):
+class _SamplingRequest(_Request):
+    """What chat and text completions ask of sampling alike."""
+
     model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="allow")
 
     # Which served model to use; echoed back in the response.
     model: str
-    # The conversation so far; at most 2048 messages, as OpenAI allows.
-    messages: list[ChatMessage] = Field(min_length=1, max_length=2048)
     # Answer as server-sent events.
     stream: bool | None = None
     # Streaming options; only allowed with `stream`.
     stream_options: StreamOptions | None = None
-    # Most tokens to generate (deprecated by OpenAI in favour of max_completion_tokens).
+    # Most tokens to generate.
     max_tokens: int | None = Field(default=None, ge=1)
-    # Most tokens to generate; wins over max_tokens.
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    # Sampling temperature; 0 is greedy. Default 1.
+    # Sampling temperature; 0 is greedy. Default: the model's (--generation-config), else 1.
     temperature: float | None = Field(default=None, ge=0, le=2)
-    # Nucleus sampling mass. Default 1.
+    # Nucleus sampling mass. Default: the model's, else 1.
     top_p: float | None = Field(default=None, gt=0, le=1)
-    # vLLM's extension: sample among the top_k most likely tokens; 0 or -1 (default): all.
+    # vLLM's extension: sample among the top_k most likely tokens; 0 or -1: all. Default: the
+    # model's, else all.
     top_k: int | None = Field(default=None, ge=-1)
-    # vLLM's extension: drop tokens less than min_p times as likely as the likeliest. Default 0.
+    # vLLM's extension: drop tokens less than min_p times as likely as the likeliest. Default:
+    # the model's, else 0.
     min_p: float | None = Field(default=None, ge=0, le=1)
-    # How many choices; only 1 is supported.
-    n: int | None = Field(default=None, ge=1)
-    # Seed for reproducible sampling; a 64-bit signed integer, as OpenAI's.
+    # How many choices to sample (for each prompt); the prompt is computed once. Default 1.
+    n: int | None = Field(default=None, ge=1, le=128)
+    # Seed for reproducible sampling; a 64-bit signed integer, as OpenAI's. Choice i samples
+    # with seed + i.
     seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
     # vLLM's extension: generate through end-of-sequence tokens (fixed-length benchmarks).
     ignore_eos: bool = False
     # vLLM's extension: more token ids that end the completion, as end-of-sequence does (not
     # part of the output); they apply with ignore_eos too.
     stop_token_ids: list[int] | None = Field(default=None, max_length=1024)
-    # Up to 4 strings that end the completion; never part of the returned text.
+    # Up to 4 strings that end the completion; not part of the returned text unless
+    # include_stop_str_in_output.
     stop: str | Annotated[list[str], Field(max_length=4)] | None = None
-    # Lowers the logit of every token generated so far, once (OpenAI's formula). Default 0.
+    # vLLM's extension: the text ends with the stop string that ended it. Default false.
+    include_stop_str_in_output: bool = False
+    # vLLM's extension: end-of-sequence and stop_token_ids cannot end the completion before
+    # this many tokens. Default 0.
+    min_tokens: int | None = Field(default=None, ge=0)
+    # Lowers the logit of every token generated so far, once (OpenAI's formula). Default: the
+    # model's, else 0.
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
-    # Lowers the logit of every token generated so far, per time it appeared. Default 0.
+    # Lowers the logit of every token generated so far, per time it appeared. Default: the
+    # model's, else 0.
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     # vLLM's extension: divides positive logits and multiplies negative ones of every token of
-    # the prompt and the output. Default 1 (none).
+    # the prompt and the output. Default: the model's, else 1 (none).
     repetition_penalty: float | None = Field(default=None, gt=0, le=10)
     # Token id (a string, as JSON keys are) -> a bias of -100..100 added to its logit.
     logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
     # End-user id; accepted and ignored.
     user: str | None = None
+
+
+class ChatCompletionRequest(_SamplingRequest):
+    # The conversation so far; at most 2048 messages, as OpenAI allows.
+    messages: list[ChatMessage] = Field(min_length=1, max_length=2048)
+    # Most tokens to generate; wins over max_tokens (which OpenAI deprecated for it).
+    max_completion_tokens: int | None = Field(default=None, ge=1)
     # Functions the model may call, at most 128 as OpenAI allows (checked by
     # `headrace.serving.tools.prepare_tools`).
     tools: list[Tool] | None = Field(default=None, max_length=128)
@@ -206,19 +228,44 @@ class ChatCompletionRequest(_Request):
     functions: Any = None
     # Deprecated by OpenAI in favour of `tool_choice`; refused with a pointer to it.
     function_call: Any = None
-    # Log probabilities are not supported: only false is accepted.
+    # Whether each choice carries the log-probabilities of its tokens.
     logprobs: bool | None = None
+    # With logprobs: how many of the likeliest tokens each position lists too (0-20).
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+
+# A prompt of text completions: a text, texts, token ids, or lists of token ids.
+Prompt = str | Annotated[list[str], Field(min_length=1)] | list[int] | list[list[int]]
+
+
+class CompletionRequest(_SamplingRequest):
+    # The prompt(s): each is completed on its own, n times, its choices in prompt order.
+    prompt: Prompt
+    # Most tokens to generate; 0 with echo and logprobs scores the prompt. Default: the
+    # model's (--generation-config), else 16 as OpenAI's.
+    max_tokens: int | None = Field(default=None, ge=0)
+    # Put the prompt before each completion's text (and its log-probabilities, if asked for).
+    echo: bool | None = None
+    # Log-probabilities of each token and of this many of the likeliest ones there (0-5).
+    logprobs: int | None = Field(default=None, ge=0, le=5)
+    # Text after the completion (insertion); not supported: only null is accepted.
+    suffix: str | None = None
+    # Sample this many and return the n best; only best_of equal to n is accepted.
+    best_of: int | None = Field(default=None, ge=1, le=128)
 
 
 def parse_chat_request(body: bytes) -> ChatCompletionRequest:
-    """The request in `body`; raises InvalidRequestError for bad JSON or bad parameters.
+    """The request in `body`; raises InvalidRequestError for bad JSON or bad parameters."""
+    return _parse(ChatCompletionRequest, body)
 
-    Beyond the shapes, it checks what tools, tool choice and response format ask for together,
-    so that every such error is a 400 before any work starts.
-    """
+
+def parse_completion_request(body: bytes) -> CompletionRequest:
+    """The request in `body`; raises InvalidRequestError for bad JSON or bad parameters."""
+    return _parse(CompletionRequest, body)
+
+
+def _parse(kind: type[_R], body: bytes) -> _R:
     try:
-        request = ChatCompletionRequest.model_validate_json(body)
+        return kind.model_validate_json(body)
     except ValidationError as error:
         raise invalid_request_from_validation(error.errors(include_url=False)) from None
-    prepare_response_format(request, prepare_tools(request))
-    return request

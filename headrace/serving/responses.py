@@ -15,8 +15,12 @@ __all__ = [
     "AssistantMessage",
     "ChatCompletion",
     "ChatCompletionChunk",
+    "ChatLogprobs",
     "Choice",
     "ChunkChoice",
+    "Completion",
+    "CompletionChoice",
+    "CompletionLogprobs",
     "Delta",
     "FinishReason",
     "FunctionCall",
@@ -24,8 +28,10 @@ __all__ = [
     "ModelCard",
     "ModelList",
     "PromptTokensDetails",
+    "TokenLogprob",
     "ToolCall",
     "ToolCallDelta",
+    "TopLogprob",
     "Usage",
     "dump",
 ]
@@ -89,15 +95,36 @@ class AssistantMessage(BaseModel):
     tool_calls: list[ToolCall] | None = None
 
 
+class TopLogprob(BaseModel):
+    # The token's text; bytes that are not whole characters are written as \xNN escapes.
+    token: str
+    # Its natural log-probability at the position (-9999 at the lowest).
+    logprob: float
+    # Its UTF-8 bytes, which join with the neighbours' into whole characters.
+    bytes: list[int]
+
+
+class TokenLogprob(TopLogprob):
+    # The likeliest tokens at the position, likeliest first, as many as top_logprobs asked.
+    top_logprobs: list[TopLogprob]
+
+
+class ChatLogprobs(BaseModel):
+    # One entry per token of the content (and of tool calls), in order.
+    content: list[TokenLogprob] | None
+    # Always null: we never refuse.
+    refusal: None
+
+
 class Choice(BaseModel):
-    # Position in `choices`; always 0 (n=1).
+    # Position in `choices`: 0 to n - 1.
     index: int
     # The answer.
     message: AssistantMessage
     # Why generation ended.
     finish_reason: FinishReason
-    # Always null: log probabilities are not supported.
-    logprobs: None
+    # With the request's logprobs: those of the answer's tokens; else null.
+    logprobs: ChatLogprobs | None
 
 
 class ChatCompletion(BaseModel):
@@ -109,7 +136,7 @@ class ChatCompletion(BaseModel):
     created: int
     # The model name the client asked for.
     model: str
-    # One choice (n=1).
+    # The choices, by index.
     choices: list[Choice]
     # Token counts.
     usage: Usage
@@ -143,14 +170,14 @@ class Delta(BaseModel):
 
 
 class ChunkChoice(BaseModel):
-    # Position in `choices`; always 0 (n=1).
+    # Which choice the chunk continues: 0 to n - 1.
     index: int
     # What is new since the previous chunk.
     delta: Delta
-    # Null until the last choice chunk.
+    # Null until the choice's last chunk.
     finish_reason: FinishReason | None
-    # Always null: log probabilities are not supported.
-    logprobs: None
+    # With the request's logprobs: those of the tokens of this chunk; else null.
+    logprobs: ChatLogprobs | None
 
 
 class ChatCompletionChunk(BaseModel):
@@ -164,7 +191,45 @@ class ChatCompletionChunk(BaseModel):
     model: str
     # One choice, or none on the usage chunk.
     choices: list[ChunkChoice]
-    # Given only with stream_options.include_usage: null, then the counts on the last chunk.
+    # Given only with stream_options.include_usage: null, then the counts on the last chunk
+    # (with continuous_usage_stats: the counts so far on every chunk).
+    usage: Usage | None = None
+
+
+class CompletionLogprobs(BaseModel):
+    # Each token's text; bytes that are not whole characters are written as \xNN escapes.
+    tokens: list[str]
+    # Each token's log-probability; null for the first token of an echoed prompt.
+    token_logprobs: list[float | None]
+    # The likeliest tokens at each position, text -> log-probability; null where the first.
+    top_logprobs: list[dict[str, float] | None]
+    # Where each token's text begins in the choice's text, in characters.
+    text_offset: list[int]
+
+
+class CompletionChoice(BaseModel):
+    # Which choice: prompt's index * n + sample's index.
+    index: int
+    # The completion (after the prompt, with echo); in a stream, what is new.
+    text: str
+    # With the request's logprobs: those of the text's tokens; else null.
+    logprobs: CompletionLogprobs | None
+    # Why generation ended; null in a stream until the choice's last chunk.
+    finish_reason: FinishReason | None
+
+
+class Completion(BaseModel):
+    # "cmpl-<hex>", shared by every chunk of a stream.
+    id: str
+    # Always "text_completion", whole or streamed.
+    object: Literal["text_completion"]
+    # Unix seconds when the request was accepted.
+    created: int
+    # The model name the client asked for.
+    model: str
+    # The choices (whole), or one choice (a chunk), or none (the usage chunk).
+    choices: list[CompletionChoice]
+    # Token counts: always whole; in a stream, as ChatCompletionChunk's usage.
     usage: Usage | None = None
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from headrace.config import EngineConfig, ModelConfig
 from headrace.engine.async_engine import AsyncEngine
@@ -13,6 +13,7 @@ from headrace.model.kernel_caches import bound_onednn_caches
 from headrace.model.loader import load_model
 from headrace.model.placement import dtype_reason, resolve_device, resolve_dtype
 from headrace.model.source import resolve_model
+from headrace.serving.sampling_defaults import SamplingDefaults, load_sampling_defaults
 from headrace.text import Tokenizer
 from headrace.text.grammar import GrammarCompiler
 
@@ -31,11 +32,19 @@ class Runtime:
     model_names: tuple[str, ...]
     # Compiles response formats and forced tool calls for the tokenizer.
     grammars: GrammarCompiler
+    # What requests get for the sampling parameters they leave out (--generation-config).
+    sampling_defaults: SamplingDefaults = field(default_factory=SamplingDefaults)
 
 
 def load_runtime(model_config: ModelConfig, engine_config: EngineConfig) -> Runtime:
     bound_onednn_caches()  # a long-running server must not grow them without end
     source = resolve_model(model_config.model)
+    sampling_defaults = load_sampling_defaults(model_config.generation_config, source)
+    logger.info(
+        "sampling defaults: %s (--generation-config %s)",
+        sampling_defaults.describe(),
+        model_config.generation_config,
+    )
     device = resolve_device(model_config.device)
     dtype = resolve_dtype(model_config.dtype, device)
     logger.info("dtype %s (%s)", dtype, dtype_reason(model_config.dtype, device))
@@ -72,4 +81,5 @@ def load_runtime(model_config: ModelConfig, engine_config: EngineConfig) -> Runt
         tokenizer=tokenizer,
         model_names=names,
         grammars=GrammarCompiler(tokenizer),
+        sampling_defaults=sampling_defaults,
     )

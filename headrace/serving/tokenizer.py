@@ -47,11 +47,28 @@ class TokenizerLike(Protocol):
         """Prompt token ids, ending with the assistant's header; ValueError if it cannot."""
         ...
 
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text`, without BOS or EOS."""
+        ...
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        """The text of `token_ids`, special tokens skipped."""
+        ...
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes a token stands for, even part of a character."""
+        ...
+
     def detokenizer(
-        self, stop: Sequence[str] = (), *, keep_special: Sequence[str] = ()
+        self,
+        stop: Sequence[str] = (),
+        *,
+        keep_special: Sequence[str] = (),
+        include_stop: bool = False,
     ) -> DetokenizerLike:
         """A fresh detokenizer for one sequence, cutting at the first of `stop`.
 
         keep_special: special tokens whose text is kept (tool-call markers).
+        include_stop: the text ends with the stop string that matched, not before it.
         """
         ...

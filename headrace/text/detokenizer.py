@@ -37,11 +37,14 @@ class IncrementalDetokenizer:
     trailing unfinished character.
     """
 
-    def __init__(self, decode: DecodeFn, stop: Sequence[str] = ()) -> None:
+    def __init__(
+        self, decode: DecodeFn, stop: Sequence[str] = (), *, include_stop: bool = False
+    ) -> None:
         # Decodes a window of token ids.
         self._decode = decode
-        # Holds back text that could be the start of a stop string.
-        self._matcher = StopMatcher(stop)
+        # Holds back text that could be the start of a stop string; include_stop: the text
+        # ends with the stop string that matched, rather than just before it.
+        self._matcher = StopMatcher(stop, include=include_stop)
         # Every token id pushed so far.
         self._ids: list[int] = []
         # Start of the decoding window.

@@ -15,9 +15,12 @@ __all__ = ["StopMatcher", "partial_match_length"]
 class StopMatcher:
     """Feeds text through, never letting out any part of a stop string."""
 
-    def __init__(self, stop: Sequence[str]) -> None:
+    def __init__(self, stop: Sequence[str], *, include: bool = False) -> None:
         # The stop strings; empty ones can never match and are dropped.
         self._stop: tuple[str, ...] = tuple(dict.fromkeys(s for s in stop if s))
+        # Whether the text let out ends with the stop string that matched (vLLM's
+        # include_stop_str_in_output) rather than just before it.
+        self._include = include
         # Text received but not let out yet: it ends with the start of some stop string.
         self._held = ""
         # Set once a stop string matched; nothing is let out after that.
@@ -39,23 +42,24 @@ class StopMatcher:
         buffer = self._held + text
         if not self._stop:
             return buffer
-        cut = self._first_match(buffer)
-        if cut is not None:
+        match = self._first_match(buffer)
+        if match is not None:
             self._stopped = True
             self._held = ""
-            return buffer[:cut]
+            start, end = match
+            return buffer[: end if self._include else start]
         keep = 0 if final else partial_match_length(buffer, self._stop)
         self._held = buffer[len(buffer) - keep :]
         return buffer[: len(buffer) - keep]
 
-    def _first_match(self, buffer: str) -> int | None:
-        """Where the first stop string in `buffer` begins, or None."""
+    def _first_match(self, buffer: str) -> tuple[int, int] | None:
+        """Where the first stop string in `buffer` begins and ends, or None."""
         best: tuple[int, int] | None = None  # (end, start) of the best match so far
         for stop in self._stop:
             start = buffer.find(stop)
             if start >= 0 and (best is None or (start + len(stop), start) < best):
                 best = (start + len(stop), start)
-        return None if best is None else best[1]
+        return None if best is None else (best[1], best[0])
 
 
 def partial_match_length(text: str, markers: Sequence[str]) -> int:

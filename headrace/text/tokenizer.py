@@ -8,9 +8,10 @@ the vocabulary, merges, special token ids and chat template. Nothing is ever dow
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,15 @@ from headrace.text.detokenizer import IncrementalDetokenizer
 from headrace.text.tool_call_format import detect_tool_call_format, template_knows_tools
 
 __all__ = ["Tokenizer"]
+
+# GPT-2's byte-level alphabet, character to byte: the printable bytes stand for themselves, the
+# others for characters from U+0100 on (transformers' bytes_to_unicode).
+_PRINTABLE = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAC + 1), *range(0xAE, 0xFF + 1)]
+_BYTE_OF_CHAR = {chr(b): b for b in _PRINTABLE} | {
+    chr(256 + n): b for n, b in enumerate(b for b in range(256) if b not in _PRINTABLE)
+}
+# SentencePiece's byte fallback tokens: <0x0A>.
+_BYTE_FALLBACK = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 
 # GGUF metadata keys of tokens that end generation (llama.cpp's "end of generation" set).
 _GGUF_EOS_KEYS = (
@@ -88,12 +98,17 @@ class Tokenizer:
         return detect_tool_call_format(template_source(self.hf), specials)
 
     def detokenizer(
-        self, stop: Sequence[str] = (), *, keep_special: Collection[str] = ()
+        self,
+        stop: Sequence[str] = (),
+        *,
+        keep_special: Collection[str] = (),
+        include_stop: bool = False,
     ) -> IncrementalDetokenizer:
         """A fresh streaming detokenizer for one generated sequence.
 
         Special tokens are skipped, except those whose text is in `keep_special` (a tool-call
-        parser's `markers`, such as Mistral's `[TOOL_CALLS]`): their text comes out.
+        parser's `markers`, such as Mistral's `[TOOL_CALLS]`): their text comes out. The text
+        ends before the first of `stop` that matches, or with it given `include_stop`.
         """
         kept = {
             token_id: token.content
@@ -103,7 +118,26 @@ class Tokenizer:
             and token_id not in self.eos_token_ids
         }
         decode = partial(self._decode_keeping, kept) if kept else self.decode
-        return IncrementalDetokenizer(decode, stop)
+        return IncrementalDetokenizer(decode, stop, include_stop=include_stop)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes a token stands for, even part of a character (GPT-2's byte-level tokens,
+        SentencePiece's byte fallback); a special token's text."""
+        piece = self._backend.id_to_token(token_id)
+        if piece is None:
+            return b""
+        if token_id in self.hf.added_tokens_decoder:
+            return piece.encode()
+        if self._byte_level:
+            return bytes(_BYTE_OF_CHAR.get(char, 0) for char in piece)
+        if (byte := _BYTE_FALLBACK.fullmatch(piece)) is not None:
+            return bytes([int(byte[1], 16)])
+        return piece.replace("\u2581", " ").encode()  # SentencePiece writes spaces as U+2581
+
+    @cached_property
+    def _byte_level(self) -> bool:
+        """Whether tokens are written as GPT-2's byte-level characters (one per byte)."""
+        return isinstance(self._backend.decoder, tokenizers.decoders.ByteLevel)
 
     def _decode_keeping(self, kept: Mapping[int, str], token_ids: Sequence[int]) -> str:
         """`decode`, but the tokens in `kept` come out as their text."""

@@ -124,7 +124,7 @@ CASES = [
     pytest.param(body(max_completion_tokens=10**30), 400, CONTEXT, "messages",
                  id="max_completion_tokens 10**30"),
     pytest.param(body(n=0), 400, "integer_below_min_value", "n", id="n 0"),
-    pytest.param(body(n=2), 400, None, "n", id="n 2"),
+    pytest.param(body(n=129), 400, "integer_above_max_value", "n", id="n 129"),
     pytest.param(body(n="1"), 400, TYPE, "n", id="n string"),
     # seed: a 64-bit signed integer.
     pytest.param(body(seed=2**63), 400, "integer_above_max_value", "seed", id="seed 2**63"),
@@ -138,7 +138,8 @@ CASES = [
                  id="stream_options string"),
     pytest.param(body(stream_options={"include_usage": True}), 400, None, "stream_options",
                  id="stream_options without stream"),
-    pytest.param(body(logprobs=True), 400, None, "logprobs", id="logprobs"),
+    pytest.param(body(top_logprobs=-1), 400, "integer_below_min_value", "top_logprobs",
+                 id="top_logprobs -1"),
     pytest.param(body(logprobs="yes"), 400, TYPE, "logprobs", id="logprobs string"),
     pytest.param(body(ignore_eos="no"), 400, TYPE, "ignore_eos", id="ignore_eos string"),
     # stop
@@ -232,7 +233,7 @@ def check_auth(response: httpx.Response) -> None:
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/"), ("POST", "/v1/completions"), ("POST", "/v1/chat/completion"),
+    [("GET", "/"), ("POST", "/v1/completion"), ("POST", "/v1/chat/completion"),
      ("GET", "/v1/model"), ("POST", "/v2/chat/completions")],
 )  # fmt: skip
 async def test_unknown_routes(client: httpx.AsyncClient, method: str, path: str) -> None:

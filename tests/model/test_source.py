@@ -109,7 +109,10 @@ def test_default_model_reuses_the_cache(cache: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(subprocess, "run", _no_network)
     found = resolve_model(None)
     assert found == ModelSource(
-        cache / "SmolLM2-135M-Instruct.Q4_1.gguf", "gguf", "SmolLM2-135M-Instruct"
+        cache / "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "gguf",
+        "SmolLM2-135M-Instruct",
+        {"temperature": 0.2, "top_p": 0.9},  # its card's recommended sampling settings
     )
 
 

@@ -14,17 +14,23 @@ from headrace.serving import (
     ContextLengthExceededError,
     HeadraceError,
     InvalidRequestError,
-    ModelCatalog,
     ModelNotFoundError,
     ServiceUnavailableError,
     parse_chat_request,
 )
-from tests.fakes import EOS, MODEL_NAMES, REPLY, FakeEngine, FakeTokenizer, chat_body
+from tests.fakes import (
+    EOS,
+    MODEL_NAMES,
+    REPLY,
+    FakeEngine,
+    chat_body,
+    make_chat_service,
+)
 
 
 def make_service(engine: FakeEngine | None = None) -> tuple[ChatService, FakeEngine]:
     engine = engine or FakeEngine()
-    return ChatService(engine, FakeTokenizer(), ModelCatalog(MODEL_NAMES)), engine
+    return make_chat_service(engine), engine
 
 
 def request(**overrides: Any) -> ChatCompletionRequest:
@@ -56,16 +62,20 @@ async def test_complete_returns_the_reply_and_usage() -> None:
 
 async def test_ignore_eos_generates_through_end_of_sequence() -> None:
     service, _ = make_service()
-    assert service.prepare(request()).params.stop_token_ids == {EOS}
-    assert service.prepare(request(ignore_eos=True)).params.stop_token_ids == frozenset()
+    assert service.prepare(request()).generation.params.stop_token_ids == {EOS}
+    assert service.prepare(request(ignore_eos=True)).generation.params.stop_token_ids == frozenset()
 
 
 async def test_prepare_builds_sampling_params() -> None:
     service, _ = make_service()
     chat = service.prepare(request(temperature=0, top_p=0.5, seed=7, max_tokens=9))
-    assert chat.params.temperature == 0 and chat.params.top_p == 0.5 and chat.params.seed == 7
-    assert chat.params.max_tokens == 9 and chat.params.stop_token_ids == {EOS}
-    defaults = service.prepare(request()).params
+    assert (
+        chat.generation.params.temperature == 0
+        and chat.generation.params.top_p == 0.5
+        and chat.generation.params.seed == 7
+    )
+    assert chat.generation.params.max_tokens == 9 and chat.generation.params.stop_token_ids == {EOS}
+    defaults = service.prepare(request()).generation.params
     assert defaults.temperature == 1.0 and defaults.top_p == 1.0 and defaults.seed is None
     assert not defaults.adjusts_logits
 
@@ -80,7 +90,7 @@ async def test_prepare_passes_penalties_and_logit_bias() -> None:
             logit_bias={"65": 100, "0": -2.5, "511": 1},
         )
     )
-    params = chat.params
+    params = chat.generation.params
     assert (params.presence_penalty, params.frequency_penalty) == (0.5, -1)
     assert params.repetition_penalty == 1.3
     assert params.logit_bias == ((65, 100), (0, -2.5), (511, 1))
@@ -88,25 +98,31 @@ async def test_prepare_passes_penalties_and_logit_bias() -> None:
 
 async def test_stop_token_ids_join_the_end_of_sequence_tokens() -> None:
     service, _ = make_service()
-    assert service.prepare(request(stop_token_ids=[7, 9])).params.stop_token_ids == {EOS, 7, 9}
+    assert service.prepare(request(stop_token_ids=[7, 9])).generation.params.stop_token_ids == {
+        EOS,
+        7,
+        9,
+    }
     chat = service.prepare(request(stop_token_ids=[7], ignore_eos=True))
-    assert chat.params.stop_token_ids == {7}
+    assert chat.generation.params.stop_token_ids == {7}
 
 
 async def test_prepare_passes_top_k_and_min_p() -> None:
     service, _ = make_service()
-    params = service.prepare(request(top_k=5, min_p=0.05)).params
+    params = service.prepare(request(top_k=5, min_p=0.05)).generation.params
     assert (params.top_k, params.min_p) == (5, 0.05)
     for off in (0, -1):  # vLLM's two spellings of "all tokens"
-        assert service.prepare(request(top_k=off)).params.top_k == 0
+        assert service.prepare(request(top_k=off)).generation.params.top_k == 0
 
 
 async def test_max_completion_tokens_wins_and_default_fills_the_context() -> None:
     service, engine = make_service()
     chat = service.prepare(request(max_tokens=5, max_completion_tokens=3))
-    assert chat.params.max_tokens == 3
+    assert chat.generation.params.max_tokens == 3
     chat = service.prepare(request())
-    assert chat.params.max_tokens == engine.max_model_len - len(chat.prompt_token_ids)
+    assert chat.generation.params.max_tokens == engine.max_model_len - len(
+        chat.generation.prompts[0]
+    )
 
 
 async def test_stream_shape() -> None:
@@ -174,8 +190,8 @@ async def test_engine_abort_is_service_unavailable() -> None:
     ("overrides", "error", "param"),
     [
         ({"model": "nope"}, ModelNotFoundError, "model"),
-        ({"n": 2}, InvalidRequestError, "n"),
-        ({"logprobs": True}, InvalidRequestError, "logprobs"),
+        ({"top_logprobs": 2}, InvalidRequestError, "top_logprobs"),
+        ({"max_tokens": 3, "min_tokens": 4}, InvalidRequestError, "min_tokens"),
         ({"stream_options": {"include_usage": True}}, InvalidRequestError, "stream_options"),
         ({"max_tokens": 250}, ContextLengthExceededError, "messages"),
         ({"messages": [{"role": "user", "content": "x" * 300}]}, ContextLengthExceededError,
@@ -239,5 +255,5 @@ async def test_content_parts_and_roles_render() -> None:
         {"role": "tool", "tool_call_id": "c1", "content": "42"},
     ]  # fmt: skip
     chat = service.prepare(request(messages=messages))
-    prompt = bytes(chat.prompt_token_ids).decode()
+    prompt = bytes(chat.generation.prompts[0]).decode()
     assert prompt == "<system>Be brief.\n<user>a\nb\n<assistant>\n<tool>42\n<assistant>"

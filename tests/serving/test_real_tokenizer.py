@@ -7,9 +7,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from headrace.serving import ChatService, ModelCatalog, parse_chat_request
+from headrace.serving import ChatService, parse_chat_request
 from headrace.text import Tokenizer
-from tests.fakes import MODEL_NAMES, FakeEngine, chat_body
+from tests.fakes import FakeEngine, chat_body, make_chat_service
 from tests.text.factories import BOS_ID, IM_END_ID, make_tokenizer_dir
 
 REPLY = "Hello world! Hello there, how are you today?"
@@ -22,14 +22,14 @@ def tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
 
 def make_service(tokenizer: Tokenizer) -> tuple[ChatService, FakeEngine]:
     engine = FakeEngine([*tokenizer.encode(REPLY), IM_END_ID])
-    return ChatService(engine, tokenizer, ModelCatalog(MODEL_NAMES)), engine
+    return make_chat_service(engine, tokenizer), engine
 
 
 async def test_stream_through_the_real_detokenizer(tokenizer: Tokenizer) -> None:
     service, engine = make_service(tokenizer)
     chat = service.prepare(parse_chat_request(orjson.dumps(chat_body(stream=True))))
-    assert chat.prompt_token_ids[0] == BOS_ID
-    assert IM_END_ID in chat.params.stop_token_ids
+    assert chat.generation.prompts[0][0] == BOS_ID
+    assert IM_END_ID in chat.generation.params.stop_token_ids
     chunks = [chunk async for chunk in service.stream(chat)]
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == REPLY
     assert chunks[-1].choices[0].finish_reason == "stop"
@@ -52,7 +52,7 @@ async def test_max_tokens_inside_a_character_drops_its_bytes(
     ids = tokenizer.encode("ok 😀")
     cut = next(k for k in range(len(ids)) if tokenizer.decode(ids[:k]).endswith("\ufffd"))
     engine = FakeEngine(ids)  # no end of sequence: max_tokens ends it inside the emoji
-    service = ChatService(engine, tokenizer, ModelCatalog(MODEL_NAMES))
+    service = make_chat_service(engine, tokenizer)
     chat = service.prepare(
         parse_chat_request(orjson.dumps(chat_body(stream=stream, max_tokens=cut)))
     )
@@ -74,7 +74,7 @@ async def test_messages_render_in_openai_shape(tokenizer: Tokenizer) -> None:
         {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
     ]
     chat = service.prepare(parse_chat_request(orjson.dumps(chat_body(messages=messages))))
-    prompt = tokenizer.hf.decode(chat.prompt_token_ids)  # special tokens shown
+    prompt = tokenizer.hf.decode(chat.generation.prompts[0])  # special tokens shown
     assert isinstance(prompt, str)
     assert prompt.endswith(
         "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\na\nb<|im_end|>\n"

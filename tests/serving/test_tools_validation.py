@@ -47,9 +47,11 @@ def parsed(**overrides: Any) -> ChatCompletionRequest:
 
 
 def refusal(**overrides: Any) -> InvalidRequestError:
-    """The error parse_chat_request raises; a 400 invalid_request_error (codes: test_malformed)."""
+    """The error parsing the request or preparing its tools and response format raises; a 400
+    invalid_request_error (codes: test_malformed)."""
     with pytest.raises(InvalidRequestError) as caught:
-        parsed(**overrides)
+        request = parsed(**overrides)
+        prepare_response_format(request, prepare_tools(request))
     error = caught.value
     assert (error.status, error.type) == (400, "invalid_request_error")
     return error

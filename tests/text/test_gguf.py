@@ -52,3 +52,26 @@ def test_metadata_reader_fallback_agrees(
         "tokenizer.chat_template",
     ):
         assert slow[key] == fast[key]
+
+
+@pytest.mark.parametrize("text", ["Héllo wörld ✓ 日本 😀", " leading space\nnew line"])
+def test_token_bytes_join_into_the_text_even_through_split_characters(
+    smollm_tokenizer: Tokenizer, text: str
+) -> None:
+    ids = smollm_tokenizer.encode(text)
+    pieces = [smollm_tokenizer.token_bytes(token) for token in ids]
+    assert b"".join(pieces).decode() == text
+    assert any(_is_partial(piece) for piece in pieces) == ("😀" in text)
+
+
+def test_special_tokens_are_their_text(smollm_tokenizer: Tokenizer) -> None:
+    [token] = smollm_tokenizer.encode("<|im_start|>")
+    assert smollm_tokenizer.token_bytes(token) == b"<|im_start|>"
+
+
+def _is_partial(piece: bytes) -> bool:
+    try:
+        piece.decode()
+    except UnicodeDecodeError:
+        return True
+    return False

@@ -106,3 +106,15 @@ def test_random_texts_and_splits(seed: int) -> None:
     for piece in out:
         so_far += piece
         assert expected.startswith(so_far)
+
+
+@pytest.mark.parametrize(
+    ("stop", "expected"),
+    [(["world"], "hello world"), (["o w", "l"], "hel"), (["xyz"], "hello world, again")],
+)
+def test_include_lets_out_the_stop_string_that_matched(stop: list[str], expected: str) -> None:
+    for chunks in splits("hello world, again"):
+        matcher = StopMatcher(stop, include=True)
+        out = [matcher.feed(chunk) for chunk in chunks]
+        out.append(matcher.feed("", final=True))
+        assert "".join(out) == expected, chunks

@@ -1,0 +1,40 @@
+"""The checks every completion request passes before any work is done for it."""
+
+from __future__ import annotations
+
+import logging
+
+from headrace.engine.client import EngineClient
+from headrace.serving.errors import EngineOverloadedError, InvalidRequestError
+from headrace.serving.models import ModelCatalog
+from headrace.serving.protocol import ChatCompletionRequest, CompletionRequest
+
+__all__ = ["Intake"]
+
+logger = logging.getLogger("headrace.serving")
+
+# What an overloaded server asks its clients to wait before they retry (Retry-After).
+_RETRY_AFTER_SECONDS = 1
+
+
+class Intake:
+    def __init__(self, engine: EngineClient, models: ModelCatalog, *, max_waiting: int) -> None:
+        self._engine = engine
+        self._models = models
+        # Requests that may wait for the engine before new ones are refused.
+        self._max_waiting = max_waiting
+
+    def admit(self, request: ChatCompletionRequest | CompletionRequest) -> None:
+        """Raises HeadraceError for a server too busy, an unknown model, or options that do not
+        go together; logs the names of fields it does not know."""
+        # Refuse at once rather than queue behind more requests than the server allows.
+        if self._engine.stats().waiting >= self._max_waiting:
+            raise EngineOverloadedError(_RETRY_AFTER_SECONDS)
+        self._models.require(request.model)
+        if request.stream_options is not None and not request.stream:
+            raise InvalidRequestError(
+                "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                param="stream_options",
+            )
+        if request.model_extra:
+            logger.warning("ignoring unknown request fields: %s", ", ".join(request.model_extra))
