@@ -160,6 +160,8 @@ class FakeEngine:
         # Prompt and params of every request, by id.
         self.prompts: dict[str, list[int]] = {}
         self.params: dict[str, SamplingParams] = {}
+        # The request each waits for (generate's `after`), by id.
+        self.after: dict[str, str | None] = {}
         # Ids passed to abort().
         self.aborted: list[str] = []
         # Ids of the requests abort_all() ended.
@@ -174,9 +176,15 @@ class FakeEngine:
         self.started = asyncio.Event()
 
     async def generate(
-        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
+        self,
+        request_id: str,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        *,
+        after: str | None = None,
     ) -> AsyncGenerator[TokenOutput, None]:
         self.prompts[request_id] = prompt_token_ids
+        self.after[request_id] = after
         self.params[request_id] = params
         self.running += 1
         finished = False

@@ -38,6 +38,8 @@ class _Add:
     prompt_token_ids: list[int]
     # How to sample it.
     params: SamplingParams
+    # A request with the same prompt to wait for, if any.
+    after: str | None
 
 
 @dataclass(frozen=True)
@@ -97,13 +99,18 @@ class AsyncEngine:
         return self._stats
 
     async def generate(
-        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
+        self,
+        request_id: str,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        *,
+        after: str | None = None,
     ) -> AsyncGenerator[TokenOutput, None]:
         if request_id in self._streams:
             raise ValueError(f"request id {request_id} is already in use")
         stream: asyncio.Queue[TokenOutput | EngineError] = asyncio.Queue()
         self._streams[request_id] = stream
-        self._commands.put(_Add(request_id, prompt_token_ids, params))
+        self._commands.put(_Add(request_id, prompt_token_ids, params, after))
         finished = False
         try:
             while not finished:
@@ -153,7 +160,12 @@ class AsyncEngine:
             self._publish(engine.abort_all())
         else:
             try:
-                engine.add_request(command.request_id, command.prompt_token_ids, command.params)
+                engine.add_request(
+                    command.request_id,
+                    command.prompt_token_ids,
+                    command.params,
+                    after=command.after,
+                )
             except Exception as exc:  # this request's fault (its grammar, say): it fails alone
                 logger.exception("request %s could not start", command.request_id)
                 self._deliver([(command.request_id, EngineError(f"request failed: {exc}"))])

@@ -25,9 +25,17 @@ class EngineClient(Protocol):
         ...
 
     def generate(
-        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
+        self,
+        request_id: str,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        *,
+        after: str | None = None,
     ) -> AsyncGenerator[TokenOutput, None]:
         """Queue a request and yield its tokens as steps produce them.
+
+        `after`: a request queued earlier with the same prompt (another sample of it); this one
+        starts once that one's prompt is computed, and takes it from the prefix cache.
 
         The last output carries a finish_reason. Closing the generator early (a client that went
         away) aborts the request; after `abort` the generator yields nothing more.

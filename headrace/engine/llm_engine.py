@@ -90,8 +90,15 @@ class LLMEngine:
         )
 
     def add_request(
-        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
+        self,
+        request_id: str,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        *,
+        after: str | None = None,
     ) -> None:
+        """Queue a request; `after`: a live request with the same prompt, to wait for (see
+        Scheduler)."""
         assert request_id not in self._requests, f"duplicate request id {request_id}"
         room = self.max_model_len - min(params.max_tokens, 1)  # for one token, unless it scores
         assert 0 < len(prompt_token_ids) <= room, "prompt must fit the context"
@@ -99,8 +106,14 @@ class LLMEngine:
         if params.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(params.seed)
         matcher = params.grammar.matcher() if params.grammar is not None else None
+        leader = None if after is None else self._requests.get(after)
         request = Request(
-            request_id, prompt_token_ids, params, generator=generator, matcher=matcher
+            request_id,
+            prompt_token_ids,
+            params,
+            generator=generator,
+            matcher=matcher,
+            leader=leader,
         )
         self._requests[request_id] = request
         self.scheduler.add(request)

@@ -61,6 +61,9 @@ class Request:
     matcher: llguidance.LLMatcher | None = None
     # Why the engine failed it, once its part of a step went wrong; it then ends with "abort".
     error: str | None = None
+    # A request with the same prompt that it waits for: admitted once the leader's prompt is
+    # computed, it finds that prompt in the prefix cache (n samples of one prompt).
+    leader: Request | None = None
     # With params.logprobs: those of output_token_ids, one each.
     output_logprobs: list[PositionLogprobs] = field(default_factory=list)
     # With params.prompt_logprobs: those of the prompt's tokens after the first, as far as its

@@ -5,7 +5,9 @@ prefill, continuing partly-prefilled prompts before admitting new ones. A long p
 prefilled in chunks, so it never freezes the streams already running.
 
 A request is admitted only when the KV cache has blocks for its whole prompt, beyond a small
-reserve kept for the running ones to decode into. When a decoding sequence still finds no free
+reserve kept for the running ones to decode into, and, when it shares its prompt with a leader
+(another sample of the same prompt), once the leader has computed it: the prompt is then found
+in the prefix cache rather than computed again. When a decoding sequence still finds no free
 block, the most recently admitted request is preempted: its blocks are freed and it goes back to
 the head of the queue, to be computed again (its full blocks likely still cached) when room
 returns.
@@ -75,9 +77,12 @@ class Scheduler:
                 budget -= prefills[-1].num_tokens
         while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
             request = self.waiting[0]
+            if _waits_for_leader(request):
+                break
             if not self.blocks.admit(request, keep_watermark=bool(self.running)):
                 break
             self.waiting.popleft()
+            request.leader = None
             if request.num_preemptions == 0:
                 request.num_cached_tokens = request.num_computed_tokens
             request.status = RequestStatus.RUNNING
@@ -123,3 +128,11 @@ class Scheduler:
     def _chunk(request: Request, budget: int) -> PrefillChunk:
         remaining = request.num_tokens - request.num_computed_tokens
         return PrefillChunk(request=request, num_tokens=min(remaining, budget))
+
+
+def _waits_for_leader(request: Request) -> bool:
+    """Whether the request's leader is still to compute the prompt they share."""
+    leader = request.leader
+    if leader is None or leader.status is RequestStatus.FINISHED:
+        return False
+    return leader.num_computed_tokens < len(leader.prompt_token_ids)

@@ -1,10 +1,11 @@
 """The sequences of one request on the engine, as final text: n samples of each prompt.
 
 Each sequence is its own engine request, "<request id>-<index>" (the request's id when it is
-the only one), whose tokens a detokenizer turns
-into final text (stop strings cut it, and end it on the engine at once). The samples of a prompt
-after the first wait until the first has its prompt computed: they then find it in the prefix
-cache instead of computing it again. Their steps come out interleaved as they are produced.
+the only one), whose tokens a detokenizer turns into final text (stop strings cut it, and end
+it on the engine at once). The samples of a prompt
+after the first wait in the engine until the first has its prompt computed: they then find it
+in the prefix cache instead of computing it again. Their steps come out interleaved as they are
+produced.
 """
 
 from __future__ import annotations
@@ -120,12 +121,14 @@ class UsageTally:
 class _Sequence:
     # Its index among the request's sequences.
     index: int
+    # Its engine request's id.
+    request_id: str
     # Its prompt.
     prompt_token_ids: list[int]
     # Its own parameters (its own seed).
     params: SamplingParams
-    # The sequence whose prompt it shares and waits for; None: it goes at once.
-    leader: int | None
+    # The engine request whose prompt it shares and waits for; None: it goes at once.
+    after: str | None
 
 
 async def run_sequences(
@@ -143,20 +146,15 @@ async def run_sequences(
                 yield step
         return
     queue: asyncio.Queue[Step | BaseException | None] = asyncio.Queue()
-    computed = [asyncio.Event() for _ in sequences]
 
     async def pump(sequence: _Sequence) -> None:
         try:
-            if sequence.leader is not None:
-                await computed[sequence.leader].wait()
             async with aclosing(_steps(engine, tokenizer, generation, sequence)) as steps:
                 async for step in steps:
-                    computed[sequence.index].set()
                     queue.put_nowait(step)
         except Exception as exc:
             queue.put_nowait(exc)
         finally:
-            computed[sequence.index].set()  # a failed leader frees its followers
             queue.put_nowait(None)
 
     tasks = [asyncio.create_task(pump(sequence)) for sequence in sequences]
@@ -178,13 +176,16 @@ async def run_sequences(
 
 def _sequences(generation: Generation) -> list[_Sequence]:
     params, n = generation.params, generation.n
-    sequences = []
+    several = len(generation.prompts) * n > 1
+    sequences: list[_Sequence] = []
     for p, prompt in enumerate(generation.prompts):
         for i in range(n):
             # A signed 64-bit seed plus at most 127 stays within what torch takes (below 2**64).
             own = params if params.seed is None or i == 0 else replace(params, seed=params.seed + i)
-            leader = None if i == 0 else p * n
-            sequences.append(_Sequence(p * n + i, prompt, own, leader))
+            index = p * n + i
+            request_id = f"{generation.request_id}-{index}" if several else generation.request_id
+            after = None if i == 0 else sequences[p * n].request_id
+            sequences.append(_Sequence(index, request_id, prompt, own, after))
     return sequences
 
 
@@ -196,11 +197,10 @@ async def _steps(
         generation.stop, keep_special=generation.keep_special, include_stop=generation.include_stop
     )
     index = sequence.index
-    request_id = generation.request_id
-    if len(generation.prompts) * generation.n > 1:
-        request_id += f"-{index}"
     # Closing the engine's generator before its last output aborts the engine request.
-    outputs = engine.generate(request_id, sequence.prompt_token_ids, sequence.params)
+    outputs = engine.generate(
+        sequence.request_id, sequence.prompt_token_ids, sequence.params, after=sequence.after
+    )
     async with aclosing(outputs):
         async for output in outputs:
             if output.finish_reason == "abort":

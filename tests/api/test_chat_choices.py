@@ -38,7 +38,9 @@ async def test_n_choices_whole(client: httpx.AsyncClient, engine: FakeEngine) ->
     assert body["usage"]["completion_tokens"] == 12
     assert body["usage"]["prompt_tokens"] == len(next(iter(engine.prompts.values())))
     assert sorted(p.seed for p in engine.params.values()) == [5, 6, 7]
-    assert sorted(engine.prompts) == [f"{body['id']}-{i}" for i in range(3)]
+    ids = [f"{body['id']}-{i}" for i in range(3)]
+    # Samples 1 and 2 wait in the engine for sample 0 to compute the prompt they share.
+    assert engine.after == {ids[0]: None, ids[1]: ids[0], ids[2]: ids[0]}
 
 
 async def test_n_choices_stream_interleaved_by_index(client: httpx.AsyncClient) -> None:

@@ -15,6 +15,7 @@ from tests.engine.factories import (
     make_model,
     make_params,
     run_to_completion,
+    run_with_outputs,
 )
 from tests.model.factories import make_hf_model, save_hf
 
@@ -199,3 +200,26 @@ def test_a_cache_too_small_for_one_context_is_refused() -> None:
     memory = 16 * 8 * bytes_per_token(model.config, torch.float32)  # one block short
     with pytest.raises(ValueError, match="--kv-cache-memory"):
         make_engine(model, max_model_len=128, block_size=8, kv_cache_memory=memory)
+
+
+def test_samples_of_one_prompt_compute_it_once() -> None:
+    model, rows = make_model(), []
+    model.register_forward_pre_hook(lambda _, args: rows.append(len(args[0])))
+    engine = make_engine(model, block_size=8, max_num_batched_tokens=128)
+    prompt = [(5 * i + 1) % 90 for i in range(42)]
+    engine.add_request("0", prompt, make_params(max_tokens=3))
+    engine.add_request("1", prompt, make_params(max_tokens=3), after="0")
+    engine.add_request("2", prompt, make_params(max_tokens=3), after="0")
+    first = engine.step()
+    assert [out.request_id for out in first] == ["0"]  # the others wait for its prompt
+    results = run_with_outputs(engine)
+    # The followers found the leader's 5 full blocks cached, and computed only the last 2 tokens.
+    assert [results[r][1].output.num_cached_tokens for r in ("1", "2")] == [40, 40]
+    assert results["1"][0] == results["2"][0] == first[0].output.token_ids + results["0"][0]
+    assert engine.scheduler.num_preemptions == 0 and engine.blocks.pool.num_used == 0
+
+
+def test_a_follower_of_a_finished_or_unknown_leader_goes_at_once() -> None:
+    engine = make_engine()
+    engine.add_request("alone", [1, 2, 3], make_params(max_tokens=2), after="gone")
+    assert [out.request_id for out in engine.step()] == ["alone"]
