@@ -1,6 +1,7 @@
 """`headrace serve`: configuration from flags and environment, then the app under uvicorn.
 
-`headrace keys create|list|revoke`: the API keys in the key store.
+`headrace keys create|list|revoke`: the API keys in the key store. These import neither torch nor
+the server: what `serve` alone needs is imported when it runs.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from headrace.config import (
     default_max_num_batched_tokens,
     default_max_num_seqs,
 )
-from headrace.text import TOOL_CALL_FORMATS
 
 __all__ = ["main"]
 
@@ -109,8 +109,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--tool-call-parser",
-        choices=TOOL_CALL_FORMATS,
-        help="how the model writes tool calls (default: told from its chat template)",
+        type=_tool_call_format,
+        metavar="FORMAT",
+        help="how the model writes tool calls: hermes, llama3_json, mistral or generic "
+        "(default: told from its chat template)",
     )
     serve.add_argument(
         "--max-waiting",
@@ -188,6 +190,16 @@ def _instant(text: str) -> datetime:
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be an ISO 8601 date or time, not {text}") from None
     return instant if instant.tzinfo else instant.replace(tzinfo=UTC)
+
+
+def _tool_call_format(name: str) -> str:
+    """A tool-call format headrace.text knows (imported only here: it loads torch)."""
+    from headrace.text import check_tool_call_format
+
+    try:
+        return check_tool_call_format(name)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _api_keys(flags: Sequence[str]) -> tuple[str, ...]:

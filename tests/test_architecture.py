@@ -1,22 +1,30 @@
-"""The rooms of DESIGN.md import one way: api -> {batch, auth} -> serving -> {engine, text}."""
+"""The rooms of DESIGN.md import one way: api -> {batch, auth} -> serving -> {engine, text}.
+
+Everything may import the error tree, `headrace.errors`, which imports only the standard library.
+"""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 PACKAGE = Path(__file__).parent.parent / "headrace"
-# What each room may import from headrace, besides itself.
+# What every room may import: the error tree at the bottom.
+BOTTOM = {"errors"}
+# What each room may import from headrace, besides itself and BOTTOM.
 ALLOWED = {
+    "errors": set(),
     "config": set(),
     "model": {"config"},
     "text": {"model", "config"},
     "engine": {"model", "config"},
     "serving": {"engine", "text", "model", "config"},
     "batch": {"serving", "engine", "text", "model", "config"},
-    "auth": {"serving", "config"},
+    "auth": {"config"},
     "api": {"auth", "batch", "serving", "engine", "text", "model", "config"},
     "cli": {"api", "auth", "batch", "serving", "engine", "text", "model", "config"},
     "__main__": {"cli"},
@@ -24,16 +32,19 @@ ALLOWED = {
 }
 
 
-def headrace_imports(path: Path) -> set[str]:
-    rooms = set()
+def imported_modules(path: Path) -> set[str]:
+    """Every module `path` imports by absolute name; "." for a relative import."""
+    modules = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        names = []
         if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module]
-        rooms |= {name.split(".")[1] for name in names if name.startswith("headrace.")}
-    return rooms
+            modules |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            modules.add(node.module if node.module and node.level == 0 else ".")
+    return modules
+
+
+def headrace_imports(path: Path) -> set[str]:
+    return {name.split(".")[1] for name in imported_modules(path) if name.startswith("headrace.")}
 
 
 @pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=str)
@@ -41,5 +52,24 @@ def test_imports_point_one_way(path: Path) -> None:
     relative = path.relative_to(PACKAGE)
     room = relative.parts[0].removesuffix(".py")
     assert room in ALLOWED, f"{room} is not a room of DESIGN.md"
-    wrong = headrace_imports(path) - ALLOWED[room] - {room}
+    bottom = BOTTOM if room not in BOTTOM else set()
+    wrong = headrace_imports(path) - ALLOWED[room] - bottom - {room}
     assert not wrong, f"{relative} imports {sorted(wrong)}"
+
+
+def test_the_error_tree_imports_only_the_standard_library() -> None:
+    tops = {name.partition(".")[0] or name for name in imported_modules(PACKAGE / "errors.py")}
+    outside = tops - set(sys.stdlib_module_names) - {"__future__"}
+    assert not outside, f"errors.py imports {sorted(outside)}"
+
+
+def test_the_key_commands_do_not_load_the_model_stack() -> None:
+    """`headrace keys` needs the CLI, auth and the errors: no torch, transformers or FastAPI."""
+    code = (
+        "import sys, headrace.cli, headrace.auth, headrace.errors; "
+        "print(sorted({'torch', 'transformers', 'fastapi'} & set(sys.modules)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr

@@ -16,6 +16,7 @@ import pytest
 from headrace.cli import main
 from headrace.config import EngineConfig, ModelConfig
 from headrace.serving import runtime
+from headrace.text import TOOL_CALL_FORMATS
 
 
 def serve(*args: str) -> subprocess.CompletedProcess[str]:
@@ -116,6 +117,14 @@ def keys(capsys: pytest.CaptureFixture[str], store: Path, *args: str) -> tuple[i
         status = int(exit.code or 0)
     out, err = capsys.readouterr()
     return status, out, err
+
+
+def test_serve_help_names_every_tool_call_format(capsys: pytest.CaptureFixture[str]) -> None:
+    # The flag checks its value lazily (headrace.text loads torch), so its help lists the names.
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert all(name in shown for name in TOOL_CALL_FORMATS)
 
 
 def test_keys_create_list_revoke(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from headrace.api.errors import error_response
 from headrace.auth import Access, Grant, LimitStatus
-from headrace.serving import HeadraceError
+from headrace.errors import HeadraceError
 
 __all__ = ["KeyCheck", "grant_of"]
 

@@ -6,7 +6,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from headrace.api.errors import error_response
-from headrace.serving import RequestTooLargeError
+from headrace.errors import RequestTooLargeError
 
 __all__ = ["BodyLimit"]
 

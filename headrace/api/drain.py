@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from headrace.api.errors import error_response
 from headrace.engine.client import EngineClient
-from headrace.serving import ServiceUnavailableError
+from headrace.errors import ServiceUnavailableError
 
 __all__ = ["Drain"]
 
@@ -23,6 +23,9 @@ logger = logging.getLogger("headrace.api")
 
 # How long requests ended at the drain timeout get to send their last event.
 _LAST_WORDS_S = 5.0
+# How long a client refused while draining should wait before it retries (elsewhere, or here
+# once the server is back).
+_RETRY_AFTER_S = 1.0
 
 
 class Drain:
@@ -83,5 +86,5 @@ class Drain:
 
 def _draining() -> ServiceUnavailableError:
     return ServiceUnavailableError(
-        "The server is shutting down; please retry.", headers={"Retry-After": "1"}
+        "The server is shutting down; please retry.", retry_after=_RETRY_AFTER_S
     )

@@ -1,27 +1,51 @@
 """The one place errors become HTTP responses: the OpenAI envelope with the right status.
 
-Everything that can go wrong is first made a HeadraceError: the service's own errors, FastAPI's
-validation errors, Starlette's 404/405, and any unexpected exception (a 500 that says nothing
-of its cause; the traceback goes to the log).
+Each kind of HeadraceError has its status here, and its headers come from what it says a client
+should do: Retry-After (and OpenAI's retry-after-ms) from `retry_after`, x-should-retry from
+`should_retry`, Allow from a 405's allowed methods. Everything that can go wrong is first made a
+HeadraceError: the service's own errors, FastAPI's validation errors, Starlette's 404/405, and
+any unexpected exception (a 500 that says nothing of its cause; the traceback goes to the log).
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Mapping
 
 import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
-from headrace.serving import (
+from headrace.errors import (
+    AuthenticationError,
     HeadraceError,
     InternalError,
     InvalidRequestError,
     MethodNotAllowedError,
     NotFoundError,
-    invalid_request_from_validation,
+    RateLimitError,
+    RequestTooLargeError,
+    ServiceUnavailableError,
+    UnsupportedMediaTypeError,
 )
+from headrace.serving import invalid_request_from_validation
 
 __all__ = ["error_body", "error_response", "install_error_handlers"]
+
+# The HTTP status of each kind of error; an error takes that of its nearest class listed here
+# (along its MRO), 500 when none is.
+_STATUSES: Mapping[type[HeadraceError], int] = {
+    InvalidRequestError: 400,
+    AuthenticationError: 401,
+    NotFoundError: 404,
+    MethodNotAllowedError: 405,
+    RequestTooLargeError: 413,
+    UnsupportedMediaTypeError: 415,
+    RateLimitError: 429,
+    ServiceUnavailableError: 503,
+}
+_DEFAULT_STATUS = 500
 
 # Where FastAPI found a parameter; the first element of its error locations.
 _SOURCES = frozenset({"body", "query", "path", "header", "cookie"})
@@ -32,11 +56,14 @@ def error_body(error: HeadraceError) -> bytes:
     return orjson.dumps(error.to_dict())
 
 
-def error_response(error: HeadraceError) -> Response:
+def error_response(
+    error: HeadraceError, *, status: int | None = None, headers: Mapping[str, str] | None = None
+) -> Response:
+    """The error as a response; `status` and `headers`, when given, replace those of its kind."""
     return Response(
         error_body(error),
-        status_code=error.status,
-        headers=dict(error.headers),
+        status_code=status if status is not None else _status(error),
+        headers=dict(headers) if headers is not None else _headers(error),
         media_type="application/json",
     )
 
@@ -46,6 +73,25 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(HTTPException, _on_http_exception)
     app.add_exception_handler(Exception, _on_unexpected)
+
+
+def _status(error: HeadraceError) -> int:
+    for kind in type(error).__mro__:
+        if kind in _STATUSES:
+            return _STATUSES[kind]
+    return _DEFAULT_STATUS
+
+
+def _headers(error: HeadraceError) -> dict[str, str]:
+    headers = {}
+    if error.retry_after is not None:
+        headers["retry-after"] = str(math.ceil(error.retry_after))
+        headers["retry-after-ms"] = str(math.ceil(error.retry_after * 1000))
+    if error.should_retry is not None:
+        headers["x-should-retry"] = "true" if error.should_retry else "false"
+    if isinstance(error, MethodNotAllowedError) and error.allowed:
+        headers["allow"] = ", ".join(error.allowed)
+    return headers
 
 
 async def _on_headrace_error(request: Request, exc: Exception) -> Response:
@@ -66,16 +112,22 @@ def _without_source(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
 async def _on_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     where = f"{request.method} {request.url.path}"
-    error: HeadraceError
     if exc.status_code == 404:
-        error = NotFoundError(f"Invalid URL ({where}).")
-    elif exc.status_code == 405:
-        error = MethodNotAllowedError(f"Method not allowed ({where}).", headers=exc.headers)
-    elif exc.status_code < 500:
-        error = InvalidRequestError(str(exc.detail), status=exc.status_code, headers=exc.headers)
-    else:
-        error = InternalError()
-    return error_response(error)
+        return error_response(NotFoundError(f"Invalid URL ({where})."))
+    if exc.status_code == 405:
+        not_allowed = MethodNotAllowedError(f"Method not allowed ({where}).", allowed=_allow(exc))
+        return error_response(not_allowed)
+    if exc.status_code < 500:
+        # Starlette's other client errors keep their status and headers.
+        invalid = InvalidRequestError(str(exc.detail))
+        return error_response(invalid, status=exc.status_code, headers=exc.headers or {})
+    return error_response(InternalError())
+
+
+def _allow(exc: HTTPException) -> list[str]:
+    """The methods Starlette's 405 names in its Allow header."""
+    allowed = (exc.headers or {}).get("Allow", "").split(",")
+    return [method.strip() for method in allowed if method.strip()]
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:

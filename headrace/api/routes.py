@@ -16,6 +16,7 @@ from headrace.api.openapi import request_body, responses
 from headrace.api.sse import EventStreamResponse
 from headrace.auth import Access, Grant
 from headrace.engine.client import EngineClient
+from headrace.errors import UnsupportedMediaTypeError
 from headrace.serving import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -29,7 +30,6 @@ from headrace.serving import (
     ModelList,
     PreparedChat,
     PreparedCompletion,
-    UnsupportedMediaTypeError,
     dump,
     parse_chat_request,
     parse_completion_request,

@@ -16,7 +16,8 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from headrace.api.errors import error_body
-from headrace.serving import HeadraceError, InternalError, dump
+from headrace.errors import HeadraceError, InternalError
+from headrace.serving import dump
 
 __all__ = ["EventStreamResponse"]
 

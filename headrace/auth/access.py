@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from headrace.auth.limiter import Clock, Limits, LimitStatus, RateLimiter
 from headrace.auth.store import KeyStore
-from headrace.serving import AuthenticationError, ModelNotFoundError
+from headrace.errors import AuthenticationError, ModelNotFoundError
 
 __all__ = ["UNLIMITED", "Access", "Grant"]
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from headrace.serving import RateLimitError
+from headrace.errors import RateLimitError
 
 __all__ = ["Clock", "LimitName", "LimitStatus", "Limits", "RateLimiter"]
 
@@ -119,7 +119,7 @@ def _exceeded(key_id: str, name: LimitName, bucket: _Bucket, amount: int) -> Rat
         f"Rate limit reached for key {key_id} on {_per_minute(name)}: Limit {bucket.capacity}, "
         f"Used {used}, Requested {amount}. Please try again in {wait:.3g}s.",
         limit=name,
-        headers={"retry-after": str(math.ceil(wait)), "retry-after-ms": str(math.ceil(wait * 1e3))},
+        retry_after=wait,
     )
 
 
@@ -128,7 +128,7 @@ def _too_large(key_id: str, name: LimitName, limit: int, amount: int) -> RateLim
         f"Request too large for key {key_id} on {_per_minute(name)}: Limit {limit}, "
         f"Requested {amount}. Ask for fewer tokens (a shorter prompt or a lower max_tokens).",
         limit=name,
-        headers={"x-should-retry": "false"},  # waiting will not help; the OpenAI SDKs obey this
+        should_retry=False,  # waiting will not help: the request is larger than the whole limit
     )
 
 

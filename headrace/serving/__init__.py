@@ -1,24 +1,7 @@
-"""OpenAI semantics without HTTP: the wire models, chat and text completions on the engine, the
-errors."""
+"""OpenAI semantics without HTTP: the wire models, chat and text completions on the engine."""
 
 from headrace.serving.chat import ChatService, PreparedChat
 from headrace.serving.completions import CompletionService, PreparedCompletion
-from headrace.serving.errors import (
-    AuthenticationError,
-    ContextLengthExceededError,
-    EngineOverloadedError,
-    HeadraceError,
-    InternalError,
-    InvalidRequestError,
-    MethodNotAllowedError,
-    ModelNotFoundError,
-    NotFoundError,
-    RateLimitError,
-    RequestTooLargeError,
-    ServiceUnavailableError,
-    UnsupportedMediaTypeError,
-    invalid_request_from_validation,
-)
 from headrace.serving.models import ModelCatalog
 from headrace.serving.protocol import (
     ChatCompletionRequest,
@@ -38,9 +21,9 @@ from headrace.serving.responses import (
 from headrace.serving.sampling import ModelLimits, Sampling
 from headrace.serving.sampling_defaults import SamplingDefaults
 from headrace.serving.tokenizer import DetokenizerLike, TokenizerLike
+from headrace.serving.validation import invalid_request_from_validation
 
 __all__ = [
-    "AuthenticationError",
     "ChatCompletion",
     "ChatCompletionChunk",
     "ChatCompletionRequest",
@@ -48,28 +31,16 @@ __all__ = [
     "Completion",
     "CompletionRequest",
     "CompletionService",
-    "ContextLengthExceededError",
     "DetokenizerLike",
-    "EngineOverloadedError",
-    "HeadraceError",
-    "InternalError",
-    "InvalidRequestError",
-    "MethodNotAllowedError",
     "ModelCard",
     "ModelCatalog",
     "ModelLimits",
     "ModelList",
-    "ModelNotFoundError",
-    "NotFoundError",
     "PreparedChat",
     "PreparedCompletion",
-    "RateLimitError",
-    "RequestTooLargeError",
     "Sampling",
     "SamplingDefaults",
-    "ServiceUnavailableError",
     "TokenizerLike",
-    "UnsupportedMediaTypeError",
     "Usage",
     "dump",
     "invalid_request_from_validation",

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from headrace.config import ServerConfig
 from headrace.engine.client import EngineClient
+from headrace.errors import InvalidRequestError
 from headrace.serving.conversation import template_messages
-from headrace.serving.errors import InvalidRequestError
 from headrace.serving.generation import Generation, Step, StreamUsage, UsageTally, run_sequences
 from headrace.serving.intake import Intake
 from headrace.serving.logprobs import LogprobWriter

@@ -19,7 +19,7 @@ from typing import cast
 from headrace.config import ServerConfig
 from headrace.engine.client import EngineClient
 from headrace.engine.outputs import PositionLogprobs
-from headrace.serving.errors import InvalidRequestError
+from headrace.errors import InvalidRequestError
 from headrace.serving.generation import Generation, Step, StreamUsage, UsageTally, run_sequences
 from headrace.serving.intake import Intake
 from headrace.serving.logprobs import LogprobWriter

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from headrace.serving.errors import InvalidRequestError, invalid_value, missing_parameter
+from headrace.errors import InvalidRequestError, invalid_value, missing_parameter
 from headrace.serving.protocol import ChatMessage
 
 __all__ = ["template_messages"]

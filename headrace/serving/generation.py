@@ -18,7 +18,7 @@ from typing import Literal
 
 from headrace.engine.client import EngineClient
 from headrace.engine.outputs import SamplingParams, TokenOutput
-from headrace.serving.errors import InternalError, ServiceUnavailableError
+from headrace.errors import InternalError, ServiceUnavailableError
 from headrace.serving.protocol import ChatCompletionRequest, CompletionRequest, StreamOptions
 from headrace.serving.responses import PromptTokensDetails, Usage
 from headrace.serving.tokenizer import TokenizerLike

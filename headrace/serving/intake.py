@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from headrace.engine.client import EngineClient
-from headrace.serving.errors import EngineOverloadedError, InvalidRequestError
+from headrace.errors import EngineOverloadedError, InvalidRequestError
 from headrace.serving.models import ModelCatalog
 from headrace.serving.protocol import ChatCompletionRequest, CompletionRequest
 
@@ -13,8 +13,8 @@ __all__ = ["Intake"]
 
 logger = logging.getLogger("headrace.serving")
 
-# What an overloaded server asks its clients to wait before they retry (Retry-After).
-_RETRY_AFTER_SECONDS = 1
+# Seconds an overloaded server asks its clients to wait before they retry.
+_RETRY_AFTER_SECONDS = 1.0
 
 
 class Intake:

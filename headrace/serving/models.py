@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Sequence
 
-from headrace.serving.errors import ModelNotFoundError
+from headrace.errors import ModelNotFoundError
 from headrace.serving.responses import ModelCard, ModelList
 
 __all__ = ["ModelCatalog"]

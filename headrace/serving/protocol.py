@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from headrace.serving.errors import invalid_request_from_validation
+from headrace.serving.validation import invalid_request_from_validation
 
 __all__ = [
     "AllowedTools",

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from headrace.engine.outputs import Grammar, SamplingParams
-from headrace.serving.errors import ContextLengthExceededError, InvalidRequestError
+from headrace.errors import ContextLengthExceededError, InvalidRequestError
 from headrace.serving.protocol import ChatCompletionRequest, CompletionRequest
 from headrace.serving.sampling_defaults import SamplingDefaults
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from jsonschema import SchemaError
 from jsonschema.validators import Draft202012Validator, validator_for
 
-from headrace.serving.errors import InvalidRequestError, invalid_value, missing_parameter
+from headrace.errors import InvalidRequestError, invalid_value, missing_parameter
 
 if TYPE_CHECKING:
     from headrace.serving.protocol import ChatCompletionRequest, Tool, ToolChoice

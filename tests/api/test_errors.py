@@ -1,4 +1,5 @@
-"""Every client error comes back as OpenAI's envelope with the right status, type, code, param."""
+"""Every client error comes back as OpenAI's envelope with the right status, type, code, param,
+and the headers that say what it means (Retry-After, x-should-retry, Allow)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,24 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from starlette.exceptions import HTTPException
 
+from headrace.api.errors import error_response
+from headrace.errors import (
+    AuthenticationError,
+    ContextLengthExceededError,
+    EngineOverloadedError,
+    HeadraceError,
+    InternalError,
+    InvalidRequestError,
+    MethodNotAllowedError,
+    ModelNotFoundError,
+    NotFoundError,
+    RateLimitError,
+    RequestTooLargeError,
+    ServiceUnavailableError,
+    UnsupportedMediaTypeError,
+)
 from tests.fakes import chat_body, make_app, make_client
 from tests.schema import validate
 
@@ -112,3 +130,76 @@ async def test_fastapi_validation_errors_use_the_envelope() -> None:
     async with make_client(app) as client:
         check(await client.get("/v1/echo", params={"limit": "many"}), 400, None, "limit")
         assert (await client.get("/v1/echo", params={"limit": "3"})).json() == {"limit": 3}
+
+
+async def test_other_http_exceptions_keep_their_status_and_headers() -> None:
+    app = make_app()
+
+    @app.get("/v1/conflict")
+    async def conflict() -> None:
+        raise HTTPException(409, detail="Busy elsewhere.", headers={"x-why": "because"})
+
+    @app.get("/v1/gateway")
+    async def gateway() -> None:
+        raise HTTPException(502, detail="Upstream said something private.")
+
+    async with make_client(app) as client:
+        response = await client.get("/v1/conflict")
+        assert check(response, 409, None, None) == "Busy elsewhere."
+        assert response.headers["x-why"] == "because"
+        response = await client.get("/v1/gateway")
+        assert "private" not in check(response, 500, None, None)
+
+
+class FlakyModelError(ModelNotFoundError):
+    """A kind the status table does not list: it takes its nearest listed class's status."""
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (InvalidRequestError("bad"), 400),
+        (ContextLengthExceededError("long"), 400),
+        (AuthenticationError("who"), 401),
+        (NotFoundError("gone"), 404),
+        (ModelNotFoundError("gpt-5"), 404),
+        (FlakyModelError("gpt-5"), 404),
+        (MethodNotAllowedError("no", allowed=["POST"]), 405),
+        (RequestTooLargeError(1024), 413),
+        (UnsupportedMediaTypeError("text/plain"), 415),
+        (RateLimitError("slow down", limit="requests", retry_after=1.0), 429),
+        (ServiceUnavailableError("later"), 503),
+        (EngineOverloadedError(1.0), 503),
+        (InternalError(), 500),
+        (HeadraceError("unlisted"), 500),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, HeadraceError) else str(value),
+)
+def test_each_kind_has_its_status(error: HeadraceError, status: int) -> None:
+    assert error_response(error).status_code == status
+
+
+@pytest.mark.parametrize(
+    ("error", "headers"),
+    [
+        (RateLimitError("x", limit="tokens", retry_after=20.0),
+         {"retry-after": "20", "retry-after-ms": "20000"}),
+        (RateLimitError("x", limit="tokens", retry_after=0.1),
+         {"retry-after": "1", "retry-after-ms": "100"}),
+        (RateLimitError("x", limit="tokens", should_retry=False), {"x-should-retry": "false"}),
+        (ServiceUnavailableError("x", should_retry=True), {"x-should-retry": "true"}),
+        (EngineOverloadedError(2.0), {"retry-after": "2", "retry-after-ms": "2000"}),
+        (MethodNotAllowedError("x", allowed=["GET", "POST"]), {"allow": "GET, POST"}),
+        (InvalidRequestError("x"), {}),
+    ],
+)  # fmt: skip
+def test_headers_come_from_what_the_error_means(
+    error: HeadraceError, headers: dict[str, str]
+) -> None:
+    response = error_response(error)
+    extra = {
+        name: value
+        for name, value in response.headers.items()
+        if name not in {"content-length", "content-type"}
+    }
+    assert extra == headers

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from headrace.auth import UNLIMITED, Access, KeyStore, Limits, RateLimiter
-from headrace.serving import AuthenticationError, ModelNotFoundError, RateLimitError
+from headrace.errors import AuthenticationError, ModelNotFoundError, RateLimitError
 from tests.fakes import FakeClock
 
 
@@ -71,7 +71,7 @@ def test_models_are_granted_by_name(tmp_path: Path) -> None:
     grant.require_model("m1")
     with pytest.raises(ModelNotFoundError) as refused:
         grant.require_model("m2")
-    assert refused.value.status == 404
+    assert refused.value.code == "model_not_found"
     assert refused.value.message == (
         "The model `m2` does not exist or you do not have access to it."
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from headrace.auth import Limits, LimitStatus, RateLimiter
-from headrace.serving import RateLimitError
+from headrace.errors import RateLimitError
 from tests.fakes import FakeClock
 
 
@@ -22,10 +22,10 @@ def test_a_full_bucket_then_a_refusal_that_names_the_wait() -> None:
     with pytest.raises(RateLimitError) as refused:
         limiter.take("key_a", limits, "requests", 1)
     error = refused.value
-    assert error.status == 429 and error.type == "requests" and error.code == "rate_limit_exceeded"
+    assert error.type == "requests" and error.code == "rate_limit_exceeded"
     assert error.message.startswith("Rate limit reached for key key_a on requests per min (RPM)")
     assert "Limit 3, Used 3, Requested 1. Please try again in 20s." in error.message
-    assert error.headers == {"retry-after": "20", "retry-after-ms": "20000"}
+    assert error.retry_after == pytest.approx(20.0) and error.should_retry is None
 
 
 def test_the_bucket_refills_evenly() -> None:
@@ -37,7 +37,7 @@ def test_the_bucket_refills_evenly() -> None:
     with pytest.raises(RateLimitError) as refused:
         limiter.take("key_a", limits, "tokens", 1)
     assert refused.value.type == "tokens"
-    assert refused.value.headers["retry-after-ms"] == "100"
+    assert refused.value.retry_after == pytest.approx(0.1)
     clock.advance(3600)
     assert limiter.status("key_a", limits) == [LimitStatus("tokens", 600, 600, 0.0)]
 
@@ -56,7 +56,7 @@ def test_more_than_the_limit_is_refused_for_good() -> None:
     with pytest.raises(RateLimitError) as refused:
         limiter.take("key_a", Limits(tokens=100), "tokens", 101)
     assert refused.value.message.startswith("Request too large for key key_a on tokens per min")
-    assert refused.value.headers == {"x-should-retry": "false"}
+    assert refused.value.should_retry is False and refused.value.retry_after is None
 
 
 def test_keys_and_limits_are_counted_apart() -> None:

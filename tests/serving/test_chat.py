@@ -7,15 +7,17 @@ from typing import Any
 import orjson
 import pytest
 
-from headrace.serving import (
-    ChatCompletionChunk,
-    ChatCompletionRequest,
-    ChatService,
+from headrace.errors import (
     ContextLengthExceededError,
     HeadraceError,
     InvalidRequestError,
     ModelNotFoundError,
     ServiceUnavailableError,
+)
+from headrace.serving import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatService,
     parse_chat_request,
 )
 from tests.fakes import (
