@@ -118,3 +118,37 @@ def test_bad_logit_bias_ids_are_a_400_naming_the_param(server: Server) -> None:
     assert caught.value.status_code == 400
     assert caught.value.body["param"] == "logit_bias"  # type: ignore[index]
     assert "0 to 49151" in caught.value.body["message"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("penalty", ["presence_penalty", "frequency_penalty"])
+def test_a_penalty_lowers_a_generated_tokens_logit_by_its_value(
+    server: Server, tokenizer: Tokenizer, penalty: str
+) -> None:
+    # A forced token, twice: at the second step it has appeared once, so either penalty lowers
+    # its logit by exactly its value. Log-probabilities are taken after the penalties, so the
+    # gap to the runner-up shrinks by 2, give or take the model's own logits, which the two
+    # runs round apart (bfloat16 logits near 20 are 0.125 apart; the second run finds its
+    # prompt cached).
+    (banana, *_) = tokenizer.encode(" banana")
+
+    def second_step(**extra: object) -> dict[str, float]:
+        client = openai.OpenAI(base_url=server.base_url, api_key=server.api_key, max_retries=0)
+        reply = client.chat.completions.create(
+            model=MODEL_NAMES[0],
+            messages=ASK,
+            max_tokens=2,
+            temperature=0,
+            logit_bias={str(banana): 100},
+            logprobs=True,
+            top_logprobs=3,
+            **extra,  # type: ignore[arg-type]
+        )
+        content = reply.choices[0].logprobs.content  # type: ignore[union-attr]
+        assert content is not None and len(content) == 2
+        return {top.token: top.logprob for top in content[1].top_logprobs}
+
+    plain, penalized = second_step(), second_step(**{penalty: 2})
+    forced = tokenizer.decode([banana])
+    (runner_up, *_) = (token for token in plain if token != forced)
+    gap = plain[forced] - plain[runner_up]
+    assert penalized[forced] - penalized[runner_up] == pytest.approx(gap - 2, abs=0.5)
