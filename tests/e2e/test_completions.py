@@ -9,6 +9,10 @@ biases of +-100.
 
 from __future__ import annotations
 
+import json
+import subprocess
+from pathlib import Path
+
 import openai
 import pytest
 
@@ -185,3 +189,27 @@ def test_continuous_usage_stats(client: openai.OpenAI) -> None:
 
 def test_the_default_models_sampling_defaults_are_in_force(server: Server) -> None:
     assert "sampling defaults: temperature 0.2, top_p 0.9" in server.log.read_text()
+
+
+def test_the_node_sdk_reads_completions_scores_and_logprobs(server: Server) -> None:
+    done = subprocess.run(
+        ["node", "checks/completions.mjs"],
+        cwd=Path(__file__).parent / "node",
+        env=server.env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["whole"] and result["streamed"] == result["whole"]
+    assert result["streamed_tokens"] == 8
+    scored = result["scored"]
+    assert result["scored_text"] == PROMPT
+    assert "".join(scored["tokens"]) == PROMPT
+    assert scored["token_logprobs"][0] is None and scored["top_logprobs"][0] is None
+    assert all(len(top) == 2 for top in scored["top_logprobs"][1:])
+    assert scored["text_offset"][0] == 0 and scored["text_offset"] == sorted(scored["text_offset"])
+    for choice in result["chat_choices"]:
+        assert "".join(choice["tokens"]) == choice["content"]
+    assert [choice["index"] for choice in result["chat_choices"]] == [0, 1]
