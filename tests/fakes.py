@@ -214,9 +214,11 @@ class FakeEngine:
                     finish = "length"
                 finished = finish is not None
                 self.started.set()
-                logprobs = None
+                logprobs = stop_logprobs = None
                 if params.logprobs is not None:
                     logprobs = fake_logprobs(tokens, params.logprobs)
+                    if not tokens:  # the stop token's, apart
+                        (stop_logprobs,) = fake_logprobs([token], params.logprobs)
                 yield TokenOutput(
                     tokens,
                     finish,
@@ -224,6 +226,7 @@ class FakeEngine:
                     n,
                     0,
                     logprobs=logprobs,
+                    stop_logprobs=stop_logprobs,
                     prompt_logprobs=scored if n == 1 else None,
                 )
                 if finished:

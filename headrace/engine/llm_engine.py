@@ -201,6 +201,7 @@ class LLMEngine:
             return
         if token in params.stop_token_ids:
             request.finish_reason = "stop"
+            request.stop_logprobs = logprobs
             return
         request.output_token_ids.append(token)
         if logprobs is not None:
@@ -231,6 +232,7 @@ class LLMEngine:
             num_cached_tokens=request.num_cached_tokens,
             num_generated_tokens=request.num_generated_tokens,
             logprobs=None if params.logprobs is None else tuple(request.output_logprobs[first:]),
+            stop_logprobs=request.stop_logprobs,
             prompt_logprobs=(
                 tuple(request.prompt_logprobs)
                 if params.prompt_logprobs is not None and first == 0

@@ -146,6 +146,9 @@ class TokenOutput:
     num_cached_tokens: int
     # With SamplingParams.logprobs: those of token_ids, one each; else None.
     logprobs: tuple[PositionLogprobs, ...] | None = None
+    # With SamplingParams.logprobs, on the last output when a stop token ended the request:
+    # that token's (token_ids leave it out); else None.
+    stop_logprobs: PositionLogprobs | None = None
     # With SamplingParams.prompt_logprobs, on the request's first output only: those of the
     # prompt's tokens after the first, one each; else None.
     prompt_logprobs: tuple[PositionLogprobs, ...] | None = None

@@ -66,6 +66,8 @@ class Request:
     leader: Request | None = None
     # With params.logprobs: those of output_token_ids, one each.
     output_logprobs: list[PositionLogprobs] = field(default_factory=list)
+    # With params.logprobs, when a stop token ended it: that token's (it is not an output token).
+    stop_logprobs: PositionLogprobs | None = None
     # With params.prompt_logprobs: those of the prompt's tokens after the first, as far as its
     # computed positions go.
     prompt_logprobs: list[PositionLogprobs] = field(default_factory=list)

@@ -172,6 +172,11 @@ class CompletionService:
                 text = prepared.echo[prompt] + text
                 token_ids = generation.prompts[prompt] + token_ids
                 positions = [None, *(step.output.prompt_logprobs or ()), *positions]
+        if step.output.stop_logprobs is not None:
+            # The stop token is no text, but scorers read its log-probability (lm-evaluation-
+            # harness reads the prompt's and one generated token's): it is listed last.
+            token_ids = [*token_ids, step.output.stop_logprobs.chosen.token_id]
+            positions.append(step.output.stop_logprobs)
         logprobs = None
         if generation.params.logprobs is not None:
             logprobs = self._logprobs.completion(token_ids, positions, choice.offset)

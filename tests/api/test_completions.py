@@ -137,8 +137,8 @@ async def test_a_character_split_over_tokens_gets_escaped_tokens_and_one_offset(
         whole = await complete(client, logprobs=0, max_tokens=8)
     logprobs = whole["choices"][0]["logprobs"]
     assert whole["choices"][0]["text"] == "é!"
-    assert logprobs["tokens"] == ["\\xc3", "\\xa9", "!"]
-    assert logprobs["text_offset"] == [0, 1, 1]
+    assert logprobs["tokens"] == ["\\xc3", "\\xa9", "!", "<eos>"]
+    assert logprobs["text_offset"] == [0, 1, 1, 2]
 
 
 @pytest.mark.parametrize("include_usage", [False, True])
@@ -217,3 +217,14 @@ async def test_bad_requests_name_the_param(
 async def test_best_of_equal_to_n_is_accepted(client: httpx.AsyncClient) -> None:
     whole = await complete(client, n=2, best_of=2, max_tokens=2)
     assert len(whole["choices"]) == 2
+
+
+async def test_a_stop_token_is_listed_last_in_logprobs_but_not_in_the_text(
+    client: httpx.AsyncClient,
+) -> None:
+    whole = await complete(client, logprobs=1, max_tokens=64)
+    [choice] = whole["choices"]
+    assert choice["text"] == REPLY and choice["finish_reason"] == "stop"
+    assert choice["logprobs"]["tokens"] == [*REPLY, "<eos>"]
+    assert choice["logprobs"]["text_offset"][-1] == len(REPLY)
+    assert whole["usage"]["completion_tokens"] == len(REPLY) + 1

@@ -146,3 +146,15 @@ def test_bad_logprob_counts_and_min_tokens_are_refused() -> None:
     for fields in ({"logprobs": 21}, {"prompt_logprobs": -1}, {"min_tokens": 9}):
         with pytest.raises(ValueError, match=next(iter(fields))):
             make_params(max_tokens=8, **fields)
+
+
+def test_a_stop_token_has_its_logprobs_apart_from_the_output() -> None:
+    engine = make_engine()
+    engine.add_request("free", PROMPT, make_params(max_tokens=3))
+    third = [t for out in outputs_of(engine)["free"] for t in out.token_ids][2]
+    params = make_params(max_tokens=8, logprobs=1, stop_token_ids=frozenset({third}))
+    engine.add_request("stopped", PROMPT, params)
+    *_, last = outputs_of(engine)["stopped"]
+    assert last.finish_reason == "stop" and third not in last.token_ids
+    assert last.stop_logprobs is not None and last.stop_logprobs.chosen.token_id == third
+    assert last.logprobs is not None and len(last.logprobs) == len(last.token_ids)
