@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -23,12 +24,16 @@ _READY_POLL_S = 0.25
 _STOP_GRACE_S = 30
 
 
-def headrace_server(name: str, flags: Sequence[str], ready_timeout_s: float = 600) -> ServerProcess:
-    """`headrace serve` with `flags` on a free loopback port, its log at peers/logs/NAME.log."""
+def headrace_server(
+    name: str, flags: Sequence[str], ready_timeout_s: float = 600, source: Path | None = None
+) -> ServerProcess:
+    """`headrace serve` with `flags` on a free loopback port, its log at peers/logs/NAME.log;
+    `source`: another checkout of headrace to serve from (an older commit), else this one."""
     port = free_port()
     argv = [sys.executable, "-m", "headrace", "serve", "--port", str(port), *flags]
     log_path = peers_dir() / "logs" / f"{name}.log"
-    return ServerProcess("headrace", argv, port, log_path, ready_timeout_s)
+    env = None if source is None else {**os.environ, "PYTHONPATH": str(source)}
+    return ServerProcess("headrace", argv, port, log_path, ready_timeout_s, env)
 
 
 def free_port() -> int:
@@ -52,19 +57,29 @@ class ServerProcess:
     """Starts `argv` with its output in `log_path`, waits for /health to answer 200, stops it."""
 
     def __init__(
-        self, name: str, argv: Sequence[str], port: int, log_path: Path, ready_timeout_s: float
+        self,
+        name: str,
+        argv: Sequence[str],
+        port: int,
+        log_path: Path,
+        ready_timeout_s: float,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
         self.argv = list(argv)
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
         self.ready_timeout_s = ready_timeout_s
+        # The child's environment; None: this process's.
+        self.env = env
         self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env
+            )
         try:
             self._wait_ready(self.process)
         except BaseException:
