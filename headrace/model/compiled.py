@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.fx.experimental._config as shapes_config
@@ -47,17 +48,20 @@ def compile_decode(
     def decode(input_ids: Tensor, batch: AttentionBatch, kv: list[tuple[Tensor, Tensor]]) -> Tensor:
         return model.compute_logits(model(input_ids, batch, kv))
 
-    compiled = torch.compile(
-        decode,
-        dynamic=None,
-        options={
-            # Rounding to bfloat16 wherever eager does keeps the tokens those of eager decoding.
-            "emulate_precision_casts": True,
-            # The model is not changed after loading, so the graph checks the step's inputs
-            # only: checking its ~4,000 guards on the modules cost 0.55 ms a step, 0.05 without.
-            "guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe,
-        },
-    )
+    options: dict[str, str | int | bool | Callable[..., Any]] = {
+        # Rounding to bfloat16 wherever eager does keeps the tokens those of eager decoding.
+        "emulate_precision_casts": True,
+        # The model is not changed after loading, so the graph checks the step's inputs
+        # only: checking its ~4,000 guards on the modules cost 0.55 ms a step, 0.05 without.
+        "guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe,
+    }
+    if model.model.rope.dtype == torch.float32:
+        # Inductor (torch 2.13) writes float32 rope in 8-float tiles but stores whole 16-float
+        # AVX-512 vectors: the last query row overran its buffer by 32 bytes and corrupted the
+        # heap (SmolLM2-135M aborted at start with --dtype float32 --quantization none on AVX-512
+        # CPUs). 8-float vectors, AVX2's, store what they load; bfloat16 stores exact counts.
+        options["cpp.simdlen"] = 256
+    compiled = torch.compile(decode, dynamic=None, options=options)
 
     def step(input_ids: Tensor, batch: AttentionBatch, kv: list[tuple[Tensor, Tensor]]) -> Tensor:
         # Compiling again while serving would stall every stream for seconds: a step the

@@ -73,9 +73,10 @@ def transformers_model(gguf: Path) -> Iterator[Future[Any]]:
 
 @pytest.fixture(scope="module")
 def float32_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """The GGUF's weights dequantized to float32, as transformers loads them; eager, since
-    these tests only score prompts."""
-    flags = ("--quantization", "none", "--dtype", "float32", "--enforce-eager")
+    """The GGUF's weights dequantized to float32, as transformers loads them. Its decode step
+    is compiled, as a user's would be: the compiled float32 step once corrupted the heap at
+    start on AVX-512 CPUs (headrace/model/compiled.py)."""
+    flags = ("--quantization", "none", "--dtype", "float32")
     log_dir = tmp_path_factory.mktemp("float32")
     with running_server(log_dir, *flags, "--kv-cache-memory", "0.25") as server:
         yield server
