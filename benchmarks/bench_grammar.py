@@ -33,7 +33,7 @@ from headrace.engine.llm_engine import LLMEngine
 from headrace.engine.outputs import SamplingParams
 from headrace.model.loader import load_model
 from headrace.model.source import resolve_model
-from headrace.text import Tokenizer
+from headrace.text import TOOL_CALL_FORMATS, FunctionSpec, Tokenizer
 from headrace.text.grammar import GrammarCompiler
 
 # The streaming guide's get_weather parameters.
@@ -42,7 +42,7 @@ WEATHER = {
     "properties": {"location": {"type": "string", "description": "City name"}},
     "required": ["location"],
 }
-WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}}
+WEATHER_TOOL = FunctionSpec("get_weather", WEATHER)
 # Cannot be complete before any --max-tokens this script is run with.
 LONG_LIST = {"type": "array", "items": {"type": "string"}, "minItems": 1000}
 PROMPT = "List as many fruits as you can, as a JSON array of strings."
@@ -76,7 +76,10 @@ def _compile_rows(tokenizer: Tokenizer, repeats: int) -> list[tuple[str, str]]:
     weather = _median_ms(lambda c: c.json_schema(WEATHER, strict=True), compilers)
     cached = _median_ms(lambda c: c.json_schema(WEATHER, strict=True), compilers * 20)
     json_object = _median_ms(lambda c: c.json_object(), compilers)
-    tool = _median_ms(lambda c: c.tool_calls([WEATHER_TOOL], most_calls=1), compilers)
+    hermes = TOOL_CALL_FORMATS["hermes"]
+    tool = _median_ms(
+        lambda c: c.tool_calls([WEATHER_TOOL], most_calls=1, format=hermes), compilers
+    )
     return [
         ("compiler setup (once per server: tokenizer -> llguidance)", f"{setup_ms:.0f} ms"),
         ("compile get_weather schema, cold", f"{weather:.2f} ms"),

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from headrace.auth import Access, ApiKey, KeyStore, Limits, default_key_store_path
 from headrace.config import (
@@ -23,6 +24,9 @@ from headrace.config import (
     default_max_num_batched_tokens,
     default_max_num_seqs,
 )
+
+if TYPE_CHECKING:  # headrace.text loads torch: `keys` must not
+    from headrace.text import ToolCallFormat
 
 __all__ = ["main"]
 
@@ -192,12 +196,12 @@ def _instant(text: str) -> datetime:
     return instant if instant.tzinfo else instant.replace(tzinfo=UTC)
 
 
-def _tool_call_format(name: str) -> str:
+def _tool_call_format(name: str) -> ToolCallFormat:
     """A tool-call format headrace.text knows (imported only here: it loads torch)."""
-    from headrace.text import check_tool_call_format
+    from headrace.text import get_tool_call_format
 
     try:
-        return check_tool_call_format(name)
+        return get_tool_call_format(name)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 

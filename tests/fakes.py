@@ -31,6 +31,7 @@ from headrace.serving import (
     SamplingDefaults,
     TokenizerLike,
 )
+from headrace.text import TOOL_CALL_FORMATS
 from headrace.text.grammar import GrammarCompiler
 
 # The fake tokenizer's vocabulary: one token per byte, then EOS.
@@ -88,7 +89,7 @@ class FakeTokenizer:
         return bytes([token_id]) if token_id < EOS else b"<eos>"
 
     # Replies are read for tool calls in headrace's generic syntax: <tool_call>{...}</tool_call>.
-    tool_call_format = "generic"
+    tool_call_format = TOOL_CALL_FORMATS["generic"]
 
     def apply_chat_template(
         self,

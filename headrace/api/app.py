@@ -26,6 +26,7 @@ from headrace.serving import (
     SamplingDefaults,
     TokenizerLike,
 )
+from headrace.text import ToolCallFormat
 from headrace.text.grammar import GrammarCompiler
 
 __all__ = ["Served", "create_app"]
@@ -60,7 +61,7 @@ def create_app(
     served: Served,
     *,
     access: Access | None = None,
-    tool_call_format: str | None = None,
+    tool_call_format: ToolCallFormat | None = None,
     max_waiting: int = ServerConfig.max_waiting,
     max_body_bytes: int = ServerConfig.max_body_bytes,
     drain: Drain | None = None,

@@ -43,12 +43,8 @@ from headrace.serving.tools import (
     prepare_tools,
     template_tools,
 )
-from headrace.text.grammar import (
-    GRAMMAR_TOOL_CALL_FORMATS,
-    CompiledGrammar,
-    GrammarCompiler,
-    GrammarError,
-)
+from headrace.text import ToolCallFormat
+from headrace.text.grammar import CompiledGrammar, GrammarCompiler, GrammarError
 
 __all__ = ["ChatService", "PreparedChat"]
 
@@ -66,7 +62,7 @@ class PreparedChat:
     # Whether and how stream chunks carry usage.
     usage: StreamUsage
     # How the reply is read for tool calls; None when the request allows none.
-    tool_call_format: str | None
+    tool_call_format: ToolCallFormat | None
 
     @property
     def most_tokens(self) -> int:
@@ -78,7 +74,7 @@ class PreparedChat:
 class _Choice:
     """One choice as its steps come: its reply, its log-probabilities, its finish."""
 
-    def __init__(self, tool_call_format: str | None) -> None:
+    def __init__(self, tool_call_format: ToolCallFormat | None) -> None:
         self.reply = Reply(tool_call_format)
         self.logprobs: list[TokenLogprob] = []
         self.finish_reason: FinishReason | None = None
@@ -95,7 +91,7 @@ class ChatService:
         sampling: Sampling,
         *,
         grammars: GrammarCompiler | None = None,
-        tool_call_format: str | None = None,
+        tool_call_format: ToolCallFormat | None = None,
         max_waiting: int = ServerConfig.max_waiting,
     ) -> None:
         self._engine = engine
@@ -125,7 +121,7 @@ class ChatService:
         grammar = None
         if tools and tools.forced:
             # The grammar writes calls in a syntax it knows; the reply is read in that syntax.
-            tool_call_format = self._forced_call_format()
+            tool_call_format = self._tool_call_format.for_forced_calls
             grammar = self._tool_call_grammar(tools, tool_call_format)
         elif constraint is not None:
             grammar = self._output_grammar(constraint)
@@ -197,18 +193,13 @@ class ChatService:
             return None
         return ChatLogprobs(content=self._logprobs.chat(step.output.logprobs or ()), refusal=None)
 
-    def _forced_call_format(self) -> str:
-        """The format forced calls are written in: the model's, if a grammar can write it."""
-        known = self._tool_call_format in GRAMMAR_TOOL_CALL_FORMATS
-        return self._tool_call_format if known else "hermes"
-
-    def _tool_call_grammar(self, tools: ToolRequest, call_format: str) -> CompiledGrammar:
-        callable_tools = [
-            {"name": t.name, "parameters": dict(t.arguments_schema)} for t in tools.callable_tools
-        ]
+    def _tool_call_grammar(
+        self, tools: ToolRequest, call_format: ToolCallFormat
+    ) -> CompiledGrammar:
+        functions = [tool.spec for tool in tools.callable_tools]
         return self._compile(
             lambda grammars: grammars.tool_calls(
-                callable_tools, most_calls=tools.most_forced_calls, format=call_format
+                functions, most_calls=tools.most_forced_calls, format=call_format
             ),
             param="tools",
         )

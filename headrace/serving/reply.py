@@ -22,18 +22,18 @@ from headrace.text import (
     ContentDelta,
     ToolCallArguments,
     ToolCallEvent,
+    ToolCallFormat,
     ToolCallParser,
     ToolCallStart,
-    make_tool_call_parser,
 )
 
 __all__ = ["Reply"]
 
 
 class Reply:
-    def __init__(self, tool_call_format: str | None) -> None:
+    def __init__(self, tool_call_format: ToolCallFormat | None) -> None:
         self._parser: ToolCallParser | None = (
-            make_tool_call_parser(tool_call_format) if tool_call_format else None
+            tool_call_format.parser() if tool_call_format is not None else None
         )
         self._content: list[str] = []
         self._call_ids: list[str] = []

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from headrace.text import ToolCallFormat
+
 __all__ = ["DetokenizerLike", "TokenizerLike"]
 
 
@@ -34,7 +36,7 @@ class TokenizerLike(Protocol):
         ...
 
     @property
-    def tool_call_format(self) -> str:
+    def tool_call_format(self) -> ToolCallFormat:
         """How the model writes tool calls, as its chat template suggests."""
         ...
 

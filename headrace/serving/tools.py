@@ -13,7 +13,9 @@ Where OpenAI is silent or we differ, we follow vLLM:
 - `parallel_tool_calls` without `tools` is ignored.
 - The deprecated `functions` and `function_call` are refused, not mapped onto `tools`: the answer
   would carry `tool_calls`, which a client of the old API does not read.
-- `strict` is passed on, not checked against OpenAI's strict-mode subset of JSON Schema.
+- `strict` is passed on, not checked against OpenAI's strict-mode subset of JSON Schema: a forced
+  call to a strict tool is refused (400) when the grammar cannot enforce every keyword of its
+  parameters; a non-strict tool's unenforceable keywords are ignored.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from jsonschema import SchemaError
 from jsonschema.validators import Draft202012Validator, validator_for
 
 from headrace.errors import InvalidRequestError, invalid_value, missing_parameter
+from headrace.text import FunctionSpec
 
 if TYPE_CHECKING:
     from headrace.serving.protocol import ChatCompletionRequest, Tool, ToolChoice
@@ -65,6 +68,11 @@ class FunctionTool:
     def arguments_schema(self) -> Mapping[str, Any]:
         """The schema the arguments must match: `parameters`, or an empty object."""
         return _NO_ARGUMENTS if self.parameters is None else self.parameters
+
+    @property
+    def spec(self) -> FunctionSpec:
+        """What a tool-call grammar needs of it: name, arguments schema, strictness."""
+        return FunctionSpec(self.name, self.arguments_schema, self.strict)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from headrace.text.chat_template import ChatTemplateError
 from headrace.text.detokenizer import IncrementalDetokenizer
+from headrace.text.function_spec import FunctionSpec
 from headrace.text.tokenizer import Tokenizer
 from headrace.text.tool_call import (
     ContentDelta,
@@ -12,9 +13,10 @@ from headrace.text.tool_call import (
 )
 from headrace.text.tool_call_format import (
     TOOL_CALL_FORMATS,
-    check_tool_call_format,
+    ToolCallFormat,
+    ToolCallMarkup,
     detect_tool_call_format,
-    make_tool_call_parser,
+    get_tool_call_format,
 )
 from headrace.text.tool_call_parser import ToolCallParser
 
@@ -22,14 +24,16 @@ __all__ = [
     "TOOL_CALL_FORMATS",
     "ChatTemplateError",
     "ContentDelta",
+    "FunctionSpec",
     "IncrementalDetokenizer",
     "ParsedToolCall",
     "Tokenizer",
     "ToolCallArguments",
     "ToolCallEvent",
+    "ToolCallFormat",
+    "ToolCallMarkup",
     "ToolCallParser",
     "ToolCallStart",
-    "check_tool_call_format",
     "detect_tool_call_format",
-    "make_tool_call_parser",
+    "get_tool_call_format",
 ]

@@ -25,8 +25,7 @@ from typing import Any
 import jinja2
 from transformers import PreTrainedTokenizerBase
 
-from headrace.text.tool_call_format import template_knows_tools
-from headrace.text.tool_prompt import generic_tool_messages
+from headrace.text.tool_call_format import detect_tool_call_format
 
 __all__ = [
     "CHATML_TEMPLATE",
@@ -56,8 +55,9 @@ def render_chat(
     """The prompt text for `messages`, ending with the header of the assistant's reply."""
     template = None if tokenizer.chat_template is not None else CHATML_TEMPLATE
     prepared = prepare_messages(messages)
-    if not template_knows_tools(template_source(tokenizer)):
-        prepared, tools = generic_tool_messages(prepared, tools), None
+    teach = detect_tool_call_format(template_source(tokenizer)).teach
+    if teach is not None:  # the template knows no tools: headrace's format is taught instead
+        prepared, tools = teach(prepared, tools), None
     try:
         rendered = tokenizer.apply_chat_template(
             prepared,

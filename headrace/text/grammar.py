@@ -26,36 +26,18 @@ from typing import TYPE_CHECKING, Any
 import llguidance
 import numpy as np
 
+from headrace.text.function_spec import FunctionSpec
 from headrace.text.tokenizer import Tokenizer
+from headrace.text.tool_call_format import ToolCallFormat, ToolCallMarkup
 
 if TYPE_CHECKING:
     from llguidance._lib import JsonCompileOptions
 
-__all__ = ["GRAMMAR_TOOL_CALL_FORMATS", "CompiledGrammar", "GrammarCompiler", "GrammarError"]
+__all__ = ["CompiledGrammar", "GrammarCompiler", "GrammarError"]
 
 
 class GrammarError(ValueError):
     """A schema or tool list that cannot be turned into a grammar: the client's error."""
-
-
-@dataclass(frozen=True)
-class _ToolCallSyntax:
-    # Text before each call's JSON.
-    open: str
-    # Text after each call's JSON.
-    close: str
-    # Text between two calls, when several are allowed.
-    separator: str
-
-
-# Each tool-call format's syntax: `open {"name": ..., "arguments": {...}} close`; "generic" is
-# the hermes syntax under its neutral name.
-_TOOL_CALL_SYNTAX: dict[str, _ToolCallSyntax] = {
-    "hermes": _ToolCallSyntax(open="<tool_call>\n", close="\n</tool_call>", separator="\n"),
-    "generic": _ToolCallSyntax(open="<tool_call>\n", close="\n</tool_call>", separator="\n"),
-}
-# The tool-call formats `GrammarCompiler.tool_calls` can force.
-GRAMMAR_TOOL_CALL_FORMATS = frozenset(_TOOL_CALL_SYNTAX)
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -108,46 +90,37 @@ class GrammarCompiler:
 
     def tool_calls(
         self,
-        tools: Sequence[Mapping[str, Any]],
+        functions: Sequence[FunctionSpec],
         *,
         most_calls: int,
-        format: str = "hermes",
+        format: ToolCallFormat,
     ) -> CompiledGrammar:
-        """From one to `most_calls` tool calls to `tools`, and nothing else.
+        """From one to `most_calls` calls to `functions`, in `format`, and nothing else.
 
-        tools: OpenAI function tools, {"type": "function", "function": {"name", "parameters"}}
-        (or the bare function objects); pass only the named tool for a named tool_choice.
-        Each call's arguments validate against its function's parameters schema.
-        format: one of GRAMMAR_TOOL_CALL_FORMATS, else ValueError.
+        Pass only the named function for a named tool_choice. Each call's arguments validate
+        against its function's parameters, compiled strict or not as that function asks.
+        format: one a grammar can write (its `markup` is not None), else ValueError.
         """
-        if format not in _TOOL_CALL_SYNTAX:
-            raise ValueError(f"no tool-call grammar for format {format!r}")
-        functions = [_function(tool) for tool in tools]
-        if not functions:
-            raise GrammarError("Tool calls need at least one tool.")
-        names = [name for name, _, _ in functions]
-        if len(set(names)) != len(names):
-            raise GrammarError("Tool names must be unique.")
-        call_schema = {
-            "anyOf": [
-                {
-                    "type": "object",
-                    "properties": {"name": {"const": name}, "arguments": _closed(parameters)},
-                    "required": ["name", "arguments"],
-                    "additionalProperties": False,
-                }
-                for name, parameters, _ in functions
-            ],
-        }
-        strict = all(strict for _, _, strict in functions)
-        syntax = _TOOL_CALL_SYNTAX[format]
+        if format.markup is None:
+            raise ValueError(f"no tool-call grammar for format {format.name!r}")
         if most_calls < 1:
             raise ValueError(f"most_calls must be positive, not {most_calls}")
-        key = f"tool_calls:{format}:most_calls={most_calls}:{_canonical(call_schema)}"
-        build = partial(
-            _tool_calls_grammar, syntax, call_schema, most_calls=most_calls, strict=strict
-        )
-        return self._cached(key, "tool parameters schema", build)
+        if not functions:
+            raise GrammarError("Tool calls need at least one tool.")
+        names = [function.name for function in functions]
+        if not all(names):
+            raise GrammarError("Each tool must be a function with a name.")
+        if len(set(names)) != len(names):
+            raise GrammarError("Tool names must be unique.")
+        calls = [_call_schema(function) for function in functions]
+        key = f"tool_calls:{format.name}:most_calls={most_calls}:{_canonical(calls)}"
+        build = partial(_tool_calls_grammar, format.markup, calls, most_calls=most_calls)
+        try:
+            return self._cached(key, "tool parameters schema", build)
+        except GrammarError:
+            for function, call in zip(functions, calls, strict=True):
+                self._matcher(_json_grammar(call), f"parameters of tool {function.name!r}")
+            raise
 
     def _cached(self, key: str, what: str, build: Callable[[], str]) -> CompiledGrammar:
         with self._lock:
@@ -196,26 +169,39 @@ def _ll_tokenizer(tokenizer: Tokenizer) -> llguidance.LLTokenizer:
     return ll_tokenizer
 
 
-def _json_grammar(schema: Mapping[str, Any], *, strict: bool) -> str:
+def _json_grammar(schema: Mapping[str, Any], *, strict: bool | None = None) -> str:
+    """`schema`'s grammar; strict None: the options its "x-guidance" holds."""
+    overrides = None if strict is None else _json_options(strict)
     try:
-        return llguidance.LLMatcher.grammar_from_json_schema(
-            dict(schema), overrides=_json_options(strict)
-        )
+        return llguidance.LLMatcher.grammar_from_json_schema(dict(schema), overrides=overrides)
     except (ValueError, TypeError, RecursionError) as exc:
         raise GrammarError(f"Invalid JSON schema: {exc}") from None
 
 
+def _call_schema(function: FunctionSpec) -> dict[str, Any]:
+    """One call to `function` as JSON, with the options its strictness asks for."""
+    return {
+        "type": "object",
+        "properties": {"name": {"const": function.name}, "arguments": _closed(function.parameters)},
+        "required": ["name", "arguments"],
+        "additionalProperties": False,
+        "x-guidance": _json_options(function.strict),
+    }
+
+
 def _tool_calls_grammar(
-    syntax: _ToolCallSyntax, call_schema: dict[str, Any], *, most_calls: int, strict: bool
+    markup: ToolCallMarkup, call_schemas: Sequence[dict[str, Any]], *, most_calls: int
 ) -> str:
-    call_json = _canonical({**call_schema, "x-guidance": _json_options(strict)})
+    # One rule per function, each its own %json, so each keeps its own strictness.
+    alternatives = " | ".join(f"call_{index}" for index in range(len(call_schemas)))
     more = most_calls - 1
-    calls = f"call ({_lark_literal(syntax.separator)} call){{0,{more}}}" if more else "call"
-    lark = (
-        f"start: {calls}\n"
-        f"call: {_lark_literal(syntax.open)} %json {call_json} {_lark_literal(syntax.close)}\n"
-    )
-    return llguidance.LLMatcher.grammar_from_lark(lark)
+    calls = f"call ({_lark_literal(markup.separator)} call){{0,{more}}}" if more else "call"
+    rules = [
+        f"start: {calls}",
+        f"call: {_lark_literal(markup.open)} ({alternatives}) {_lark_literal(markup.close)}",
+        *(f"call_{index}: %json {_canonical(schema)}" for index, schema in enumerate(call_schemas)),
+    ]
+    return llguidance.LLMatcher.grammar_from_lark("\n".join(rules) + "\n")
 
 
 def _json_options(strict: bool) -> JsonCompileOptions:
@@ -226,20 +212,6 @@ def _json_options(strict: bool) -> JsonCompileOptions:
         "key_separator": ": ",
         "lenient": not strict,
     }
-
-
-def _function(tool: Mapping[str, Any]) -> tuple[str, dict[str, Any], bool]:
-    """A tool's (name, parameters schema, strict); a missing schema means no arguments."""
-    function = tool.get("function", tool) if isinstance(tool, Mapping) else None
-    name = function.get("name") if isinstance(function, Mapping) else None
-    if not isinstance(function, Mapping) or not isinstance(name, str) or not name:
-        raise GrammarError("Each tool must be a function with a name.")
-    parameters = function.get("parameters")
-    if parameters is None:
-        parameters = {"type": "object", "properties": {}, "additionalProperties": False}
-    if not isinstance(parameters, Mapping):
-        raise GrammarError(f"The parameters of tool {name!r} must be a JSON schema object.")
-    return name, dict(parameters), function.get("strict") is True
 
 
 # Keywords whose value is a schema or a list of schemas.

@@ -20,7 +20,11 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedToken
 
 from headrace.text.chat_template import render_chat, template_source
 from headrace.text.detokenizer import IncrementalDetokenizer
-from headrace.text.tool_call_format import detect_tool_call_format, template_knows_tools
+from headrace.text.tool_call_format import (
+    ToolCallFormat,
+    detect_tool_call_format,
+    template_knows_tools,
+)
 
 __all__ = ["Tokenizer"]
 
@@ -91,8 +95,8 @@ class Tokenizer:
         return template_knows_tools(template_source(self.hf))
 
     @property
-    def tool_call_format(self) -> str:
-        """The tool-call format the model writes, told from its chat template (a format name of
+    def tool_call_format(self) -> ToolCallFormat:
+        """The tool-call format the model writes, told from its chat template (see
         `headrace.text.tool_call_format`); `generic` when the template knows no tools."""
         specials = [token.content for token in self.hf.added_tokens_decoder.values()]
         return detect_tool_call_format(template_source(self.hf), specials)

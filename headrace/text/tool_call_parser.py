@@ -4,7 +4,7 @@ Push the detokenized text in any pieces; each push returns the events that text 
 `ContentDelta`, `ToolCallStart` (a call's index and complete name), then `ToolCallArguments`
 pieces as the arguments are generated. A call's pieces add up to the JSON text of its arguments
 object. `finish()` ends the reply. Each format is a subclass (`headrace.text.tool_call_syntax`);
-`make_tool_call_parser(name)` in `headrace.text.tool_call_format` picks one. Every call's object
+each `ToolCallFormat` of `headrace.text.tool_call_format` makes one. Every call's object
 is read by `ToolCallScanner`.
 
 What is content:

@@ -6,13 +6,21 @@ The faults are injected where the output is read: detokenizing, and parsing tool
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import pytest
 
-from headrace.serving import reply
 from tests.api.sse import events
-from tests.fakes import REPLY, FakeDetokenizer, FakeEngine, chat_body, make_app, make_client
+from tests.fakes import (
+    REPLY,
+    FakeDetokenizer,
+    FakeEngine,
+    FakeTokenizer,
+    chat_body,
+    make_app,
+    make_client,
+)
 from tests.guide import WEATHER_TOOL
 from tests.schema import validate
 
@@ -30,7 +38,8 @@ class BrokenParser:
 def faulty(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Body fields that make a request fail while its output is read; other requests read fine."""
     if request.param == "parser":
-        monkeypatch.setattr(reply, "make_tool_call_parser", lambda call_format: BrokenParser())
+        broken = dataclasses.replace(FakeTokenizer.tool_call_format, parser=BrokenParser)
+        monkeypatch.setattr(FakeTokenizer, "tool_call_format", broken)
         return {"tools": [WEATHER_TOOL]}
     push = FakeDetokenizer.push
 

@@ -116,3 +116,39 @@ async def test_constrained_accepted(
     assert response.status_code == 200, response.text
     ((_, params),) = engine.params.items()
     assert params.grammar is not None
+
+
+# Parameters with a keyword the grammar cannot enforce (llguidance implements no uniqueItems).
+UNIQUE_TAGS = {
+    "type": "object",
+    "properties": {"tags": {"type": "array", "items": {"type": "string"}, "uniqueItems": True}},
+    "required": ["tags"],
+}
+
+
+def tag_tool(*, strict: bool) -> dict[str, Any]:
+    function = {"name": "tag", "parameters": UNIQUE_TAGS, "strict": strict}
+    return {"type": "function", "function": function}
+
+
+@pytest.mark.parametrize("choice", ["required", named("tag")], ids=["required", "named"])
+async def test_a_forced_call_to_a_strict_tool_the_grammar_cannot_enforce_is_refused(
+    grammars: GrammarCompiler, engine: FakeEngine, choice: str | dict[str, Any]
+) -> None:
+    async with make_client(make_app(engine, grammars=grammars)) as client:
+        refused = await client.post(
+            CHAT, json=chat_body(tools=[WEATHER, tag_tool(strict=True)], tool_choice=choice)
+        )
+        assert refused.status_code == 400, refused.text
+        error = refused.json()["error"]
+        assert error["param"] == "tools"
+        assert "tool 'tag'" in error["message"] and "uniqueItems" in error["message"]
+        assert engine.prompts == {}
+        lenient = await client.post(
+            CHAT, json=chat_body(tools=[WEATHER, tag_tool(strict=False)], tool_choice=choice)
+        )
+        assert lenient.status_code == 200, lenient.text
+        # Unforced, nothing is compiled: the strict tool is offered like any other.
+        free = await client.post(CHAT, json=chat_body(tools=[tag_tool(strict=True)]))
+        assert free.status_code == 200, free.text
+    assert len(engine.prompts) == 2

@@ -19,7 +19,7 @@ from headrace.config import EngineConfig
 from headrace.engine.llm_engine import LLMEngine
 from headrace.engine.outputs import SamplingParams
 from headrace.model.loader import load_model
-from headrace.text import Tokenizer
+from headrace.text import TOOL_CALL_FORMATS, FunctionSpec, Tokenizer
 from headrace.text.grammar import CompiledGrammar, GrammarCompiler
 
 WEATHER_TOOL = {
@@ -61,8 +61,14 @@ SAMPLINGS: dict[str, dict[str, Any]] = {
     **{f"seed{seed}": {"temperature": 1.0, "seed": seed} for seed in (1, 2)},
 }
 CPU = torch.device("cpu")
+HERMES = TOOL_CALL_FORMATS["hermes"]
 MAX_TOKENS = 64
 TOOL_CALL = re.compile(r"<tool_call>\n(.*?)\n</tool_call>", re.DOTALL)
+
+
+def spec(tool: dict[str, Any]) -> FunctionSpec:
+    """An OpenAI tool as the grammar takes it."""
+    return FunctionSpec(tool["function"]["name"], tool["function"]["parameters"])
 
 
 @dataclass(frozen=True)
@@ -97,15 +103,15 @@ def results(default_model_path: Path) -> dict[str, Result]:
         "schema": (prompt("Describe a cat in JSON."), compiler.json_schema(CAT, strict=True)),
         "weather": (
             prompt("What is the weather in Paris?", [WEATHER_TOOL]),
-            compiler.tool_calls([WEATHER_TOOL], most_calls=1),
+            compiler.tool_calls([spec(WEATHER_TOOL)], most_calls=1, format=HERMES),
         ),
         "two tools": (
             prompt("What is 2 plus 3?", both),
-            compiler.tool_calls(both, most_calls=1),
+            compiler.tool_calls([spec(tool) for tool in both], most_calls=1, format=HERMES),
         ),
         "two tools parallel": (
             prompt("Call add with 2 and 3.", both),
-            compiler.tool_calls(both, most_calls=2),
+            compiler.tool_calls([spec(tool) for tool in both], most_calls=2, format=HERMES),
         ),
     }
     free_prompt = prompt("Name three colours.")

@@ -20,6 +20,8 @@ from headrace.serving import (
     ChatService,
     parse_chat_request,
 )
+from headrace.text import TOOL_CALL_FORMATS, Tokenizer
+from headrace.text.grammar import GrammarCompiler
 from tests.fakes import (
     EOS,
     MODEL_NAMES,
@@ -28,6 +30,8 @@ from tests.fakes import (
     chat_body,
     make_chat_service,
 )
+from tests.guide import WEATHER_TOOL
+from tests.text.factories import make_tokenizer_dir
 
 
 def make_service(engine: FakeEngine | None = None) -> tuple[ChatService, FakeEngine]:
@@ -259,3 +263,35 @@ async def test_content_parts_and_roles_render() -> None:
     chat = service.prepare(request(messages=messages))
     prompt = bytes(chat.generation.prompts[0]).decode()
     assert prompt == "<system>Be brief.\n<user>a\nb\n<assistant>\n<tool>42\n<assistant>"
+
+
+@pytest.fixture(scope="module")
+def grammars(tmp_path_factory: pytest.TempPathFactory) -> GrammarCompiler:
+    """Real grammars, over a tiny real tokenizer (the fake engine ignores them anyway)."""
+    tokenizer = Tokenizer.from_path(make_tokenizer_dir(tmp_path_factory.mktemp("tokenizer")))
+    return GrammarCompiler(tokenizer)
+
+
+@pytest.mark.parametrize(
+    ("model_format", "forced_format"),
+    [
+        ("hermes", "hermes"),
+        ("generic", "generic"),
+        ("llama3_json", "hermes"),
+        ("mistral", "hermes"),
+    ],
+)
+async def test_forced_calls_are_written_and_read_in_a_format_a_grammar_writes(
+    grammars: GrammarCompiler, model_format: str, forced_format: str
+) -> None:
+    service = make_chat_service(
+        FakeEngine(max_model_len=4096),
+        grammars=grammars,
+        tool_call_format=TOOL_CALL_FORMATS[model_format],
+    )
+    free = service.prepare(request(tools=[WEATHER_TOOL]))
+    assert free.tool_call_format is TOOL_CALL_FORMATS[model_format]
+    assert free.generation.params.grammar is None
+    forced = service.prepare(request(tools=[WEATHER_TOOL], tool_choice="required"))
+    assert forced.tool_call_format is TOOL_CALL_FORMATS[forced_format]
+    assert forced.generation.params.grammar is not None

@@ -19,6 +19,7 @@ from headrace.serving.tools import (
     prepare_tools,
     template_tools,
 )
+from headrace.text import FunctionSpec
 from tests.fakes import chat_body
 from tests.guide import WEATHER_PARAMETERS
 from tests.guide import WEATHER_TOOL as WEATHER
@@ -128,6 +129,17 @@ def test_strict_and_draft_07_schemas_are_accepted() -> None:
     request = prepare_tools(parsed(tools=[tool]))
     assert request is not None
     assert request.tools == (FunctionTool("w-2_x", None, parameters, strict=True),)
+    assert request.tools[0].spec == FunctionSpec("w-2_x", parameters, strict=True)
+
+
+def test_the_grammar_gets_each_callable_tool_typed_and_strict_as_asked() -> None:
+    strict_time = {"type": "function", "function": {"name": "get_time", "strict": True}}
+    request = prepare_tools(parsed(tools=[WEATHER, strict_time], tool_choice="required"))
+    assert request is not None
+    assert [tool.spec for tool in request.callable_tools] == [
+        FunctionSpec("get_weather", WEATHER_PARAMETERS, strict=False),
+        FunctionSpec("get_time", {"type": "object", "properties": {}}, strict=True),
+    ]
 
 
 LONG = "f" * 65

@@ -1,37 +1,34 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from typing import Any
 
 import pytest
 from tokenizers import decoders
 
-from headrace.text import Tokenizer
-from headrace.text.grammar import (
-    GRAMMAR_TOOL_CALL_FORMATS,
-    CompiledGrammar,
-    GrammarCompiler,
-    GrammarError,
-)
+from headrace.text import TOOL_CALL_FORMATS, FunctionSpec, Tokenizer
+from headrace.text.grammar import CompiledGrammar, GrammarCompiler, GrammarError
 from tests.guide import WEATHER_PARAMETERS
 
+HERMES = TOOL_CALL_FORMATS["hermes"]
 WEATHER = WEATHER_PARAMETERS
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {"name": "get_weather", "description": "Weather of a city", "parameters": WEATHER},
-}
-ADD_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "add",
-        "parameters": {
-            "type": "object",
-            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
-            "required": ["a", "b"],
-            "additionalProperties": False,
-        },
+WEATHER_TOOL = FunctionSpec("get_weather", WEATHER)
+ADD_TOOL = FunctionSpec(
+    "add",
+    {
+        "type": "object",
+        "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+        "required": ["a", "b"],
+        "additionalProperties": False,
     },
+)
+# Parameters with a keyword llguidance cannot enforce: a strict grammar refuses them.
+TAGS = {
+    "type": "object",
+    "properties": {"tags": {"type": "array", "items": {"type": "string"}, "uniqueItems": True}},
+    "required": ["tags"],
 }
 
 
@@ -90,9 +87,8 @@ def test_same_schema_twice_is_compiled_once(compiler: GrammarCompiler) -> None:
     assert compiler.json_schema(json.loads(json.dumps(WEATHER)), strict=True) is first
     assert compiler.json_schema(WEATHER, strict=False) is not first
     assert compiler.json_object() is compiler.json_object()
-    assert compiler.tool_calls([WEATHER_TOOL], most_calls=1) is compiler.tool_calls(
-        [WEATHER_TOOL], most_calls=1
-    )
+    tools = compiler.tool_calls([WEATHER_TOOL], most_calls=1, format=HERMES)
+    assert compiler.tool_calls([WEATHER_TOOL], most_calls=1, format=HERMES) is tools
 
 
 def test_the_cache_keeps_the_most_recent(tiny_tokenizer: Tokenizer) -> None:
@@ -115,7 +111,7 @@ def test_each_matcher_starts_afresh(compiler: GrammarCompiler, tiny_tokenizer: T
 def test_tool_call_names_go_with_their_arguments(
     compiler: GrammarCompiler, tiny_tokenizer: Tokenizer
 ) -> None:
-    grammar = compiler.tool_calls([WEATHER_TOOL, ADD_TOOL], most_calls=1)
+    grammar = compiler.tool_calls([WEATHER_TOOL, ADD_TOOL], most_calls=1, format=HERMES)
     assert accepts(grammar, tiny_tokenizer, call("get_weather", {"location": "Paris"}))
     assert accepts(grammar, tiny_tokenizer, call("add", {"a": 1, "b": 2}))
     assert not accepts(grammar, tiny_tokenizer, call("add", {"location": "Paris"}))
@@ -129,22 +125,49 @@ def test_parallel_tool_calls_allow_several(
 ) -> None:
     two = call("add", {"a": 1, "b": 2}) + "\n" + call("get_weather", {"location": "Oslo"})
     tools = [WEATHER_TOOL, ADD_TOOL]
-    assert accepts(compiler.tool_calls(tools, most_calls=2), tiny_tokenizer, two)
-    assert not accepts(compiler.tool_calls(tools, most_calls=1), tiny_tokenizer, two)
+    assert accepts(compiler.tool_calls(tools, most_calls=2, format=HERMES), tiny_tokenizer, two)
+    assert not accepts(compiler.tool_calls(tools, most_calls=1, format=HERMES), tiny_tokenizer, two)
 
 
 def test_tools_without_parameters_take_empty_arguments(
     compiler: GrammarCompiler, tiny_tokenizer: Tokenizer
 ) -> None:
-    grammar = compiler.tool_calls([{"name": "now"}], most_calls=1, format="generic")
+    now = FunctionSpec("now", {"type": "object", "properties": {}})
+    grammar = compiler.tool_calls([now], most_calls=1, format=TOOL_CALL_FORMATS["generic"])
     assert accepts(grammar, tiny_tokenizer, call("now", {}))
     assert not accepts(grammar, tiny_tokenizer, call("now", {"tz": "UTC"}))
 
 
-def test_unknown_tool_call_format_is_a_value_error(compiler: GrammarCompiler) -> None:
-    assert {"hermes", "generic"} <= GRAMMAR_TOOL_CALL_FORMATS
+def test_a_format_no_grammar_writes_is_a_value_error(compiler: GrammarCompiler) -> None:
     with pytest.raises(ValueError, match="mistral"):
-        compiler.tool_calls([WEATHER_TOOL], most_calls=1, format="mistral")
+        compiler.tool_calls([WEATHER_TOOL], most_calls=1, format=TOOL_CALL_FORMATS["mistral"])
+
+
+def test_a_strict_tool_refuses_what_the_grammar_cannot_enforce(
+    compiler: GrammarCompiler, tiny_tokenizer: Tokenizer
+) -> None:
+    lenient = FunctionSpec("tag", TAGS)
+    strict = dataclasses.replace(lenient, strict=True)
+    # Compiled and cached first: the strict tool must not be handed this grammar.
+    grammar = compiler.tool_calls([lenient], most_calls=1, format=HERMES)
+    assert accepts(grammar, tiny_tokenizer, call("tag", {"tags": ["a", "a"]}))  # not enforced
+    with pytest.raises(GrammarError, match=r"tool 'tag': .*uniqueItems"):
+        compiler.tool_calls([strict], most_calls=1, format=HERMES)
+
+
+def test_each_tool_is_as_strict_as_it_asks(
+    compiler: GrammarCompiler, tiny_tokenizer: Tokenizer
+) -> None:
+    lenient, strict = FunctionSpec("tag", TAGS), FunctionSpec("tag", TAGS, strict=True)
+    strict_weather = dataclasses.replace(WEATHER_TOOL, strict=True)
+    # A strict tool is refused beside lenient ones: their leniency is not its.
+    with pytest.raises(GrammarError, match="tool 'tag'"):
+        compiler.tool_calls([WEATHER_TOOL, strict], most_calls=1, format=HERMES)
+    # A lenient tool compiles beside strict ones, which are still enforced.
+    grammar = compiler.tool_calls([strict_weather, lenient], most_calls=1, format=HERMES)
+    assert accepts(grammar, tiny_tokenizer, call("tag", {"tags": ["a", "a"]}))
+    assert accepts(grammar, tiny_tokenizer, call("get_weather", {"location": "Oslo"}))
+    assert not accepts(grammar, tiny_tokenizer, call("get_weather", {"location": 1}))
 
 
 BAD_SCHEMAS: dict[str, Any] = {
@@ -184,20 +207,19 @@ def test_recursive_and_huge_schemas_compile(compiler: GrammarCompiler) -> None:
     compiler.json_schema({"enum": [f"value{i}" for i in range(5000)]}, strict=True)
 
 
-BAD_TOOLS: dict[str, Any] = {
+BAD_TOOLS: dict[str, list[FunctionSpec]] = {
     "no tools": [],
-    "no name": [{"type": "function", "function": {"parameters": WEATHER}}],
-    "parameters not an object": [{"name": "a", "parameters": [1]}],
-    "duplicate names": [{"name": "a"}, {"name": "a"}],
-    "bad parameters schema": [{"name": "a", "parameters": {"type": "strin"}}],
-    "not a tool": ["get_weather"],
+    "no name": [FunctionSpec("", WEATHER)],
+    "duplicate names": [FunctionSpec("a", WEATHER), FunctionSpec("a", WEATHER)],
+    "bad parameters schema": [FunctionSpec("a", {"type": "strin"})],
+    "bad strict parameters schema": [FunctionSpec("a", {"type": "strin"}, strict=True)],
 }
 
 
 @pytest.mark.parametrize("tools", BAD_TOOLS.values(), ids=BAD_TOOLS.keys())
-def test_bad_tools_are_grammar_errors(compiler: GrammarCompiler, tools: Any) -> None:
+def test_bad_tools_are_grammar_errors(compiler: GrammarCompiler, tools: list[FunctionSpec]) -> None:
     with pytest.raises(GrammarError):
-        compiler.tool_calls(tools, most_calls=1)
+        compiler.tool_calls(tools, most_calls=1, format=HERMES)
 
 
 def test_objects_get_only_the_properties_they_list(
@@ -255,9 +277,9 @@ def test_tool_calls_stop_at_most_calls(
     compiler: GrammarCompiler, tiny_tokenizer: Tokenizer
 ) -> None:
     one = call("add", {"a": 1, "b": 2})
-    grammar = compiler.tool_calls([WEATHER_TOOL, ADD_TOOL], most_calls=2)
+    grammar = compiler.tool_calls([WEATHER_TOOL, ADD_TOOL], most_calls=2, format=HERMES)
     assert accepts(grammar, tiny_tokenizer, one)
     assert accepts(grammar, tiny_tokenizer, one + "\n" + one)
     assert not accepts(grammar, tiny_tokenizer, one + "\n" + one + "\n" + one)
     with pytest.raises(ValueError, match="most_calls"):
-        compiler.tool_calls([WEATHER_TOOL], most_calls=0)
+        compiler.tool_calls([WEATHER_TOOL], most_calls=0, format=HERMES)

@@ -8,12 +8,13 @@ import random
 import pytest
 
 from headrace.text import (
+    TOOL_CALL_FORMATS,
     ContentDelta,
     ParsedToolCall,
     Tokenizer,
     ToolCallArguments,
     ToolCallStart,
-    make_tool_call_parser,
+    get_tool_call_format,
 )
 from tests.text.tool_replies import Case, check, hermes, parse, random_pieces, through
 
@@ -170,7 +171,7 @@ def test_special_markers_are_lost_unless_kept(special_tokenizer: Tokenizer) -> N
     assert special_tokenizer.decode(ids) == 'f{"a": 1}'
     plain = special_tokenizer.detokenizer()
     assert plain.push(ids) + plain.flush() == 'f{"a": 1}'
-    kept = special_tokenizer.detokenizer(keep_special=make_tool_call_parser("mistral").markers)
+    kept = special_tokenizer.detokenizer(keep_special=TOOL_CALL_FORMATS["mistral"].parser().markers)
     assert kept.push(ids) + kept.flush() == '[TOOL_CALLS]f[ARGS]{"a": 1}'
 
 
@@ -185,7 +186,7 @@ def test_special_markers_are_lost_unless_kept(special_tokenizer: Tokenizer) -> N
     ],
 )
 def test_arguments_stream_as_they_are_generated(fmt: str, text: str) -> None:
-    parser = make_tool_call_parser(fmt)
+    parser = TOOL_CALL_FORMATS[fmt].parser()
     streamed = ""
     for at, char in enumerate(text, start=1):
         for event in parser.push(char):
@@ -200,7 +201,7 @@ def test_arguments_stream_as_they_are_generated(fmt: str, text: str) -> None:
 
 
 def test_each_push_gives_few_events() -> None:
-    parser = make_tool_call_parser("hermes")
+    parser = TOOL_CALL_FORMATS["hermes"].parser()
     events = parser.push("Hi!\n" + hermes("f", {"a": 1}) + hermes("g", {}))
     assert events == [
         ContentDelta("Hi!\n"),
@@ -270,7 +271,7 @@ def test_odd_but_usable_calls() -> None:
 
 
 def test_push_after_finish_is_refused() -> None:
-    parser = make_tool_call_parser("generic")
+    parser = TOOL_CALL_FORMATS["generic"].parser()
     assert parser.finish() == []
     assert parser.finish() == []
     with pytest.raises(RuntimeError):
@@ -279,14 +280,14 @@ def test_push_after_finish_is_refused() -> None:
 
 def test_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown tool-call format 'pythonic'"):
-        make_tool_call_parser("pythonic")
+        get_tool_call_format("pythonic")
 
 
 def test_smollm2_reply_through_its_detokenizer(smollm_tokenizer: Tokenizer) -> None:
     """A reply as SmolLM2 would generate it: token by token, ending with its EOS."""
     text = "I will look it up.\n" + hermes("get_weather", {"location": "Zürich"})
     ids = [*smollm_tokenizer.encode(text), 2]
-    parser = make_tool_call_parser(smollm_tokenizer.tool_call_format)
+    parser = smollm_tokenizer.tool_call_format.parser()
     detokenizer = smollm_tokenizer.detokenizer(keep_special=parser.markers)
     events = [e for token in ids for e in parser.push(detokenizer.push([token]))]
     events += parser.push(detokenizer.flush()) + parser.finish()

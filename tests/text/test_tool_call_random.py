@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from headrace.text import Tokenizer, make_tool_call_parser
+from headrace.text import TOOL_CALL_FORMATS, Tokenizer
 from tests.text.tool_replies import check, parse, random_pieces, random_reply, through
 
 
@@ -16,6 +16,6 @@ def test_random_replies(special_tokenizer: Tokenizer, seed: int) -> None:
     case = random_reply(rng)
     check(case, parse(case.fmt, random_pieces(case.text, rng)))
     specials = ("[TOOL_CALLS]", "[ARGS]", "<|python_tag|>")
-    kept = make_tool_call_parser(case.fmt).markers
+    kept = TOOL_CALL_FORMATS[case.fmt].parser().markers
     if not any(s in case.text for s in specials if s not in kept):  # else not detokenized back
         check(case, through(special_tokenizer, case, rng, 4))

@@ -106,7 +106,7 @@ def prompt(tok: Tokenizer, messages: list[dict[str, Any]], tools: Any = None) ->
 
 def test_smollm2_knows_no_tools(smollm_tokenizer: Tokenizer) -> None:
     assert not smollm_tokenizer.supports_tools
-    assert smollm_tokenizer.tool_call_format == "generic"
+    assert smollm_tokenizer.tool_call_format.name == "generic"
 
 
 def test_smollm2_gets_tools_and_history_in_the_generic_format(
@@ -143,7 +143,7 @@ def test_chatml_and_other_toolless_templates_are_generic(
     tmp_path: Path, template: str | None
 ) -> None:
     tok = Tokenizer.from_path(make_tokenizer_dir(tmp_path, chat_template=template))
-    assert (tok.supports_tools, tok.tool_call_format) == (False, "generic")
+    assert (tok.supports_tools, tok.tool_call_format.name) == (False, "generic")
     text = prompt(tok, [{"role": "user", "content": "hi"}], [TIME_TOOL])
     assert TOOLS_TEXT[TOOLS_TEXT.index("To call") :] in text
     assert '{"name": "get_time", "parameters": {}}' in text
@@ -151,7 +151,7 @@ def test_chatml_and_other_toolless_templates_are_generic(
 
 def test_a_template_that_knows_tools_gets_them_as_they_are(tmp_path: Path) -> None:
     tok = Tokenizer.from_path(make_tokenizer_dir(tmp_path, chat_template=TOOL_AWARE))
-    assert (tok.supports_tools, tok.tool_call_format) == (True, "hermes")
+    assert (tok.supports_tools, tok.tool_call_format.name) == (True, "hermes")
     text = prompt(tok, HISTORY[:3], [WEATHER_TOOL, TIME_TOOL])
     assert text == (
         "TOOLS: get_weather get_time\n"

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from headrace.text import (
+    TOOL_CALL_FORMATS,
     ContentDelta,
     ParsedToolCall,
     Tokenizer,
     ToolCallArguments,
     ToolCallEvent,
     ToolCallStart,
-    make_tool_call_parser,
 )
 
 __all__ = [
@@ -72,7 +72,7 @@ class Outcome:
 
 def parse(fmt: str, pieces: list[str]) -> Outcome:
     """Pushes the pieces, finishes, and checks the events' invariants against the result."""
-    parser = make_tool_call_parser(fmt)
+    parser = TOOL_CALL_FORMATS[fmt].parser()
     events = [event for piece in pieces for event in parser.push(piece)]
     events += parser.finish()
     names: list[str] = []
@@ -117,7 +117,7 @@ def random_pieces(text: str, rng: random.Random) -> list[str]:
 
 def through(tokenizer: Tokenizer, case: Case, rng: random.Random, longest: int) -> Outcome:
     """The reply's tokens, a random 1..`longest` at a time, detokenized and parsed."""
-    parser_markers = make_tool_call_parser(case.fmt).markers
+    parser_markers = TOOL_CALL_FORMATS[case.fmt].parser().markers
     detokenizer = tokenizer.detokenizer(keep_special=parser_markers)
     ids = tokenizer.encode(case.text)
     pieces, at = [], 0
