@@ -41,6 +41,8 @@ def test_the_live_server_keeps_to_its_document(small_server: Server) -> None:
             suppress_health_check=list(HealthCheck),
         )
         def keeps_to_the_document(case: schemathesis.Case) -> None:
-            case.call_and_validate(headers=AUTH, excluded_checks=[positive_data_acceptance])
+            case.call_and_validate(
+                headers=AUTH, excluded_checks=[positive_data_acceptance], timeout=120
+            )
 
         keeps_to_the_document()
