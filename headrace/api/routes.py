@@ -52,6 +52,10 @@ class Health(BaseModel):
     kv_cache_usage: float
     # Requests preempted since the start.
     preemptions: int
+    # Of `running`, those at batch priority (the Batch API's).
+    batch_running: int
+    # Of `waiting`, those at batch priority.
+    batch_waiting: int
 
 
 def v1_router(
@@ -117,6 +121,8 @@ def health_router(engine: EngineClient, drain: Drain) -> APIRouter:
             waiting=stats.waiting,
             kv_cache_usage=round(stats.kv_cache_usage, 4),
             preemptions=stats.num_preemptions,
+            batch_running=stats.batch_running,
+            batch_waiting=stats.batch_waiting,
         )
         return _json(health, status_code=503 if drain.draining else 200)
 

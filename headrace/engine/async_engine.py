@@ -19,7 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from headrace.engine.llm_engine import LLMEngine, RequestOutput
-from headrace.engine.outputs import EngineStats, SamplingParams, TokenOutput
+from headrace.engine.outputs import EngineStats, Priority, SamplingParams, TokenOutput
 
 __all__ = ["AsyncEngine", "EngineError"]
 
@@ -40,6 +40,8 @@ class _Add:
     params: SamplingParams
     # A request with the same prompt to wait for, if any.
     after: str | None
+    # How urgently it runs.
+    priority: Priority
 
 
 @dataclass(frozen=True)
@@ -105,12 +107,13 @@ class AsyncEngine:
         params: SamplingParams,
         *,
         after: str | None = None,
+        priority: Priority = Priority.INTERACTIVE,
     ) -> AsyncGenerator[TokenOutput, None]:
         if request_id in self._streams:
             raise ValueError(f"request id {request_id} is already in use")
         stream: asyncio.Queue[TokenOutput | EngineError] = asyncio.Queue()
         self._streams[request_id] = stream
-        self._commands.put(_Add(request_id, prompt_token_ids, params, after))
+        self._commands.put(_Add(request_id, prompt_token_ids, params, after, priority))
         finished = False
         try:
             while not finished:
@@ -165,6 +168,7 @@ class AsyncEngine:
                     command.prompt_token_ids,
                     command.params,
                     after=command.after,
+                    priority=command.priority,
                 )
             except Exception as exc:  # this request's fault (its grammar, say): it fails alone
                 logger.exception("request %s could not start", command.request_id)

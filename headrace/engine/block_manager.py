@@ -12,7 +12,7 @@ blocks that hold nothing findable before any that do.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 
 from headrace.engine.request import Request
@@ -132,6 +132,30 @@ class BlockManager:
         At least its last token is left to compute, since its logits pick the next token. A
         request still to score its prompt computes all of it: cached blocks hold no logits.
         """
+        cached, shortfall = self._plan(request, keep_watermark=keep_watermark)
+        if shortfall > 0:
+            return False
+        self.pool.take(cached)
+        request.block_ids = cached + self.pool.allocate(
+            self.blocks_for(request.num_tokens) - len(cached)
+        )
+        request.num_hashed_blocks = len(cached)
+        request.num_computed_tokens = len(cached) * self.block_size
+        return True
+
+    def can_admit(
+        self, request: Request, *, keep_watermark: bool, freeing: Sequence[Request] = ()
+    ) -> bool:
+        """Whether `admit` would give the request its blocks once `freeing`'s were freed."""
+        cached, shortfall = self._plan(request, keep_watermark=keep_watermark)
+        held = Counter(block for other in freeing for block in other.block_ids)
+        # Blocks no one else holds; a cached one the request would take is no gain.
+        freed = {block for block, refs in held.items() if self.pool.ref_count(block) == refs}
+        return len(freed - set(cached)) >= shortfall
+
+    def _plan(self, request: Request, *, keep_watermark: bool) -> tuple[list[int], int]:
+        """The cached blocks admitting the request would take, and how many more blocks it
+        needs than are free (0 or less: none)."""
         num_tokens = request.num_tokens
         cached = []
         if not request.needs_prompt_logprobs:
@@ -140,13 +164,7 @@ class BlockManager:
         available = self.pool.num_free - self.pool.num_free_among(cached)
         if keep_watermark:
             available -= self.watermark
-        if needed > available:
-            return False
-        self.pool.take(cached)
-        request.block_ids = cached + self.pool.allocate(needed)
-        request.num_hashed_blocks = len(cached)
-        request.num_computed_tokens = len(cached) * self.block_size
-        return True
+        return cached, needed - available
 
     def reserve_slot(self, request: Request) -> bool:
         """Make room for the token a running request computes next; False if no block is free."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import Protocol
 
-from headrace.engine.outputs import EngineStats, SamplingParams, TokenOutput
+from headrace.engine.outputs import EngineStats, Priority, SamplingParams, TokenOutput
 
 __all__ = ["EngineClient"]
 
@@ -31,11 +31,15 @@ class EngineClient(Protocol):
         params: SamplingParams,
         *,
         after: str | None = None,
+        priority: Priority = Priority.INTERACTIVE,
     ) -> AsyncGenerator[TokenOutput, None]:
         """Queue a request and yield its tokens as steps produce them.
 
         `after`: a request queued earlier with the same prompt (another sample of it); this one
         starts once that one's prompt is computed, and takes it from the prefix cache.
+
+        `priority`: Priority.BATCH runs on the capacity interactive requests leave idle, and is
+        preempted (to be computed again, its tokens unchanged) before any of them.
 
         The last output carries a finish_reason. Closing the generator early (a client that went
         away) aborts the request; after `abort` the generator yields nothing more.
@@ -54,5 +58,5 @@ class EngineClient(Protocol):
         ...
 
     def stats(self) -> EngineStats:
-        """Running and waiting request counts, as of the last step."""
+        """Running and waiting request counts (batch ones also apart), as of the last step."""
         ...

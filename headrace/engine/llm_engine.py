@@ -10,7 +10,13 @@ import torch
 from headrace.config import EngineConfig
 from headrace.engine.block_manager import BlockManager
 from headrace.engine.kv_cache import KVCache, bytes_per_token, num_blocks_for
-from headrace.engine.outputs import EngineStats, PositionLogprobs, SamplingParams, TokenOutput
+from headrace.engine.outputs import (
+    EngineStats,
+    PositionLogprobs,
+    Priority,
+    SamplingParams,
+    TokenOutput,
+)
 from headrace.engine.request import Request, isolated
 from headrace.engine.runner import ModelRunner, RunnerOutput
 from headrace.engine.scheduler import Scheduler, SchedulerOutput
@@ -87,6 +93,8 @@ class LLMEngine:
             waiting=len(self.scheduler.waiting),
             kv_cache_usage=self.blocks.usage,
             num_preemptions=self.scheduler.num_preemptions,
+            batch_running=self.scheduler.num_running(Priority.BATCH),
+            batch_waiting=self.scheduler.num_waiting(Priority.BATCH),
         )
 
     def add_request(
@@ -96,9 +104,10 @@ class LLMEngine:
         params: SamplingParams,
         *,
         after: str | None = None,
+        priority: Priority = Priority.INTERACTIVE,
     ) -> None:
         """Queue a request; `after`: a live request with the same prompt, to wait for (see
-        Scheduler)."""
+        Scheduler), unless it runs at another priority; `priority`: how urgently it runs."""
         assert request_id not in self._requests, f"duplicate request id {request_id}"
         room = self.max_model_len - min(params.max_tokens, 1)  # for one token, unless it scores
         assert 0 < len(prompt_token_ids) <= room, "prompt must fit the context"
@@ -107,10 +116,13 @@ class LLMEngine:
             generator = torch.Generator(device=self.device).manual_seed(params.seed)
         matcher = params.grammar.matcher() if params.grammar is not None else None
         leader = None if after is None else self._requests.get(after)
+        if leader is not None and leader.priority is not priority:
+            leader = None  # queued apart, it could be admitted after its follower
         request = Request(
             request_id,
             prompt_token_ids,
             params,
+            priority,
             generator=generator,
             matcher=matcher,
             leader=leader,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -13,6 +14,7 @@ __all__ = [
     "FinishReason",
     "Grammar",
     "PositionLogprobs",
+    "Priority",
     "SamplingParams",
     "TokenLogprob",
     "TokenOutput",
@@ -25,6 +27,16 @@ MAX_TOP_LOGPROBS = 20
 # or the context ran out; "abort": the request was aborted, or failed (its grammar rejected a
 # token: LLMEngine's output carries the error, AsyncEngine raises it as EngineError).
 FinishReason = Literal["stop", "length", "abort"]
+
+
+class Priority(enum.IntEnum):
+    """How urgently a request runs; the scheduler serves lower values first."""
+
+    # Someone is waiting for the answer (chat and completions online): the default.
+    INTERACTIVE = 0
+    # Nobody is (the Batch API): admitted only when no interactive request waits, prefilled with
+    # the token budget interactive ones leave, and preempted before any of them.
+    BATCH = 1
 
 
 class Grammar(Protocol):
@@ -164,3 +176,7 @@ class EngineStats:
     kv_cache_usage: float = 0.0
     # Requests preempted (their cache freed, to be computed again) since the start.
     num_preemptions: int = 0
+    # Of `running`, those at batch priority.
+    batch_running: int = 0
+    # Of `waiting`, those at batch priority.
+    batch_waiting: int = 0

@@ -11,7 +11,7 @@ from typing import ParamSpec, TypeVar
 import llguidance
 import torch
 
-from headrace.engine.outputs import FinishReason, PositionLogprobs, SamplingParams
+from headrace.engine.outputs import FinishReason, PositionLogprobs, Priority, SamplingParams
 
 __all__ = ["Request", "RequestStatus", "isolated"]
 
@@ -35,6 +35,8 @@ class Request:
     prompt_token_ids: list[int]
     # How to pick tokens and when to stop.
     params: SamplingParams
+    # How urgently it runs: batch requests fill the capacity interactive ones leave (Scheduler).
+    priority: Priority = Priority.INTERACTIVE
     # Tokens generated so far (end-of-sequence tokens are not appended).
     output_token_ids: list[int] = field(default_factory=list)
     # Tokens whose keys and values are in the cache.

@@ -6,6 +6,7 @@ import asyncio
 
 import httpx
 
+from headrace.engine.outputs import Priority, SamplingParams
 from tests.fakes import MODEL_NAMES, FakeEngine, FakeServed, chat_body, make_client
 from tests.schema import validate
 
@@ -37,7 +38,15 @@ async def test_model_name_with_a_slash() -> None:
 async def test_health_counts_running_requests(
     client: httpx.AsyncClient, engine: FakeEngine
 ) -> None:
-    idle = {"status": "ok", "running": 0, "waiting": 0, "kv_cache_usage": 0.0, "preemptions": 0}
+    idle = {
+        "status": "ok",
+        "running": 0,
+        "waiting": 0,
+        "kv_cache_usage": 0.0,
+        "preemptions": 0,
+        "batch_running": 0,
+        "batch_waiting": 0,
+    }
     assert (await client.get("/health")).json() == idle
     engine.step_delay = 0.02
     request = asyncio.create_task(client.post("/v1/chat/completions", json=chat_body()))
@@ -45,3 +54,17 @@ async def test_health_counts_running_requests(
     assert (await client.get("/health")).json()["running"] == 1
     assert (await request).status_code == 200
     assert (await client.get("/health")).json()["running"] == 0
+
+
+async def test_health_counts_batch_requests_apart(
+    client: httpx.AsyncClient, engine: FakeEngine
+) -> None:
+    engine.step_delay = 0.02
+    engine.waiting, engine.batch_waiting = 5, 3
+    stream = engine.generate("b", [1, 2], SamplingParams(max_tokens=4), priority=Priority.BATCH)
+    await anext(stream)
+    health = (await client.get("/health")).json()
+    assert health["running"] == health["batch_running"] == 1
+    assert (health["waiting"], health["batch_waiting"]) == (5, 3)
+    await stream.aclose()
+    assert (await client.get("/health")).json()["batch_running"] == 0

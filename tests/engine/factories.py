@@ -10,9 +10,9 @@ from headrace.config import EngineConfig
 from headrace.engine.async_engine import AsyncEngine
 from headrace.engine.block_manager import BlockManager
 from headrace.engine.llm_engine import LLMEngine, RequestOutput
-from headrace.engine.outputs import SamplingParams
+from headrace.engine.outputs import Priority, SamplingParams
 from headrace.engine.request import Request
-from headrace.engine.scheduler import Scheduler
+from headrace.engine.scheduler import Scheduler, SchedulerOutput
 from headrace.model.llama import LlamaConfig, LlamaForCausalLM
 
 CPU = torch.device("cpu")
@@ -68,12 +68,18 @@ def make_params(**overrides: object) -> SamplingParams:
     return SamplingParams(**fields)  # type: ignore[arg-type]
 
 
-def make_request(request_id: str = "r", prompt_len: int = 5, **params: object) -> Request:
+def make_request(
+    request_id: str = "r",
+    prompt_len: int = 5,
+    *,
+    priority: Priority = Priority.INTERACTIVE,
+    **params: object,
+) -> Request:
     """A waiting request; one with a grammar gets its matcher, as LLMEngine.add_request does."""
     prompt = [(7 * i + 3) % 96 for i in range(prompt_len)]
     sampling = make_params(**params)
     matcher = sampling.grammar.matcher() if sampling.grammar is not None else None
-    return Request(request_id, prompt, sampling, matcher=matcher)
+    return Request(request_id, prompt, sampling, priority, matcher=matcher)
 
 
 def make_scheduler(
@@ -91,6 +97,15 @@ def make_scheduler(
     )
     blocks = BlockManager(num_blocks, block_size, enable_prefix_caching=enable_prefix_caching)
     return Scheduler(config, blocks)
+
+
+def computed(step: SchedulerOutput) -> None:
+    """Advance a step's requests as the engine would after it (each decode generating 0)."""
+    for chunk in step.prefills:
+        chunk.request.num_computed_tokens += chunk.num_tokens
+    for request in step.decodes:
+        request.num_computed_tokens += 1
+        request.output_token_ids.append(0)
 
 
 def run_to_completion(engine: LLMEngine) -> dict[str, list[int]]:

@@ -1,14 +1,5 @@
 from headrace.engine.request import RequestStatus
-from tests.engine.factories import make_request, make_scheduler
-
-
-def computed(scheduler_output: object) -> None:
-    """Advance requests as the engine would after a step."""
-    for chunk in scheduler_output.prefills:  # type: ignore[attr-defined]
-        chunk.request.num_computed_tokens += chunk.num_tokens
-    for request in scheduler_output.decodes:  # type: ignore[attr-defined]
-        request.num_computed_tokens += 1
-        request.output_token_ids.append(0)
+from tests.engine.factories import computed, make_request, make_scheduler
 
 
 def test_long_prompt_is_chunked_while_running_streams_keep_decoding() -> None:
