@@ -21,6 +21,7 @@ from headrace.config import (
     EngineConfig,
     ModelConfig,
     ServerConfig,
+    default_data_dir,
     default_max_num_batched_tokens,
     default_max_num_seqs,
 )
@@ -131,6 +132,21 @@ def _parser() -> argparse.ArgumentParser:
         help="largest request body accepted; a larger one gets 413",
     )
     serve.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="PATH",
+        help="where uploaded files and batches are kept, across restarts (default: "
+        "$XDG_DATA_HOME/headrace, else ~/.local/share/headrace)",
+    )
+    serve.add_argument(
+        "--max-file-size",
+        type=_mib,
+        default=ServerConfig.max_file_bytes,
+        metavar="MIB",
+        help=f"largest file uploaded to /v1/files, in MiB; a larger one gets 413 (default: "
+        f"{ServerConfig.max_file_bytes // 2**20})",
+    )
+    serve.add_argument(
         "--drain-timeout",
         type=float,
         default=ServerConfig.drain_timeout,
@@ -182,6 +198,11 @@ def _gib(text: str) -> int:
     return int(_positive(text, "GiB") * 2**30)
 
 
+def _mib(text: str) -> int:
+    """A size in MiB, as bytes."""
+    return max(1, int(_positive(text, "MiB") * 2**20))
+
+
 def _days(text: str) -> timedelta:
     """A positive number of days."""
     return timedelta(days=_positive(text, "days"))
@@ -215,6 +236,7 @@ def _serve(args: argparse.Namespace) -> None:
     from headrace.api.app import create_app
     from headrace.api.drain import Drain
     from headrace.api.server import serve
+    from headrace.batch import FileStore, MetadataStore
     from headrace.serving.runtime import load_runtime
 
     model_config = ModelConfig(
@@ -242,8 +264,12 @@ def _serve(args: argparse.Namespace) -> None:
         max_waiting=args.max_waiting,
         max_body_bytes=args.max_body_bytes,
         drain_timeout=args.drain_timeout,
+        data_dir=(args.data_dir or default_data_dir()).expanduser(),
+        max_file_bytes=args.max_file_size,
     )
     access = _access(server_config)
+    files = FileStore(MetadataStore(server_config.data_dir))
+    logger.info("data directory: %s", server_config.data_dir)
     runtime = load_runtime(model_config, engine_config)
     drain = Drain(runtime.engine)
     app = create_app(
@@ -253,6 +279,8 @@ def _serve(args: argparse.Namespace) -> None:
         max_waiting=server_config.max_waiting,
         max_body_bytes=server_config.max_body_bytes,
         drain=drain,
+        files=files,
+        max_file_bytes=server_config.max_file_bytes,
     )
     logger.info(
         "serving %s on http://%s:%d/v1",

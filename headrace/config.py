@@ -15,6 +15,7 @@ __all__ = [
     "ModelConfig",
     "Quantization",
     "ServerConfig",
+    "default_data_dir",
     "default_max_num_batched_tokens",
     "default_max_num_seqs",
 ]
@@ -110,6 +111,12 @@ class EngineConfig:
             raise ValueError("kv_cache_memory must be positive")
 
 
+def default_data_dir() -> Path:
+    """headrace in $XDG_DATA_HOME, else in ~/.local/share."""
+    data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data_home) / "headrace"
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     # Address to listen on.
@@ -127,6 +134,10 @@ class ServerConfig:
     max_body_bytes: int = 8 * 2**20
     # Seconds a SIGTERM lets running requests finish before it ends them and the server stops.
     drain_timeout: float = 30.0
+    # Where uploaded files, batches and their results are kept (SQLite + files), across restarts.
+    data_dir: Path = field(default_factory=default_data_dir)
+    # Largest file accepted by POST /v1/files, in bytes; a larger one is refused with 413.
+    max_file_bytes: int = 200 * 2**20
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -139,3 +150,5 @@ class ServerConfig:
             raise ValueError(f"max_waiting must be positive, not {self.max_waiting}")
         if self.max_body_bytes < 1024:
             raise ValueError(f"max_body_bytes must be at least 1024, not {self.max_body_bytes}")
+        if self.max_file_bytes < 1:
+            raise ValueError(f"max_file_bytes must be positive, not {self.max_file_bytes}")

@@ -14,6 +14,7 @@ __all__ = [
     "AuthenticationError",
     "ContextLengthExceededError",
     "EngineOverloadedError",
+    "FileTooLargeError",
     "HeadraceError",
     "InternalError",
     "InvalidRequestError",
@@ -153,16 +154,26 @@ class RequestTooLargeError(HeadraceError):
         super().__init__(f"The request body is too large: the limit is {limit} bytes.")
 
 
+class FileTooLargeError(RequestTooLargeError):
+    """An uploaded file is larger than the server keeps."""
+
+    code = "file_too_large"
+    param = "file"
+
+    def __init__(self, limit: int) -> None:
+        HeadraceError.__init__(self, f"The file is too large: the limit is {limit} bytes.")
+
+
 class UnsupportedMediaTypeError(HeadraceError):
-    """The body comes with a Content-Type other than JSON."""
+    """The body comes with a Content-Type other than the one the method reads."""
 
     type = "invalid_request_error"
     code = "unsupported_content_type"
 
-    def __init__(self, content_type: str) -> None:
+    def __init__(self, content_type: str, accepted: str = "application/json") -> None:
         super().__init__(
             f"Unsupported content type: '{content_type}'. This API method only accepts "
-            "'application/json' requests."
+            f"'{accepted}' requests."
         )
 
 

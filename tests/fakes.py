@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import codecs
 import json
+import shutil
+import tempfile
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,11 +19,13 @@ from fastapi import FastAPI
 
 from headrace.api import create_app
 from headrace.auth import Access
+from headrace.batch import FileStore, MetadataStore
 from headrace.engine.client import EngineClient
 from headrace.engine.outputs import (
     EngineStats,
     FinishReason,
     PositionLogprobs,
+    Priority,
     SamplingParams,
     TokenLogprob,
     TokenOutput,
@@ -163,16 +170,21 @@ class FakeEngine:
         self.params: dict[str, SamplingParams] = {}
         # The request each waits for (generate's `after`), by id.
         self.after: dict[str, str | None] = {}
+        # The priority each runs at, by id.
+        self.priorities: dict[str, Priority] = {}
         # Ids passed to abort().
         self.aborted: list[str] = []
         # Ids of the requests abort_all() ended.
         self.ended: set[str] = set()
         # Ids whose stream was closed or cancelled before it finished.
         self.closed_early: list[str] = []
-        # Requests being generated right now.
+        # Requests being generated right now, and those of them at batch priority.
         self.running = 0
-        # Requests the engine reports waiting for a place in the batch; tests set it.
+        self.batch_running = 0
+        # Requests the engine reports waiting for a place in the batch, and those of them at
+        # batch priority; tests set them.
         self.waiting = 0
+        self.batch_waiting = 0
         # Set once any request has produced its first token.
         self.started = asyncio.Event()
 
@@ -183,11 +195,15 @@ class FakeEngine:
         params: SamplingParams,
         *,
         after: str | None = None,
+        priority: Priority = Priority.INTERACTIVE,
     ) -> AsyncGenerator[TokenOutput, None]:
         self.prompts[request_id] = prompt_token_ids
         self.after[request_id] = after
+        self.priorities[request_id] = priority
         self.params[request_id] = params
+        batch = priority is Priority.BATCH
         self.running += 1
+        self.batch_running += batch
         finished = False
         prompt = len(prompt_token_ids)
         scored = None
@@ -236,6 +252,7 @@ class FakeEngine:
             yield TokenOutput([], "stop", prompt, len(self.reply), 0)
         finally:
             self.running -= 1
+            self.batch_running -= batch
             if not finished:  # as AsyncEngine does: the request is aborted
                 self.closed_early.append(request_id)
                 self.abort(request_id)
@@ -253,7 +270,12 @@ class FakeEngine:
         """Nothing to stop."""
 
     def stats(self) -> EngineStats:
-        return EngineStats(running=self.running, waiting=self.waiting)
+        return EngineStats(
+            running=self.running,
+            waiting=self.waiting,
+            batch_running=self.batch_running,
+            batch_waiting=self.batch_waiting,
+        )
 
 
 @dataclass(frozen=True)
@@ -291,12 +313,24 @@ def make_app(
     api_keys: Sequence[str] = (),
     grammars: GrammarCompiler | None = None,
     access: Access | None = None,
+    files: FileStore | None = None,
     **limits: int,
 ) -> FastAPI:
     """The app on fakes; `access`, else `api_keys` as static keys, says who may use it;
-    `limits` are create_app's max_waiting and max_body_bytes."""
+    `files`: its Files API's store, else one data directory shared by every such app;
+    `limits` are create_app's max_waiting, max_body_bytes and max_file_bytes."""
     served = FakeServed(engine=engine or FakeEngine(), grammars=grammars)
-    return create_app(served, access=access or Access(api_keys), **limits)
+    files = files or shared_files()
+    return create_app(served, access=access or Access(api_keys), files=files, **limits)
+
+
+@cache
+def shared_files() -> FileStore:
+    """The files of one temporary data directory, for the apps of tests that do not look at
+    them (a store each would hold a lock and a database open per app); removed at exit."""
+    directory = Path(tempfile.mkdtemp(prefix="headrace-test-data-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    return FileStore(MetadataStore(directory))
 
 
 def make_sampling(

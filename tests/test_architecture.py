@@ -73,3 +73,15 @@ def test_the_key_commands_do_not_load_the_model_stack() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_the_batch_room_does_not_load_the_model_stack_or_http() -> None:
+    """Files and batches are SQLite and files: importing them loads no torch, nor FastAPI."""
+    code = (
+        "import sys, headrace.batch; "
+        "print(sorted({'torch', 'transformers', 'fastapi', 'starlette'} & set(sys.modules)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr

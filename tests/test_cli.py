@@ -10,13 +10,25 @@ import subprocess
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
+from headrace.api import app
+from headrace.batch import MetadataStore
 from headrace.cli import main
 from headrace.config import EngineConfig, ModelConfig
 from headrace.serving import runtime
 from headrace.text import TOOL_CALL_FORMATS
+
+
+@pytest.fixture(autouse=True)
+def data_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """$XDG_DATA_HOME in the test's own directory: `serve` opens its data directory there, never
+    in the home directory (nor in one a running server holds)."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data-home"))
+    return tmp_path / "data-home"
 
 
 def serve(*args: str) -> subprocess.CompletedProcess[str]:
@@ -42,6 +54,8 @@ def serve(*args: str) -> subprocess.CompletedProcess[str]:
         (["--max-waiting", "0"], "max_waiting must be positive, not 0"),
         (["--max-body-bytes", "100"], "max_body_bytes must be at least 1024, not 100"),
         (["--drain-timeout", "-1"], "drain_timeout must be 0 or more seconds, not -1.0"),
+        (["--max-file-size", "0"], "must be a positive number of MiB, not 0"),
+        (["--max-file-size", "big"], "must be a positive number of MiB, not big"),
         (["--generation-config", ""], "generation_config must be auto, none or a path"),
     ],
 )
@@ -200,3 +214,57 @@ def test_serve_wants_a_named_key_store_to_exist(
     assert exit.value.code == 2
     assert "there is no key store at" in capsys.readouterr().err
     assert not (tmp_path / "missing.sqlite3").exists()
+
+
+def test_the_data_directory_is_opened_before_the_model_loads(
+    tmp_path: Path, data_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def load_runtime(model_config: ModelConfig, engine_config: EngineConfig) -> runtime.Runtime:
+        raise ValueError("stop before loading the model")
+
+    monkeypatch.setattr(runtime, "load_runtime", load_runtime)
+    monkeypatch.delenv("HEADRACE_KEY_STORE", raising=False)
+    with pytest.raises(SystemExit):
+        main(["serve"])
+    assert (data_home / "headrace" / "headrace.sqlite3").exists()
+    with pytest.raises(SystemExit):
+        main(["serve", "--data-dir", str(tmp_path / "elsewhere")])
+    assert (tmp_path / "elsewhere" / "headrace.sqlite3").exists()
+
+
+def test_a_data_directory_in_use_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    held = MetadataStore(tmp_path / "data")
+    try:
+        with pytest.raises(SystemExit) as exit:
+            main(["serve", "--data-dir", str(tmp_path / "data")])
+    finally:
+        held.close()
+    assert exit.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("another headrace process is using it"), err
+    assert "Traceback" not in err
+
+
+def test_the_file_flags_reach_the_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, Any] = {}
+
+    def load_runtime(model_config: ModelConfig, engine_config: EngineConfig) -> Any:
+        return SimpleNamespace(engine=None, model_names=("m",))
+
+    def create_app(served: object, **options: Any) -> None:
+        seen.update(options)
+        raise ValueError("stop before serving")
+
+    monkeypatch.setattr(runtime, "load_runtime", load_runtime)
+    monkeypatch.setattr(app, "create_app", create_app)
+    monkeypatch.delenv("HEADRACE_KEY_STORE", raising=False)
+    with pytest.raises(SystemExit):
+        main(["serve", "--data-dir", str(tmp_path / "data"), "--max-file-size", "1.5"])
+    assert seen["max_file_bytes"] == 3 * 2**19
+    assert seen["files"].directory == tmp_path / "data" / "files"
+    seen.clear()
+    with pytest.raises(SystemExit):
+        main(["serve", "--data-dir", str(tmp_path / "other")])
+    assert seen["max_file_bytes"] == 200 * 2**20

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 from headrace.config import (
     EngineConfig,
     ModelConfig,
+    ServerConfig,
+    default_data_dir,
     default_max_num_batched_tokens,
     default_max_num_seqs,
 )
@@ -42,3 +45,17 @@ def test_generation_config_is_auto_none_or_a_path(setting: str) -> None:
 def test_an_empty_generation_config_is_refused(setting: str) -> None:
     with pytest.raises(ValueError, match="generation_config must be auto, none or a path"):
         ModelConfig(generation_config=setting)
+
+
+def test_the_data_directory_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert default_data_dir() == tmp_path / "headrace"
+    assert ServerConfig().data_dir == tmp_path / "headrace"
+    monkeypatch.delenv("XDG_DATA_HOME")
+    assert default_data_dir() == Path.home() / ".local" / "share" / "headrace"
+
+
+def test_the_file_size_limit() -> None:
+    assert ServerConfig().max_file_bytes == 200 * 2**20
+    with pytest.raises(ValueError, match="max_file_bytes must be positive, not 0"):
+        ServerConfig(max_file_bytes=0)

@@ -12,9 +12,11 @@ from headrace.api.auth import KeyCheck
 from headrace.api.body_limit import BodyLimit
 from headrace.api.drain import Drain
 from headrace.api.errors import install_error_handlers
+from headrace.api.files import FILES_PATH, files_router
 from headrace.api.openapi import install_openapi
 from headrace.api.routes import health_router, v1_router
 from headrace.auth import Access
+from headrace.batch import FileStore
 from headrace.config import ServerConfig
 from headrace.engine.client import EngineClient
 from headrace.serving import (
@@ -65,6 +67,8 @@ def create_app(
     max_waiting: int = ServerConfig.max_waiting,
     max_body_bytes: int = ServerConfig.max_body_bytes,
     drain: Drain | None = None,
+    files: FileStore | None = None,
+    max_file_bytes: int = ServerConfig.max_file_bytes,
 ) -> FastAPI:
     """The app.
 
@@ -74,6 +78,8 @@ def create_app(
     max_waiting: requests that may wait for the engine before completions get 503.
     max_body_bytes: largest request body; a larger one gets 413.
     drain: what shuts the app down gracefully (the server's SIGTERM runs it); None makes one.
+    files: the data directory's files, served at /v1/files; None: no Files API.
+    max_file_bytes: largest file uploaded to /v1/files (its body is exempt from max_body_bytes).
     """
     access = access or Access()
     drain = drain or Drain(served.engine)
@@ -92,13 +98,16 @@ def create_app(
     )
     completions = CompletionService(engine, tokenizer, models, sampling, max_waiting=max_waiting)
     app = FastAPI(title="headrace", lifespan=_lifespan(served.engine))
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    exempt = (FILES_PATH,) if files is not None else ()
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes, exempt=exempt)
     install_error_handlers(app)
     app.add_middleware(drain.guard)
     app.add_middleware(KeyCheck, access=access)
     install_openapi(app)
     app.include_router(health_router(served.engine, drain))
     app.include_router(v1_router(chat, completions, models, access))
+    if files is not None:
+        app.include_router(files_router(files, max_file_bytes))
     return app
 
 

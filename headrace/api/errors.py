@@ -10,12 +10,13 @@ any unexpected exception (a 500 that says nothing of its cause; the traceback go
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute, Route
 
 from headrace.errors import (
     AuthenticationError,
@@ -115,7 +116,8 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         return error_response(NotFoundError(f"Invalid URL ({where})."))
     if exc.status_code == 405:
-        not_allowed = MethodNotAllowedError(f"Method not allowed ({where}).", allowed=_allow(exc))
+        allowed = _allow(exc, request)
+        not_allowed = MethodNotAllowedError(f"Method not allowed ({where}).", allowed=allowed)
         return error_response(not_allowed)
     if exc.status_code < 500:
         # Starlette's other client errors keep their status and headers.
@@ -124,10 +126,24 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
     return error_response(InternalError())
 
 
-def _allow(exc: HTTPException) -> list[str]:
-    """The methods Starlette's 405 names in its Allow header."""
-    allowed = (exc.headers or {}).get("Allow", "").split(",")
-    return [method.strip() for method in allowed if method.strip()]
+def _allow(exc: HTTPException, request: Request) -> list[str]:
+    """The methods of every route on the request's path: Starlette's 405 names only those of
+    the first route it found there (GET of /v1/files/{id}, not its DELETE)."""
+    allowed = {method.strip() for method in (exc.headers or {}).get("Allow", "").split(",")}
+    for route in _routes(request.app.routes):
+        if route.path_regex.fullmatch(request.url.path) and route.methods:
+            allowed |= route.methods
+    return sorted(allowed - {""})
+
+
+def _routes(routes: Sequence[BaseRoute]) -> Iterator[Route]:
+    """Every route, those of included routers too."""
+    for route in routes:
+        if isinstance(route, Route):
+            yield route
+        else:  # FastAPI keeps an included router whole, as its `original_router`
+            router = getattr(route, "original_router", None)
+            yield from _routes(router.routes if router is not None else ())
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:

@@ -17,6 +17,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from headrace.batch import DeletedFile, FileList, FileObject
 from headrace.serving import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -27,7 +28,14 @@ from headrace.serving import (
     ModelList,
 )
 
-__all__ = ["ErrorResponse", "OpenApiDoc", "install_openapi", "request_body", "responses"]
+__all__ = [
+    "ErrorResponse",
+    "OpenApiDoc",
+    "download_responses",
+    "install_openapi",
+    "request_body",
+    "responses",
+]
 
 OpenApiDoc = dict[str, Any]
 
@@ -59,6 +67,9 @@ _MODELS: tuple[tuple[type[BaseModel], JsonSchemaMode], ...] = (
     (Completion, "serialization"),
     (ModelList, "serialization"),
     (ModelCard, "serialization"),
+    (FileObject, "serialization"),
+    (FileList, "serialization"),
+    (DeletedFile, "serialization"),
     (ErrorResponse, "serialization"),
 )
 
@@ -66,9 +77,9 @@ _MODELS: tuple[tuple[type[BaseModel], JsonSchemaMode], ...] = (
 _ERRORS = {
     400: "The request is malformed or asks for what the server cannot do.",
     401: "No API key, or one the server does not accept (only when keys are configured).",
-    404: "No such model.",
-    413: "The request body is larger than the server accepts.",
-    415: "The body is not JSON.",
+    404: "No such model, or no such file of the key's.",
+    413: "The request body (or the uploaded file) is larger than the server accepts.",
+    415: "The body is not of the media type the route reads (JSON, or a multipart upload).",
     503: "The engine is overloaded (see Retry-After) or shutting down.",
 }
 
@@ -103,6 +114,16 @@ def responses(
     content = {"application/json": {"schema": _ref(model)}}
     if stream is not None:
         content["text/event-stream"] = {"schema": _event(stream)}
+    return _with_errors(content, errors)
+
+
+def download_responses(*, errors: tuple[int, ...]) -> dict[int | str, OpenApiDoc]:
+    """A route's `responses`: bytes as they were stored, the error envelopes."""
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    return _with_errors({"application/octet-stream": binary}, errors)
+
+
+def _with_errors(content: OpenApiDoc, errors: tuple[int, ...]) -> dict[int | str, OpenApiDoc]:
     error = {"content": {"application/json": {"schema": _ref(ErrorResponse)}}}
     return {
         200: {"description": "Success.", "content": content},

@@ -49,7 +49,8 @@ def server(model_dir: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[b
     port = free_port()
     command = [sys.executable, "-m", "headrace", "serve", "--model", str(model_dir),
                "--port", str(port), "--device", "cpu", "--served-model-name", "tiny",
-               "--drain-timeout", str(DRAIN_TIMEOUT_S)]  # fmt: skip
+               "--drain-timeout", str(DRAIN_TIMEOUT_S),
+               "--data-dir", str(tmp_path / "data")]  # fmt: skip
     log = tmp_path / "server.log"
     with log.open("w") as out:
         # One torch thread: a tiny model gains nothing from more, and a busy machine's cores

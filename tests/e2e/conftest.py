@@ -76,7 +76,8 @@ def _free_port() -> int:
 
 @contextmanager
 def running_server(log_dir: Path, *flags: str) -> Iterator[Server]:
-    """`headrace serve` on the default model with the guide's names, the key and `flags`."""
+    """`headrace serve` on the default model with the guide's names, the key, a data directory
+    of its own (log_dir/data) and `flags`."""
     port = _free_port()
     log = log_dir / "server.log"
     key_store = log_dir / "keys.sqlite3"
@@ -84,7 +85,8 @@ def running_server(log_dir: Path, *flags: str) -> Iterator[Server]:
     command = [
         sys.executable, "-m", "headrace", "serve", "--port", str(port),
         "--served-model-name", *MODEL_NAMES, "--max-model-len", str(MAX_MODEL_LEN),
-        "--api-key", API_KEY, "--key-store", str(key_store), *flags,
+        "--api-key", API_KEY, "--key-store", str(key_store),
+        "--data-dir", str(log_dir / "data"), *flags,
     ]  # fmt: skip
     with log.open("w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)

@@ -1,0 +1,123 @@
+"""The data directory's metadata: one SQLite file in WAL mode, its schema versioned.
+
+Every write is committed, and synced, before the call that made it returns. The directory is
+owned by one process at a time: opening it takes an exclusive lock that closing (or dying) lets
+go, so that a second server on the same directory is refused rather than sharing its files.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SCHEMA_VERSION", "MetadataStore"]
+
+# The schema, one script per version: version N is the first N scripts run in order. A new
+# version (batches next) appends a script; a store of an older version runs the rest at open.
+_MIGRATIONS: Sequence[str] = (
+    """
+    CREATE TABLE files (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- upload order: ties in created_at break by it
+        id TEXT NOT NULL UNIQUE,                -- file-<hex>
+        owner TEXT NOT NULL,                    -- the API key's id; '' for the shared owner
+        filename TEXT NOT NULL,
+        purpose TEXT NOT NULL,                  -- batch (uploaded) or batch_output (written)
+        bytes INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,            -- Unix seconds
+        deleted_at INTEGER                      -- Unix seconds; the row stays as a list cursor
+    );
+    CREATE INDEX files_by_owner ON files (owner, seq);
+    """,
+)
+# The version a store has once opened.
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+_DATABASE = "headrace.sqlite3"
+_LOCK = "lock"
+
+
+class MetadataStore:
+    """The SQLite database of a data directory; safe to use from several threads."""
+
+    def __init__(self, data_dir: Path) -> None:
+        """Opens (creating if need be) the store of `data_dir`, migrated to SCHEMA_VERSION.
+
+        ValueError if the directory cannot be used, is held by another process, or was written
+        by a newer headrace.
+        """
+        try:
+            data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._lock_fd = _lock(data_dir / _LOCK)
+        except OSError as error:
+            raise ValueError(f"cannot use the data directory {data_dir}: {error}") from None
+        try:
+            self._db = sqlite3.connect(
+                data_dir / _DATABASE, check_same_thread=False, timeout=10, isolation_level=None
+            )
+            self._db.execute("PRAGMA journal_mode = WAL")
+            # FULL: a commit is on disk when it returns, power loss included.
+            self._db.execute("PRAGMA synchronous = FULL")
+            self._migrate(data_dir)
+        except (sqlite3.Error, ValueError) as error:
+            os.close(self._lock_fd)
+            raise ValueError(f"cannot open the data directory {data_dir}: {error}") from None
+        # Where it lives.
+        self.data_dir = data_dir
+        # One statement or transaction at a time on the one connection.
+        self._mutex = threading.Lock()
+
+    def _migrate(self, data_dir: Path) -> None:
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise ValueError(
+                f"its schema is version {version}, newer than this headrace's {SCHEMA_VERSION}"
+            )
+        for number in range(version, SCHEMA_VERSION):
+            script = _MIGRATIONS[number]
+            self._db.executescript(
+                f"BEGIN IMMEDIATE; {script} PRAGMA user_version = {number + 1}; COMMIT;"
+            )
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """The connection inside one immediate transaction, committed (and synced) on leaving,
+        rolled back if the block raises."""
+        with self._mutex:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def query(self, sql: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one read."""
+        with self._mutex:
+            return self._db.execute(sql, parameters).fetchall()
+
+    def version(self) -> int:
+        return int(self.query("PRAGMA user_version")[0][0])
+
+    def close(self) -> None:
+        """Closes the database and lets another process open the directory."""
+        with self._mutex:
+            self._db.close()
+            os.close(self._lock_fd)
+
+
+def _lock(path: Path) -> int:
+    """An open descriptor of `path` holding its exclusive lock; OSError if another holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise OSError("another headrace process is using it") from None
+    return fd
