@@ -281,6 +281,7 @@ def _serve(args: argparse.Namespace) -> None:
         drain=drain,
         files=files,
         max_file_bytes=server_config.max_file_bytes,
+        batch_concurrency=engine_config.max_num_seqs,
     )
     logger.info(
         "serving %s on http://%s:%d/v1",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
@@ -9,14 +11,17 @@ from typing import Protocol
 from fastapi import FastAPI
 
 from headrace.api.auth import KeyCheck
+from headrace.api.batches import batches_router
 from headrace.api.body_limit import BodyLimit
 from headrace.api.drain import Drain
-from headrace.api.errors import install_error_handlers
+from headrace.api.errors import install_error_handlers, status_of
 from headrace.api.files import FILES_PATH, files_router
 from headrace.api.openapi import install_openapi
 from headrace.api.routes import health_router, v1_router
 from headrace.auth import Access
-from headrace.batch import FileStore
+from headrace.batch import BatchStore, FileStore
+from headrace.batch.endpoints import Endpoints
+from headrace.batch.runner import BatchRunner
 from headrace.config import ServerConfig
 from headrace.engine.client import EngineClient
 from headrace.serving import (
@@ -69,6 +74,7 @@ def create_app(
     drain: Drain | None = None,
     files: FileStore | None = None,
     max_file_bytes: int = ServerConfig.max_file_bytes,
+    batch_concurrency: int = 16,
 ) -> FastAPI:
     """The app.
 
@@ -80,6 +86,8 @@ def create_app(
     drain: what shuts the app down gracefully (the server's SIGTERM runs it); None makes one.
     files: the data directory's files, served at /v1/files; None: no Files API.
     max_file_bytes: largest file uploaded to /v1/files (its body is exempt from max_body_bytes).
+    batch_concurrency: requests of a batch in flight at once (the engine's max_num_seqs keeps
+        it full); batches run, with files, on a runner the app's lifespan starts and stops.
     """
     access = access or Access()
     drain = drain or Drain(served.engine)
@@ -97,7 +105,16 @@ def create_app(
         max_waiting=max_waiting,
     )
     completions = CompletionService(engine, tokenizer, models, sampling, max_waiting=max_waiting)
-    app = FastAPI(title="headrace", lifespan=_lifespan(served.engine))
+    runner = None
+    if files is not None:
+        batches = BatchStore(files.store, files, clock=files.clock)
+        runner = BatchRunner(
+            batches,
+            Endpoints(chat, completions),
+            status_of,
+            concurrency=batch_concurrency,
+        )
+    app = FastAPI(title="headrace", lifespan=_lifespan(served.engine, runner))
     exempt = (FILES_PATH,) if files is not None else ()
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes, exempt=exempt)
     install_error_handlers(app)
@@ -108,16 +125,25 @@ def create_app(
     app.include_router(v1_router(chat, completions, models, access))
     if files is not None:
         app.include_router(files_router(files, max_file_bytes))
+    if runner is not None:
+        app.include_router(batches_router(batches, runner))
     return app
 
 
-def _lifespan(engine: EngineClient) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+def _lifespan(
+    engine: EngineClient, runner: BatchRunner | None
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine.start()
+        task = asyncio.create_task(runner.run()) if runner is not None else None
         try:
             yield
         finally:
+            if task is not None:  # before the engine: its requests stop, unrecorded, to resume
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             engine.shutdown()
 
     return lifespan

@@ -32,7 +32,7 @@ from headrace.errors import (
 )
 from headrace.serving import invalid_request_from_validation
 
-__all__ = ["error_body", "error_response", "install_error_handlers"]
+__all__ = ["error_body", "error_response", "install_error_handlers", "status_of"]
 
 # The HTTP status of each kind of error; an error takes that of its nearest class listed here
 # (along its MRO), 500 when none is.
@@ -74,6 +74,11 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(HTTPException, _on_http_exception)
     app.add_exception_handler(Exception, _on_unexpected)
+
+
+def status_of(error: HeadraceError) -> int:
+    """The HTTP status of the error's kind (the batch runner's error lines carry it too)."""
+    return _status(error)
 
 
 def _status(error: HeadraceError) -> int:

@@ -17,7 +17,14 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from headrace.batch import DeletedFile, FileList, FileObject
+from headrace.batch import (
+    Batch,
+    BatchList,
+    CreateBatchRequest,
+    DeletedFile,
+    FileList,
+    FileObject,
+)
 from headrace.serving import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -70,6 +77,9 @@ _MODELS: tuple[tuple[type[BaseModel], JsonSchemaMode], ...] = (
     (FileObject, "serialization"),
     (FileList, "serialization"),
     (DeletedFile, "serialization"),
+    (CreateBatchRequest, "validation"),
+    (Batch, "serialization"),
+    (BatchList, "serialization"),
     (ErrorResponse, "serialization"),
 )
 
@@ -77,7 +87,7 @@ _MODELS: tuple[tuple[type[BaseModel], JsonSchemaMode], ...] = (
 _ERRORS = {
     400: "The request is malformed or asks for what the server cannot do.",
     401: "No API key, or one the server does not accept (only when keys are configured).",
-    404: "No such model, or no such file of the key's.",
+    404: "No such model, or no such file or batch of the key's.",
     413: "The request body (or the uploaded file) is larger than the server accepts.",
     415: "The body is not of the media type the route reads (JSON, or a multipart upload).",
     503: "The engine is overloaded (see Retry-After) or shutting down.",

@@ -19,7 +19,7 @@ from typing import Any
 __all__ = ["SCHEMA_VERSION", "MetadataStore"]
 
 # The schema, one script per version: version N is the first N scripts run in order. A new
-# version (batches next) appends a script; a store of an older version runs the rest at open.
+# version appends a script; a store of an older version runs the rest at open.
 _MIGRATIONS: Sequence[str] = (
     """
     CREATE TABLE files (
@@ -33,6 +33,42 @@ _MIGRATIONS: Sequence[str] = (
         deleted_at INTEGER                      -- Unix seconds; the row stays as a list cursor
     );
     CREATE INDEX files_by_owner ON files (owner, seq);
+    """,
+    """
+    CREATE TABLE batches (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- creation order: the runner's, and lists'
+        id TEXT NOT NULL UNIQUE,                -- batch_<hex>
+        owner TEXT NOT NULL,                    -- the API key's id; '' for the shared owner
+        endpoint TEXT NOT NULL,                 -- /v1/chat/completions or /v1/completions
+        input_file_id TEXT NOT NULL,
+        completion_window TEXT NOT NULL,        -- 24h
+        status TEXT NOT NULL,                   -- OpenAI's Batch.status
+        metadata TEXT,                          -- JSON object of strings, or NULL
+        errors TEXT,                            -- JSON list of BatchError (failed), or NULL
+        output_file_id TEXT,
+        error_file_id TEXT,
+        created_at INTEGER NOT NULL,            -- Unix seconds, as every *_at
+        expires_at INTEGER NOT NULL,            -- created_at + the completion window
+        in_progress_at INTEGER,
+        finalizing_at INTEGER,
+        completed_at INTEGER,
+        failed_at INTEGER,
+        expired_at INTEGER,
+        cancelling_at INTEGER,
+        cancelled_at INTEGER,
+        total INTEGER NOT NULL DEFAULT 0,       -- request counts; completed and failed are
+        completed INTEGER NOT NULL DEFAULT 0,   -- counted in the transaction that writes the
+        failed INTEGER NOT NULL DEFAULT 0       -- result row
+    );
+    CREATE INDEX batches_by_owner ON batches (owner, seq);
+    CREATE INDEX batches_by_status ON batches (status, seq);
+    CREATE TABLE batch_results (
+        batch_id TEXT NOT NULL,
+        line INTEGER NOT NULL,                  -- the request's line in the input, from 1
+        kind TEXT NOT NULL,                     -- completed, failed, or expired
+        output TEXT NOT NULL,                   -- its line of the output (or error) file
+        PRIMARY KEY (batch_id, line)
+    ) WITHOUT ROWID;
     """,
 )
 # The version a store has once opened.

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from headrace.config import ServerConfig
 from headrace.engine.client import EngineClient
+from headrace.engine.outputs import Priority
 from headrace.errors import InvalidRequestError
 from headrace.serving.conversation import template_messages
 from headrace.serving.generation import Generation, Step, StreamUsage, UsageTally, run_sequences
@@ -104,9 +105,13 @@ class ChatService:
         # How replies are read for tool calls: the server's choice, else the template's.
         self._tool_call_format = tool_call_format or tokenizer.tool_call_format
 
-    def prepare(self, request: ChatCompletionRequest) -> PreparedChat:
-        """Checks the request and renders its prompt; raises HeadraceError, starts nothing."""
-        self._intake.admit(request)
+    def prepare(
+        self, request: ChatCompletionRequest, priority: Priority = Priority.INTERACTIVE
+    ) -> PreparedChat:
+        """Checks the request and renders its prompt; raises HeadraceError, starts nothing.
+
+        `priority`: how the engine runs it (Priority.BATCH for the Batch API's requests)."""
+        self._intake.admit(request, priority)
         _check_supported(request)
         tools = prepare_tools(request)
         constraint = prepare_response_format(request, tools)
@@ -133,7 +138,7 @@ class ChatService:
             request_id=request_id,
             model=request.model,
             created=int(time.time()),
-            generation=Generation.of(request, request_id, (prompt,), params, markers),
+            generation=Generation.of(request, request_id, (prompt,), params, markers, priority),
             usage=StreamUsage.of(request.stream_options),
             tool_call_format=tool_call_format,
         )

@@ -18,7 +18,7 @@ from typing import cast
 
 from headrace.config import ServerConfig
 from headrace.engine.client import EngineClient
-from headrace.engine.outputs import PositionLogprobs
+from headrace.engine.outputs import PositionLogprobs, Priority
 from headrace.errors import InvalidRequestError
 from headrace.serving.generation import Generation, Step, StreamUsage, UsageTally, run_sequences
 from headrace.serving.intake import Intake
@@ -91,9 +91,13 @@ class CompletionService:
         self._sampling = sampling
         self._logprobs = LogprobWriter(tokenizer)
 
-    def prepare(self, request: CompletionRequest) -> PreparedCompletion:
-        """Checks the request and tokenizes its prompts; raises HeadraceError, starts nothing."""
-        self._intake.admit(request)
+    def prepare(
+        self, request: CompletionRequest, priority: Priority = Priority.INTERACTIVE
+    ) -> PreparedCompletion:
+        """Checks the request and tokenizes its prompts; raises HeadraceError, starts nothing.
+
+        `priority`: how the engine runs it (Priority.BATCH for the Batch API's requests)."""
+        self._intake.admit(request, priority)
         n = request.n or 1
         _check_supported(request, n)
         texts, prompts = self._prompts(request)
@@ -115,7 +119,9 @@ class CompletionService:
             request_id=request_id,
             model=request.model,
             created=int(time.time()),
-            generation=Generation.of(request, request_id, tuple(prompts), params),
+            generation=Generation.of(
+                request, request_id, tuple(prompts), params, priority=priority
+            ),
             echo=tuple(texts) if request.echo else None,
             usage=StreamUsage.of(request.stream_options),
         )

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from headrace.engine.client import EngineClient
-from headrace.engine.outputs import SamplingParams, TokenOutput
+from headrace.engine.outputs import Priority, SamplingParams, TokenOutput
 from headrace.errors import InternalError, ServiceUnavailableError
 from headrace.serving.protocol import ChatCompletionRequest, CompletionRequest, StreamOptions
 from headrace.serving.responses import PromptTokensDetails, Usage
@@ -42,6 +42,8 @@ class Generation:
     include_stop: bool
     # Special tokens whose text is kept (a tool-call parser's markers).
     keep_special: tuple[str, ...] = ()
+    # How urgently the engine runs it: interactive online, batch for the Batch API.
+    priority: Priority = Priority.INTERACTIVE
 
     @classmethod
     def of(
@@ -51,6 +53,7 @@ class Generation:
         prompts: tuple[list[int], ...],
         params: SamplingParams,
         keep_special: tuple[str, ...] = (),
+        priority: Priority = Priority.INTERACTIVE,
     ) -> Generation:
         """The request's n samples of each prompt, cut at its stop strings."""
         stop = [request.stop] if isinstance(request.stop, str) else request.stop or []
@@ -62,6 +65,7 @@ class Generation:
             stop=tuple(string for string in stop if string),
             include_stop=request.include_stop_str_in_output,
             keep_special=keep_special,
+            priority=priority,
         )
 
 
@@ -199,7 +203,11 @@ async def _steps(
     index = sequence.index
     # Closing the engine's generator before its last output aborts the engine request.
     outputs = engine.generate(
-        sequence.request_id, sequence.prompt_token_ids, sequence.params, after=sequence.after
+        sequence.request_id,
+        sequence.prompt_token_ids,
+        sequence.params,
+        after=sequence.after,
+        priority=generation.priority,
     )
     async with aclosing(outputs):
         async for output in outputs:

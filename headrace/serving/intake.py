@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from headrace.engine.client import EngineClient
+from headrace.engine.outputs import Priority
 from headrace.errors import EngineOverloadedError, InvalidRequestError
 from headrace.serving.models import ModelCatalog
 from headrace.serving.protocol import ChatCompletionRequest, CompletionRequest
@@ -24,12 +25,23 @@ class Intake:
         # Requests that may wait for the engine before new ones are refused.
         self._max_waiting = max_waiting
 
-    def admit(self, request: ChatCompletionRequest | CompletionRequest) -> None:
+    def admit(
+        self,
+        request: ChatCompletionRequest | CompletionRequest,
+        priority: Priority = Priority.INTERACTIVE,
+    ) -> None:
         """Raises HeadraceError for a server too busy, an unknown model, or options that do not
-        go together; logs the names of fields it does not know."""
+        go together; logs the names of fields it does not know.
+
+        Only interactive requests waiting count against `max_waiting`, and only interactive
+        requests are refused for it: a batch backlog waits behind them by design, so it never
+        turns a chat user away, and a batch request is never refused for being one of many.
+        """
         # Refuse at once rather than queue behind more requests than the server allows.
-        if self._engine.stats().waiting >= self._max_waiting:
-            raise EngineOverloadedError(_RETRY_AFTER_SECONDS)
+        if priority is Priority.INTERACTIVE:
+            stats = self._engine.stats()
+            if stats.waiting - stats.batch_waiting >= self._max_waiting:
+                raise EngineOverloadedError(_RETRY_AFTER_SECONDS)
         self._models.require(request.model)
         if request.stream_options is not None and not request.stream:
             raise InvalidRequestError(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -12,20 +12,12 @@ import pytest
 
 from headrace.auth import Access, KeyStore
 from headrace.batch import FileStore
-from tests.batch.factories import make_files
 from tests.fakes import make_app, make_client
 from tests.schema import validate
 
 LINES = b'{"custom_id": "1", "method": "POST", "url": "/v1/chat/completions", "body": {}}\n'
 MAX_FILE = 4096
 BOUNDARY = "b0undary"
-
-
-@pytest.fixture
-def files(tmp_path: Path) -> Iterator[FileStore]:
-    files = make_files(tmp_path / "data")
-    yield files
-    files.store.close()
 
 
 @pytest.fixture

@@ -49,6 +49,14 @@ async def test_below_the_limit_requests_are_queued(engine: FakeEngine) -> None:
         assert (await client.post(CHAT, json=chat_body())).status_code == 200
 
 
+async def test_a_batch_backlog_does_not_count_against_the_limit(engine: FakeEngine) -> None:
+    engine.waiting, engine.batch_waiting = 1000, 999  # one interactive request waits
+    async with make_client(make_app(engine, max_waiting=2)) as client:
+        assert (await client.post(CHAT, json=chat_body())).status_code == 200
+        engine.waiting = 1001  # two interactive ones wait
+        check(await client.post(CHAT, json=chat_body()), 503, "engine_overloaded", None)
+
+
 async def test_the_default_limit_is_256_waiting(engine: FakeEngine) -> None:
     engine.waiting = 256
     async with make_client(make_app(engine)) as client:

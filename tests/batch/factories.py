@@ -4,9 +4,23 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
+from typing import Any
 
-from headrace.batch import FileStore, MetadataStore
-from tests.fakes import FakeClock
+import orjson
+
+from headrace.api.errors import status_of
+from headrace.batch import Batch, BatchEndpoint, BatchStore, FileStore, MetadataStore
+from headrace.batch.endpoints import Endpoints
+from headrace.batch.runner import BatchRunner
+from headrace.serving import ChatService, CompletionService, ModelCatalog
+from tests.fakes import (
+    MODEL_NAMES,
+    FakeClock,
+    FakeEngine,
+    FakeTokenizer,
+    chat_body,
+    make_sampling,
+)
 
 
 def make_files(data_dir: Path, clock: FakeClock | None = None) -> FileStore:
@@ -26,3 +40,47 @@ async def failing(parts: Iterable[bytes], error: Exception) -> AsyncIterator[byt
     for part in parts:
         yield part
     raise error
+
+
+def make_batches(files: FileStore) -> BatchStore:
+    """The batches of `files`' data directory, on its clock."""
+    return BatchStore(files.store, files, clock=files.clock)
+
+
+def make_runner(
+    batches: BatchStore, engine: FakeEngine | None = None, concurrency: int = 4
+) -> BatchRunner:
+    """A runner of `batches` on the fake engine's chat and completion services."""
+    engine = engine or FakeEngine()
+    tokenizer = FakeTokenizer()
+    sampling = make_sampling(engine, tokenizer)
+    models = ModelCatalog(MODEL_NAMES)
+    endpoints = Endpoints(
+        ChatService(engine, tokenizer, models, sampling),
+        CompletionService(engine, tokenizer, models, sampling),
+    )
+    return BatchRunner(batches, endpoints, status_of, concurrency=concurrency)
+
+
+def request_line(custom_id: str, url: str = "/v1/chat/completions", **body: Any) -> bytes:
+    """One line of a batch input file; `body` overrides a valid chat request's fields."""
+    request = {"custom_id": custom_id, "method": "POST", "url": url, "body": chat_body(**body)}
+    return orjson.dumps(request) + b"\n"
+
+
+async def make_batch(
+    batches: BatchStore,
+    content: bytes,
+    owner: str | None = None,
+    endpoint: BatchEndpoint = "/v1/chat/completions",
+) -> Batch:
+    """A validating batch of an input file of `content`."""
+    file = await batches.files.create(owner, "in.jsonl", "batch", chunks(content), None)
+    return batches.create(owner, file.id, endpoint, None)
+
+
+def read_file(files: FileStore, owner: str | None, file_id: str | None) -> list[dict[str, Any]]:
+    """The JSON lines of a file."""
+    assert file_id is not None
+    with files.open_content(owner, file_id) as source:
+        return [orjson.loads(line) for line in source.read().splitlines()]

@@ -7,8 +7,10 @@ from typing import Any
 import orjson
 import pytest
 
+from headrace.engine.outputs import Priority
 from headrace.errors import (
     ContextLengthExceededError,
+    EngineOverloadedError,
     HeadraceError,
     InvalidRequestError,
     ModelNotFoundError,
@@ -295,3 +297,19 @@ async def test_forced_calls_are_written_and_read_in_a_format_a_grammar_writes(
     forced = service.prepare(request(tools=[WEATHER_TOOL], tool_choice="required"))
     assert forced.tool_call_format is TOOL_CALL_FORMATS[forced_format]
     assert forced.generation.params.grammar is not None
+
+
+async def test_a_request_runs_at_the_priority_it_was_prepared_at() -> None:
+    engine = FakeEngine()
+    engine.waiting = engine.batch_waiting = 0
+    chat = make_chat_service(engine, max_waiting=1)
+    request = parse_chat_request(orjson.dumps(chat_body(max_tokens=2)))
+    online = await chat.complete(chat.prepare(request))
+    engine.waiting = 5  # interactive requests wait: online is refused, batch is not
+    with pytest.raises(EngineOverloadedError):
+        chat.prepare(request)
+    batch = await chat.complete(chat.prepare(request, Priority.BATCH))
+    assert [engine.priorities[r.id] for r in (online, batch)] == [
+        Priority.INTERACTIVE,
+        Priority.BATCH,
+    ]

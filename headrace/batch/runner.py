@@ -1,0 +1,229 @@
+"""The batch runner: takes each unfinished batch, oldest first, to its end.
+
+validating (the input file read and checked; a bad one: failed) -> in_progress (each request
+without a result runs through serving at batch priority, up to `concurrency` at once, and its
+result row is kept as soon as it finishes) -> finalizing (the output and error files written
+from the rows, in input order) -> completed. A batch asked to cancel stops: its requests in
+flight are aborted (their tasks cancelled, which closes their engine generators) and it ends
+cancelled with the files of what finished. Past its window, no request starts: those without
+a result are `batch_expired` in the error file and the batch ends expired.
+
+At start (and each time it wakes) it takes every unfinished batch, so one left in progress,
+finalizing or cancelling by a crash resumes: only lines without a result row run again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Literal
+
+import orjson
+
+from headrace.batch.batches import BatchStore, ResultKind
+from headrace.batch.endpoints import Endpoints
+from headrace.batch.lines import BatchLine, read_lines
+from headrace.batch.objects import Batch, BatchError
+from headrace.errors import HeadraceError, InternalError
+
+__all__ = ["BatchRunner", "StatusOf"]
+
+logger = logging.getLogger("headrace.batch")
+
+# The HTTP status a request failing with the error gets online (api's mapping, injected).
+StatusOf = Callable[[HeadraceError], int]
+
+_MISSING_INPUT = BatchError(
+    code="missing_input",
+    message="The batch's input is no longer in the data directory; create the batch again.",
+)
+_EXPIRED = {
+    "code": "batch_expired",
+    "message": "This request could not be executed before the completion window expired.",
+}
+
+
+class BatchRunner:
+    """Runs the batches of a store; `run` is its task for the server's lifetime."""
+
+    def __init__(
+        self,
+        batches: BatchStore,
+        endpoints: Endpoints,
+        status_of: StatusOf,
+        *,
+        concurrency: int = 16,
+        poll_seconds: float = 5.0,
+    ) -> None:
+        self._batches = batches
+        self._endpoints = endpoints
+        self._status_of = status_of
+        # Requests of a batch in flight at once: enough to keep the engine's batch full.
+        self._concurrency = concurrency
+        # Seconds between looks at the store when nothing wakes it.
+        self._poll_seconds = poll_seconds
+        # Set when there may be work: a new batch, a cancel.
+        self._wake = asyncio.Event()
+        # Set, by batch id, when that batch is asked to cancel while it runs.
+        self._cancels: dict[str, asyncio.Event] = {}
+
+    def wake(self) -> None:
+        """There may be a new batch to take."""
+        self._wake.set()
+
+    def cancel(self, batch_id: str) -> None:
+        """The batch was moved to cancelling in the store: stop its requests now."""
+        self._cancel_event(batch_id).set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Runs batches until cancelled; an unexpected error is logged, and retried later."""
+        while True:
+            self._wake.clear()
+            try:
+                await self.run_pending()
+            except Exception:
+                logger.exception("the batch runner failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
+
+    async def run_pending(self) -> None:
+        """Takes every unfinished batch, oldest first, to its end."""
+        while jobs := self._batches.unfinished():
+            for job in jobs:
+                await self.process(job.batch.id)
+
+    async def process(self, batch_id: str) -> None:
+        """Takes one batch from where it stands to its end."""
+        batch = self._batches.job(batch_id).batch
+        path = self._batches.input_path(batch_id)
+        if not path.exists():  # a data directory restored without it: nothing can run
+            self._batches.fail(batch_id, [_MISSING_INPUT])
+            return
+        lines, errors = await asyncio.to_thread(read_lines, path, batch.endpoint)
+        if batch.status == "validating":
+            if errors:
+                self._batches.fail(batch_id, errors)
+                return
+            self._batches.start(batch_id, len(lines))
+        if self._batches.status(batch_id) == "in_progress":
+            await self._run_lines(batch, lines)
+        await self._end(batch_id, lines)
+
+    async def _run_lines(self, batch: Batch, lines: Sequence[BatchLine]) -> None:
+        """Runs each line without a result, until all have one, the batch is cancelled, or its
+        window closes."""
+        done = self._batches.done_lines(batch.id)
+        cancelled = self._cancel_event(batch.id)
+        running: set[asyncio.Task[None]] = set()
+        try:
+            for line in lines:
+                if line.line in done:
+                    continue
+                while len(running) >= self._concurrency and not cancelled.is_set():
+                    await self._wait_some(running, cancelled)
+                if cancelled.is_set() or self._batches.clock() >= batch.expires_at:
+                    break
+                running.add(asyncio.create_task(self._run_line(batch, line)))
+            while running and not cancelled.is_set():
+                await self._wait_some(running, cancelled)
+        finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            self._cancels.pop(batch.id, None)
+
+    async def _wait_some(self, running: set[asyncio.Task[None]], cancelled: asyncio.Event) -> None:
+        """Waits for a request to finish, or the batch to be cancelled; raises what a finished
+        request raised."""
+        waiter = asyncio.create_task(cancelled.wait())
+        try:
+            finished, _ = await asyncio.wait({*running, waiter}, return_when="FIRST_COMPLETED")
+        finally:
+            waiter.cancel()
+        for task in finished & running:
+            running.discard(task)
+            task.result()
+
+    async def _run_line(self, batch: Batch, line: BatchLine) -> None:
+        """Runs one request and keeps its result."""
+        kind: ResultKind = "completed"
+        try:
+            body = await self._endpoints.answer(batch.endpoint, line.body)
+            status = 200
+        except HeadraceError as error:
+            kind, body, status = "failed", orjson.dumps(error.to_dict()), self._status_of(error)
+        except Exception:
+            logger.exception("batch %s line %d failed", batch.id, line.line)
+            internal = InternalError()
+            kind, body = "failed", orjson.dumps(internal.to_dict())
+            status = self._status_of(internal)
+        output = (
+            b'{"id":"batch_req_%s","custom_id":%s,"response":{"status_code":%d,'
+            b'"request_id":"req_%s","body":%s},"error":null}'
+            % (
+                secrets.token_hex(16).encode(),
+                orjson.dumps(line.custom_id),
+                status,
+                secrets.token_hex(16).encode(),
+                body,
+            )
+        )
+        await asyncio.to_thread(
+            self._batches.record, batch.id, [(line.line, kind, output.decode())]
+        )
+
+    async def _end(self, batch_id: str, lines: Sequence[BatchLine]) -> None:
+        """Writes the batch's files and ends it: cancelled, expired, or completed."""
+        self._cancels.pop(batch_id, None)
+        job = self._batches.job(batch_id)
+        done = self._batches.done_lines(batch_id)
+        final: Literal["completed", "expired", "cancelled"] = "cancelled"
+        if job.batch.status != "cancelling":
+            if len(done) < len(lines):  # only the window closing leaves lines without one
+                expired: list[tuple[int, ResultKind, str]] = [
+                    (line.line, "expired", _expired(line))
+                    for line in lines
+                    if line.line not in done
+                ]
+                await asyncio.to_thread(self._batches.record, batch_id, expired)
+                final = "expired"
+            elif self._batches.finalize(batch_id) or job.batch.status == "finalizing":
+                final = "completed"
+            # else: cancelled between the two reads
+        output_file_id = await self._write(job.owner, batch_id, "output", completed=True)
+        error_file_id = await self._write(job.owner, batch_id, "error", completed=False)
+        self._batches.finish(batch_id, final, output_file_id, error_file_id)
+
+    async def _write(
+        self, owner: str | None, batch_id: str, name: str, *, completed: bool
+    ) -> str | None:
+        """The id of the file of the batch's completed results (or of the others); None if
+        there are none."""
+        outputs = self._batches.outputs(batch_id, completed)
+        if not outputs:
+            return None
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for output in outputs:
+                yield output.encode() + b"\n"
+
+        file = await self._batches.files.create_output(owner, f"{batch_id}_{name}.jsonl", chunks())
+        return file.id
+
+    def _cancel_event(self, batch_id: str) -> asyncio.Event:
+        return self._cancels.setdefault(batch_id, asyncio.Event())
+
+
+def _expired(line: BatchLine) -> str:
+    return orjson.dumps(
+        {
+            "id": f"batch_req_{secrets.token_hex(16)}",
+            "custom_id": line.custom_id,
+            "response": None,
+            "error": _EXPIRED,
+        }
+    ).decode()
