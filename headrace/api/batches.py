@@ -58,12 +58,14 @@ def batches_router(batches: BatchStore, runner: BatchRunner) -> APIRouter:
     )
     async def create_batch(request: Request) -> Response:
         create = _parse(await request.body())
+        grant = grant_of(request)
         batch = await run_in_threadpool(
             batches.create,
-            grant_of(request).key_id,
+            grant.key_id,
             create.input_file_id,
             create.endpoint,
             create.metadata,
+            grant.models,
         )
         runner.wake()
         return _json(batch.dump())

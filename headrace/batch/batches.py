@@ -46,7 +46,7 @@ ResultKind = Literal["completed", "failed", "expired"]
 _INPUTS = "batches"
 _UNFINISHED: tuple[BatchStatus, ...] = ("validating", "in_progress", "finalizing", "cancelling")
 _COLUMNS = (
-    "id, owner, endpoint, input_file_id, completion_window, status, metadata, errors, "
+    "id, owner, models, endpoint, input_file_id, completion_window, status, metadata, errors, "
     "output_file_id, error_file_id, created_at, expires_at, in_progress_at, finalizing_at, "
     "completed_at, failed_at, expired_at, cancelling_at, cancelled_at, total, completed, failed"
 )
@@ -68,6 +68,8 @@ _NOBODY = ""
 class BatchJob:
     # Whose it is: an API key id, None for the shared owner.
     owner: str | None
+    # The models its requests may name: those of its owner's key when it was made; None: any.
+    models: frozenset[str] | None
     # The batch as it was read.
     batch: Batch
 
@@ -97,9 +99,11 @@ class BatchStore:
         input_file_id: str,
         endpoint: BatchEndpoint,
         metadata: dict[str, str] | None,
+        models: frozenset[str] | None = None,
     ) -> Batch:
         """A new batch, validating, of `owner`'s file `input_file_id` (NotFoundError if none;
-        InvalidRequestError unless its purpose is batch)."""
+        InvalidRequestError unless its purpose is batch); its requests may name only `models`
+        (None: any)."""
         try:
             file = self.files.get(owner, input_file_id)
         except NotFoundError as error:
@@ -120,11 +124,13 @@ class BatchStore:
         try:
             with self.store.transaction() as db:
                 db.execute(
-                    "INSERT INTO batches (id, owner, endpoint, input_file_id, completion_window, "
-                    "status, metadata, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO batches (id, owner, models, endpoint, input_file_id, "
+                    "completion_window, status, metadata, created_at, expires_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         batch_id,
                         _owner(owner),
+                        None if models is None else orjson.dumps(sorted(models)).decode(),
                         endpoint,
                         input_file_id,
                         "24h",
@@ -317,7 +323,7 @@ def _batch(row: tuple[object, ...]) -> BatchJob:
     values = dict(zip(_NAMES, row, strict=True))
     metadata, errors = values.pop("metadata"), values.pop("errors")
     counts = {name: values.pop(name) for name in ("total", "completed", "failed")}
-    owner = values.pop("owner")
+    owner, models = values.pop("owner"), values.pop("models")
     batch = Batch.model_validate(
         {
             **values,
@@ -326,4 +332,8 @@ def _batch(row: tuple[object, ...]) -> BatchJob:
             "request_counts": counts,
         }
     )
-    return BatchJob(owner=None if owner == _NOBODY else str(owner), batch=batch)
+    return BatchJob(
+        owner=None if owner == _NOBODY else str(owner),
+        models=None if models is None else frozenset(orjson.loads(str(models))),
+        batch=batch,
+    )

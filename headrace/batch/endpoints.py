@@ -6,7 +6,7 @@ import asyncio
 
 from headrace.batch.objects import BatchEndpoint
 from headrace.engine.outputs import Priority
-from headrace.errors import InvalidRequestError
+from headrace.errors import InvalidRequestError, ModelNotFoundError
 from headrace.serving import (
     ChatService,
     CompletionService,
@@ -25,21 +25,26 @@ class Endpoints:
         self._chat = chat
         self._completions = completions
 
-    async def answer(self, endpoint: BatchEndpoint, body: bytes) -> bytes:
+    async def answer(
+        self, endpoint: BatchEndpoint, body: bytes, models: frozenset[str] | None = None
+    ) -> bytes:
         """The JSON bytes the same request gets online; raises the HeadraceError it would get
-        (a streaming request: InvalidRequestError, as a batch has no stream)."""
+        (a model outside `models`, when given: ModelNotFoundError, as for its owner's key
+        online; a streaming request: InvalidRequestError, as a batch has no stream)."""
         if endpoint == "/v1/chat/completions":
             chat = parse_chat_request(body)
-            _no_stream(chat.stream)
+            _check(chat.model, chat.stream, models)
             prepared = await asyncio.to_thread(self._chat.prepare, chat, Priority.BATCH)
             return dump(await self._chat.complete(prepared))
         completion = parse_completion_request(body)
-        _no_stream(completion.stream)
+        _check(completion.model, completion.stream, models)
         ready = await asyncio.to_thread(self._completions.prepare, completion, Priority.BATCH)
         return dump(await self._completions.complete(ready))
 
 
-def _no_stream(stream: bool | None) -> None:
+def _check(model: str, stream: bool | None, models: frozenset[str] | None) -> None:
+    if models is not None and model not in models:
+        raise ModelNotFoundError(model)
     if stream:
         raise InvalidRequestError(
             "Streaming is not supported for requests in a batch; leave 'stream' unset or false.",

@@ -23,10 +23,10 @@ from typing import Literal
 
 import orjson
 
-from headrace.batch.batches import BatchStore, ResultKind
+from headrace.batch.batches import BatchJob, BatchStore, ResultKind
 from headrace.batch.endpoints import Endpoints
 from headrace.batch.lines import BatchLine, read_lines
-from headrace.batch.objects import Batch, BatchError
+from headrace.batch.objects import BatchError
 from headrace.errors import HeadraceError, InternalError
 
 __all__ = ["BatchRunner", "StatusOf"]
@@ -98,7 +98,8 @@ class BatchRunner:
 
     async def process(self, batch_id: str) -> None:
         """Takes one batch from where it stands to its end."""
-        batch = self._batches.job(batch_id).batch
+        job = self._batches.job(batch_id)
+        batch = job.batch
         path = self._batches.input_path(batch_id)
         if not path.exists():  # a data directory restored without it: nothing can run
             self._batches.fail(batch_id, [_MISSING_INPUT])
@@ -110,12 +111,13 @@ class BatchRunner:
                 return
             self._batches.start(batch_id, len(lines))
         if self._batches.status(batch_id) == "in_progress":
-            await self._run_lines(batch, lines)
+            await self._run_lines(job, lines)
         await self._end(batch_id, lines)
 
-    async def _run_lines(self, batch: Batch, lines: Sequence[BatchLine]) -> None:
+    async def _run_lines(self, job: BatchJob, lines: Sequence[BatchLine]) -> None:
         """Runs each line without a result, until all have one, the batch is cancelled, or its
         window closes."""
+        batch = job.batch
         done = self._batches.done_lines(batch.id)
         cancelled = self._cancel_event(batch.id)
         running: set[asyncio.Task[None]] = set()
@@ -127,7 +129,7 @@ class BatchRunner:
                     await self._wait_some(running, cancelled)
                 if cancelled.is_set() or self._batches.clock() >= batch.expires_at:
                     break
-                running.add(asyncio.create_task(self._run_line(batch, line)))
+                running.add(asyncio.create_task(self._run_line(job, line)))
             while running and not cancelled.is_set():
                 await self._wait_some(running, cancelled)
         finally:
@@ -148,11 +150,12 @@ class BatchRunner:
             running.discard(task)
             task.result()
 
-    async def _run_line(self, batch: Batch, line: BatchLine) -> None:
+    async def _run_line(self, job: BatchJob, line: BatchLine) -> None:
         """Runs one request and keeps its result."""
+        batch = job.batch
         kind: ResultKind = "completed"
         try:
-            body = await self._endpoints.answer(batch.endpoint, line.body)
+            body = await self._endpoints.answer(batch.endpoint, line.body, job.models)
             status = 200
         except HeadraceError as error:
             kind, body, status = "failed", orjson.dumps(error.to_dict()), self._status_of(error)

@@ -44,6 +44,8 @@ _MIGRATIONS: Sequence[str] = (
         completion_window TEXT NOT NULL,        -- 24h
         status TEXT NOT NULL,                   -- OpenAI's Batch.status
         metadata TEXT,                          -- JSON object of strings, or NULL
+        models TEXT,                            -- JSON list of the models the owner's key may
+                                                -- use (when the batch was made), or NULL: any
         errors TEXT,                            -- JSON list of BatchError (failed), or NULL
         output_file_id TEXT,
         error_file_id TEXT,

@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from headrace.auth import Access, KeyStore
 from headrace.batch import FileStore
 from tests.batch.factories import request_line
-from tests.fakes import FakeEngine, make_app, make_client
+from tests.fakes import MODEL_NAMES, FakeEngine, make_app, make_client
 from tests.schema import validate
 
 CHAT = "/v1/chat/completions"
@@ -175,3 +176,24 @@ async def test_each_key_sees_only_its_own_batches(files: FileStore, tmp_path: Pa
         assert (await client.get("/v1/batches", headers=bob)).json()["data"] == []
         mine = (await client.get("/v1/batches", headers=alice)).json()["data"]
         assert [b["id"] for b in mine] == [batch_id]
+
+
+async def test_a_keys_batch_may_name_only_the_keys_models(files: FileStore, tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "keys.sqlite3")
+    app = make_app(FakeEngine(), access=Access((), store), files=files)
+    key = {"Authorization": f"Bearer {store.create(models=[MODEL_NAMES[0]]).secret}"}
+    async with app.router.lifespan_context(app), make_client(app) as client:
+        lines = request_line("mine") + request_line("other", model=MODEL_NAMES[1])
+        file_id = await upload(client, lines, headers=key)
+        batch_id = batch_of(await create(client, file_id, headers=key))["id"]
+        for _ in range(500):
+            batch = batch_of(await client.get(f"/v1/batches/{batch_id}", headers=key))
+            if batch["status"] == "completed":
+                break
+            await asyncio.sleep(0.01)
+        assert batch["request_counts"] == {"total": 2, "completed": 1, "failed": 1}
+        errors = await client.get(f"/v1/files/{batch['error_file_id']}/content", headers=key)
+        [line] = [orjson.loads(text) for text in errors.content.splitlines()]
+        assert line["custom_id"] == "other"
+        assert line["response"]["status_code"] == 404
+        assert line["response"]["body"]["error"]["code"] == "model_not_found"
