@@ -105,7 +105,8 @@ def create_app(
         max_waiting=max_waiting,
     )
     completions = CompletionService(engine, tokenizer, models, sampling, max_waiting=max_waiting)
-    runner = None
+    batches: BatchStore | None = None
+    runner: BatchRunner | None = None
     if files is not None:
         batches = BatchStore(files.store, files, clock=files.clock)
         runner = BatchRunner(
@@ -121,11 +122,11 @@ def create_app(
     app.add_middleware(drain.guard)
     app.add_middleware(KeyCheck, access=access)
     install_openapi(app)
-    app.include_router(health_router(served.engine, drain))
+    app.include_router(health_router(served.engine, drain, batches))
     app.include_router(v1_router(chat, completions, models, access))
     if files is not None:
         app.include_router(files_router(files, max_file_bytes))
-    if runner is not None:
+    if batches is not None and runner is not None:
         app.include_router(batches_router(batches, runner))
     return app
 

@@ -15,6 +15,7 @@ from headrace.api.drain import Drain
 from headrace.api.openapi import request_body, responses
 from headrace.api.sse import EventStreamResponse
 from headrace.auth import Access, Grant
+from headrace.batch import BatchStore
 from headrace.engine.client import EngineClient
 from headrace.errors import UnsupportedMediaTypeError
 from headrace.serving import (
@@ -56,6 +57,8 @@ class Health(BaseModel):
     batch_running: int
     # Of `waiting`, those at batch priority.
     batch_waiting: int
+    # Batches (the Batch API's) by status, those with any; absent without a data directory.
+    batches: dict[str, int] | None = None
 
 
 def v1_router(
@@ -104,8 +107,11 @@ def v1_router(
     return router
 
 
-def health_router(engine: EngineClient, drain: Drain) -> APIRouter:
-    """GET /health, open to all: liveness and the engine's load; a 503 once draining."""
+def health_router(
+    engine: EngineClient, drain: Drain, batches: BatchStore | None = None
+) -> APIRouter:
+    """GET /health, open to all: liveness, the engine's load and the batches' progress; a 503
+    once draining."""
     router = APIRouter()
 
     @router.get(
@@ -124,6 +130,8 @@ def health_router(engine: EngineClient, drain: Drain) -> APIRouter:
             batch_running=stats.batch_running,
             batch_waiting=stats.batch_waiting,
         )
+        if batches is not None:
+            health.batches = await run_in_threadpool(batches.count_by_status)
         return _json(health, status_code=503 if drain.draining else 200)
 
     return router

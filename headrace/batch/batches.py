@@ -258,6 +258,11 @@ class BatchStore:
     def status(self, batch_id: str) -> BatchStatus:
         return self.job(batch_id).batch.status
 
+    def count_by_status(self) -> dict[str, int]:
+        """How many batches, of every owner, are in each status that has any."""
+        rows = self.store.query("SELECT status, COUNT(*) FROM batches GROUP BY status", ())
+        return {str(status): int(count) for status, count in rows}
+
     def done_lines(self, batch_id: str) -> set[int]:
         """The lines that have their result."""
         rows = self.store.query("SELECT line FROM batch_results WHERE batch_id = ?", (batch_id,))

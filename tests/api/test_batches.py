@@ -197,3 +197,14 @@ async def test_a_keys_batch_may_name_only_the_keys_models(files: FileStore, tmp_
         assert line["custom_id"] == "other"
         assert line["response"]["status_code"] == 404
         assert line["response"]["body"]["error"]["code"] == "model_not_found"
+
+
+async def test_health_counts_the_batches_by_status(client: httpx.AsyncClient) -> None:
+    file_id = await upload(client, request_line("a"))
+    for _ in range(2):
+        batch_of(await create(client, file_id))
+    cancelled = batch_of(await create(client, file_id))["id"]
+    await client.post(f"/v1/batches/{cancelled}/cancel")
+    health = (await client.get("/health")).json()
+    assert sum(health["batches"].values()) == 3
+    assert health["batches"]["validating"] == 2
