@@ -90,7 +90,7 @@ class LLMEngine:
     def stats(self) -> EngineStats:
         return EngineStats(
             running=len(self.scheduler.running),
-            waiting=len(self.scheduler.waiting),
+            waiting=self.scheduler.num_waiting(),
             kv_cache_usage=self.blocks.usage,
             num_preemptions=self.scheduler.num_preemptions,
             batch_running=self.scheduler.num_running(Priority.BATCH),

@@ -79,7 +79,10 @@ class Scheduler:
     def num_running(self, priority: Priority) -> int:
         return sum(1 for request in self.running if request.priority is priority)
 
-    def num_waiting(self, priority: Priority) -> int:
+    def num_waiting(self, priority: Priority | None = None) -> int:
+        """Requests waiting at `priority`; None: at any."""
+        if priority is None:
+            return sum(len(queue) for queue in self._queues.values())
         return len(self._queues[priority])
 
     def add(self, request: Request) -> None:
