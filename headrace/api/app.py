@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Protocol
 
 from fastapi import FastAPI
 
@@ -24,44 +23,10 @@ from headrace.batch.endpoints import Endpoints
 from headrace.batch.runner import BatchRunner
 from headrace.config import ServerConfig
 from headrace.engine.client import EngineClient
-from headrace.serving import (
-    ChatService,
-    CompletionService,
-    ModelCatalog,
-    ModelLimits,
-    Sampling,
-    SamplingDefaults,
-    TokenizerLike,
-)
+from headrace.serving import Served, Services
 from headrace.text import ToolCallFormat
-from headrace.text.grammar import GrammarCompiler
 
 __all__ = ["Served", "create_app"]
-
-
-class Served(Protocol):
-    """What the app serves; `headrace.serving.runtime.Runtime` is one."""
-
-    @property
-    def engine(self) -> EngineClient: ...
-
-    @property
-    def tokenizer(self) -> TokenizerLike: ...
-
-    @property
-    def model_names(self) -> Sequence[str]:
-        """Names clients may use for the model, in listing order."""
-        ...
-
-    @property
-    def grammars(self) -> GrammarCompiler | None:
-        """Compiles grammars for constrained decoding; None turns it off."""
-        ...
-
-    @property
-    def sampling_defaults(self) -> SamplingDefaults:
-        """What requests get for the sampling parameters they leave out."""
-        ...
 
 
 def create_app(
@@ -91,28 +56,15 @@ def create_app(
     """
     access = access or Access()
     drain = drain or Drain(served.engine)
-    models = ModelCatalog(served.model_names)
-    engine, tokenizer = served.engine, served.tokenizer
-    limits = ModelLimits(engine.max_model_len, engine.vocab_size, tokenizer.eos_token_ids)
-    sampling = Sampling(limits, served.sampling_defaults)
-    chat = ChatService(
-        engine,
-        tokenizer,
-        models,
-        sampling,
-        grammars=served.grammars,
-        tool_call_format=tool_call_format,
-        max_waiting=max_waiting,
-    )
-    completions = CompletionService(engine, tokenizer, models, sampling, max_waiting=max_waiting)
+    services = Services.of(served, tool_call_format=tool_call_format, max_waiting=max_waiting)
+    chat, completions, models = services.chat, services.completions, services.models
     batches: BatchStore | None = None
     runner: BatchRunner | None = None
     if files is not None:
         batches = BatchStore(files.store, files, clock=files.clock)
         runner = BatchRunner(
             batches,
-            Endpoints(chat, completions),
-            status_of,
+            Endpoints(chat, completions, status_of),
             concurrency=batch_concurrency,
         )
     app = FastAPI(title="headrace", lifespan=_lifespan(served.engine, runner))

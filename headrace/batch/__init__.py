@@ -9,10 +9,9 @@ from headrace.batch.batches import (
     MAX_BATCH_LIST,
     BatchJob,
     BatchStore,
-    ResultKind,
 )
 from headrace.batch.files import MAX_LIST_LIMIT, UPLOAD_PURPOSES, FileStore, Upload, check_purpose
-from headrace.batch.lines import MAX_REQUESTS, BatchLine, read_lines
+from headrace.batch.lines import MAX_REQUESTS, BatchLine, LineResult, ResultKind, read_lines
 from headrace.batch.objects import (
     BATCH_ENDPOINTS,
     Batch,
@@ -55,6 +54,7 @@ __all__ = [
     "FileObject",
     "FilePurpose",
     "FileStore",
+    "LineResult",
     "ListOrder",
     "MetadataStore",
     "ResultKind",

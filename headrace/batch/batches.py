@@ -23,6 +23,7 @@ from typing import Literal
 import orjson
 
 from headrace.batch.files import FileStore
+from headrace.batch.lines import LineResult
 from headrace.batch.objects import (
     Batch,
     BatchEndpoint,
@@ -33,15 +34,12 @@ from headrace.batch.objects import (
 from headrace.batch.store import MetadataStore
 from headrace.errors import InvalidRequestError, NotFoundError, invalid_value
 
-__all__ = ["COMPLETION_WINDOW_SECONDS", "MAX_BATCH_LIST", "BatchJob", "BatchStore", "ResultKind"]
+__all__ = ["COMPLETION_WINDOW_SECONDS", "MAX_BATCH_LIST", "BatchJob", "BatchStore"]
 
 # The one completion window: 24 hours.
 COMPLETION_WINDOW_SECONDS = 24 * 3600
 # Most batches one list returns.
 MAX_BATCH_LIST = 100
-# completed: a response (output file); failed: an error response; expired: never run in the
-# window (both error file).
-ResultKind = Literal["completed", "failed", "expired"]
 
 _INPUTS = "batches"
 _UNFINISHED: tuple[BatchStatus, ...] = ("validating", "in_progress", "finalizing", "cancelling")
@@ -268,18 +266,18 @@ class BatchStore:
         rows = self.store.query("SELECT line FROM batch_results WHERE batch_id = ?", (batch_id,))
         return {line for (line,) in rows}
 
-    def record(self, batch_id: str, results: Sequence[tuple[int, ResultKind, str]]) -> int:
-        """Keeps each (line, kind, output line) and counts it, in one transaction; a line that
+    def record(self, batch_id: str, results: Mapping[int, LineResult]) -> int:
+        """Keeps the result of each line and counts it, in one transaction; a line that
         already has its result keeps it, uncounted again. The number newly kept."""
         added = {"completed": 0, "failed": 0}
         with self.store.transaction() as db:
-            for line, kind, output in results:
+            for line, result in results.items():
                 inserted = db.execute(
                     "INSERT OR IGNORE INTO batch_results (batch_id, line, kind, output) "
                     "VALUES (?, ?, ?, ?)",
-                    (batch_id, line, kind, output),
+                    (batch_id, line, result.kind, result.output),
                 ).rowcount
-                added["completed" if kind == "completed" else "failed"] += inserted
+                added["completed" if result.kind == "completed" else "failed"] += inserted
             db.execute(
                 "UPDATE batches SET completed = completed + ?, failed = failed + ? WHERE id = ?",
                 (added["completed"], added["failed"], batch_id),

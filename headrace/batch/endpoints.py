@@ -1,12 +1,19 @@
-"""A batch request's body answered as its endpoint answers it online, at batch priority."""
+"""A batch request's body answered as its endpoint answers it online, at batch priority, and
+the output line of its result."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import secrets
+from collections.abc import Callable
 
+import orjson
+
+from headrace.batch.lines import BatchLine, LineResult, ResultKind
 from headrace.batch.objects import BatchEndpoint
 from headrace.engine.outputs import Priority
-from headrace.errors import InvalidRequestError, ModelNotFoundError
+from headrace.errors import HeadraceError, InternalError, InvalidRequestError, ModelNotFoundError
 from headrace.serving import (
     ChatService,
     CompletionService,
@@ -15,15 +22,52 @@ from headrace.serving import (
     parse_completion_request,
 )
 
-__all__ = ["Endpoints"]
+__all__ = ["Endpoints", "StatusOf"]
+
+logger = logging.getLogger("headrace.batch")
+
+# The HTTP status a request failing with the error gets online (api's mapping, injected).
+StatusOf = Callable[[HeadraceError], int]
 
 
 class Endpoints:
     """The chat and text completion services, for batch requests."""
 
-    def __init__(self, chat: ChatService, completions: CompletionService) -> None:
+    def __init__(
+        self, chat: ChatService, completions: CompletionService, status_of: StatusOf
+    ) -> None:
         self._chat = chat
         self._completions = completions
+        self._status_of = status_of
+
+    async def run(
+        self, endpoint: BatchEndpoint, line: BatchLine, models: frozenset[str] | None = None
+    ) -> LineResult:
+        """Runs one request of a batch: its output line, with the response the same request
+        gets online, an error response included (an unexpected error: a 500, logged)."""
+        kind: ResultKind = "completed"
+        try:
+            body = await self.answer(endpoint, line.body, models)
+            status = 200
+        except HeadraceError as error:
+            kind, body, status = "failed", orjson.dumps(error.to_dict()), self._status_of(error)
+        except Exception:
+            logger.exception("batch request %r failed", line.custom_id)
+            internal = InternalError()
+            kind, body = "failed", orjson.dumps(internal.to_dict())
+            status = self._status_of(internal)
+        output = (
+            b'{"id":"batch_req_%s","custom_id":%s,"response":{"status_code":%d,'
+            b'"request_id":"req_%s","body":%s},"error":null}'
+            % (
+                secrets.token_hex(16).encode(),
+                orjson.dumps(line.custom_id),
+                status,
+                secrets.token_hex(16).encode(),
+                body,
+            )
+        )
+        return LineResult(kind, output.decode())
 
     async def answer(
         self, endpoint: BatchEndpoint, body: bytes, models: frozenset[str] | None = None

@@ -1,4 +1,6 @@
-"""A batch's input file read as OpenAI reads it: JSON lines, each one request to the endpoint.
+"""A batch's lines: its input file read as OpenAI reads it, and the result of each.
+
+The input is JSON lines, each one request to the batch's endpoint.
 
 Each line is an object with a `custom_id` string unique in the file, `method` "POST", `url`
 the batch's endpoint and a `body` object; blank lines are skipped; at most MAX_REQUESTS. What
@@ -9,17 +11,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import orjson
 
 from headrace.batch.objects import BatchError
 
-__all__ = ["MAX_ERRORS", "MAX_REQUESTS", "BatchLine", "read_lines"]
+__all__ = ["MAX_ERRORS", "MAX_REQUESTS", "BatchLine", "LineResult", "ResultKind", "read_lines"]
 
 # Most requests one batch may hold (OpenAI's limit).
 MAX_REQUESTS = 50_000
 # Most errors a failed batch lists.
 MAX_ERRORS = 100
+# completed: a response (output file); failed: an error response; expired: never run in the
+# window (both error file).
+ResultKind = Literal["completed", "failed", "expired"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,14 @@ class BatchLine:
     custom_id: str
     # The request's body, as JSON bytes.
     body: bytes
+
+
+@dataclass(frozen=True)
+class LineResult:
+    # Which file its line goes to.
+    kind: ResultKind
+    # The output line, without its newline: {"id", "custom_id", "response", "error"}.
+    output: str
 
 
 def read_lines(path: Path, endpoint: str) -> tuple[list[BatchLine], list[BatchError]]:

@@ -18,23 +18,19 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Literal
 
 import orjson
 
-from headrace.batch.batches import BatchJob, BatchStore, ResultKind
+from headrace.batch.batches import BatchJob, BatchStore
 from headrace.batch.endpoints import Endpoints
-from headrace.batch.lines import BatchLine, read_lines
+from headrace.batch.lines import BatchLine, LineResult, read_lines
 from headrace.batch.objects import BatchError
-from headrace.errors import HeadraceError, InternalError
 
-__all__ = ["BatchRunner", "StatusOf"]
+__all__ = ["BatchRunner"]
 
 logger = logging.getLogger("headrace.batch")
-
-# The HTTP status a request failing with the error gets online (api's mapping, injected).
-StatusOf = Callable[[HeadraceError], int]
 
 _MISSING_INPUT = BatchError(
     code="missing_input",
@@ -53,14 +49,12 @@ class BatchRunner:
         self,
         batches: BatchStore,
         endpoints: Endpoints,
-        status_of: StatusOf,
         *,
         concurrency: int = 16,
         poll_seconds: float = 5.0,
     ) -> None:
         self._batches = batches
         self._endpoints = endpoints
-        self._status_of = status_of
         # Requests of a batch in flight at once: enough to keep the engine's batch full.
         self._concurrency = concurrency
         # Seconds between looks at the store when nothing wakes it.
@@ -152,32 +146,8 @@ class BatchRunner:
 
     async def _run_line(self, job: BatchJob, line: BatchLine) -> None:
         """Runs one request and keeps its result."""
-        batch = job.batch
-        kind: ResultKind = "completed"
-        try:
-            body = await self._endpoints.answer(batch.endpoint, line.body, job.models)
-            status = 200
-        except HeadraceError as error:
-            kind, body, status = "failed", orjson.dumps(error.to_dict()), self._status_of(error)
-        except Exception:
-            logger.exception("batch %s line %d failed", batch.id, line.line)
-            internal = InternalError()
-            kind, body = "failed", orjson.dumps(internal.to_dict())
-            status = self._status_of(internal)
-        output = (
-            b'{"id":"batch_req_%s","custom_id":%s,"response":{"status_code":%d,'
-            b'"request_id":"req_%s","body":%s},"error":null}'
-            % (
-                secrets.token_hex(16).encode(),
-                orjson.dumps(line.custom_id),
-                status,
-                secrets.token_hex(16).encode(),
-                body,
-            )
-        )
-        await asyncio.to_thread(
-            self._batches.record, batch.id, [(line.line, kind, output.decode())]
-        )
+        result = await self._endpoints.run(job.batch.endpoint, line, job.models)
+        await asyncio.to_thread(self._batches.record, job.batch.id, {line.line: result})
 
     async def _end(self, batch_id: str, lines: Sequence[BatchLine]) -> None:
         """Writes the batch's files and ends it: cancelled, expired, or completed."""
@@ -187,11 +157,11 @@ class BatchRunner:
         final: Literal["completed", "expired", "cancelled"] = "cancelled"
         if job.batch.status != "cancelling":
             if len(done) < len(lines):  # only the window closing leaves lines without one
-                expired: list[tuple[int, ResultKind, str]] = [
-                    (line.line, "expired", _expired(line))
+                expired = {
+                    line.line: LineResult("expired", _expired(line))
                     for line in lines
                     if line.line not in done
-                ]
+                }
                 await asyncio.to_thread(self._batches.record, batch_id, expired)
                 final = "expired"
             elif self._batches.finalize(batch_id) or job.batch.status == "finalizing":

@@ -20,6 +20,7 @@ from headrace.serving.responses import (
 )
 from headrace.serving.sampling import ModelLimits, Sampling
 from headrace.serving.sampling_defaults import SamplingDefaults
+from headrace.serving.services import Served, Services
 from headrace.serving.tokenizer import DetokenizerLike, TokenizerLike
 from headrace.serving.validation import invalid_request_from_validation
 
@@ -40,6 +41,8 @@ __all__ = [
     "PreparedCompletion",
     "Sampling",
     "SamplingDefaults",
+    "Served",
+    "Services",
     "TokenizerLike",
     "Usage",
     "dump",

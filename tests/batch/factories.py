@@ -12,15 +12,8 @@ from headrace.api.errors import status_of
 from headrace.batch import Batch, BatchEndpoint, BatchStore, FileStore, MetadataStore
 from headrace.batch.endpoints import Endpoints
 from headrace.batch.runner import BatchRunner
-from headrace.serving import ChatService, CompletionService, ModelCatalog
-from tests.fakes import (
-    MODEL_NAMES,
-    FakeClock,
-    FakeEngine,
-    FakeTokenizer,
-    chat_body,
-    make_sampling,
-)
+from headrace.serving import Services
+from tests.fakes import FakeClock, FakeEngine, FakeServed, chat_body
 
 
 def make_files(data_dir: Path, clock: FakeClock | None = None) -> FileStore:
@@ -51,15 +44,9 @@ def make_runner(
     batches: BatchStore, engine: FakeEngine | None = None, concurrency: int = 4
 ) -> BatchRunner:
     """A runner of `batches` on the fake engine's chat and completion services."""
-    engine = engine or FakeEngine()
-    tokenizer = FakeTokenizer()
-    sampling = make_sampling(engine, tokenizer)
-    models = ModelCatalog(MODEL_NAMES)
-    endpoints = Endpoints(
-        ChatService(engine, tokenizer, models, sampling),
-        CompletionService(engine, tokenizer, models, sampling),
-    )
-    return BatchRunner(batches, endpoints, status_of, concurrency=concurrency)
+    services = Services.of(FakeServed(engine=engine or FakeEngine()))
+    endpoints = Endpoints(services.chat, services.completions, status_of)
+    return BatchRunner(batches, endpoints, concurrency=concurrency)
 
 
 def request_line(custom_id: str, url: str = "/v1/chat/completions", **body: Any) -> bytes:

@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from headrace.batch import COMPLETION_WINDOW_SECONDS, BatchStore
+from headrace.batch import COMPLETION_WINDOW_SECONDS, BatchStore, LineResult
 from headrace.engine.outputs import Priority
 from headrace.serving import dump, parse_chat_request
 from tests.batch.factories import (
@@ -189,8 +189,10 @@ async def test_a_crashed_batch_resumes_running_only_the_lines_without_a_result(
     batches.start(batch.id, 5)
     for line in (2, 4):
         output = f'{{"id": "batch_req_x{line}", "custom_id": "r{line - 1}", "before": true}}'
-        assert batches.record(batch.id, [(line, "completed", output)]) == 1
-    assert batches.record(batch.id, [(2, "completed", "again")]) == 0  # kept once, counted once
+        assert batches.record(batch.id, {line: LineResult("completed", output)}) == 1
+    assert (
+        batches.record(batch.id, {2: LineResult("completed", "again")}) == 0
+    )  # kept once, counted once
     engine = FakeEngine()
     await make_runner(batches, engine).run_pending()
     done = batches.get(None, batch.id)
@@ -205,7 +207,7 @@ async def test_a_crashed_batch_resumes_running_only_the_lines_without_a_result(
 async def test_a_batch_left_finalizing_is_finished(batches: BatchStore) -> None:
     batch = await make_batch(batches, request_line("a"))
     batches.start(batch.id, 1)
-    batches.record(batch.id, [(1, "completed", '{"custom_id": "a"}')])
+    batches.record(batch.id, {1: LineResult("completed", '{"custom_id": "a"}')})
     batches.finalize(batch.id)
     engine = FakeEngine()
     await make_runner(batches, engine).run_pending()
@@ -267,7 +269,7 @@ async def test_past_its_window_what_has_not_run_expires(
 ) -> None:
     batch = await make_batch(batches, b"".join(request_line(f"r{i}") for i in range(3)))
     batches.start(batch.id, 3)
-    batches.record(batch.id, [(2, "completed", '{"custom_id": "r1"}')])
+    batches.record(batch.id, {2: LineResult("completed", '{"custom_id": "r1"}')})
     clock.advance(COMPLETION_WINDOW_SECONDS)
     engine = FakeEngine()
     await make_runner(batches, engine).run_pending()
