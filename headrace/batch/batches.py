@@ -14,6 +14,7 @@ from __future__ import annotations
 import builtins
 import os
 import secrets
+import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from headrace.batch.objects import (
     BatchError,
     BatchList,
     BatchStatus,
+    FileObject,
 )
 from headrace.batch.store import MetadataStore
 from headrace.errors import InvalidRequestError, NotFoundError, invalid_value
@@ -240,17 +242,31 @@ class BatchStore:
         self,
         batch_id: str,
         status: Literal["completed", "expired", "cancelled"],
-        output_file_id: str | None,
-        error_file_id: str | None,
+        output: FileObject | None,
+        error: FileObject | None,
     ) -> None:
-        """Ends the batch with its files; its input link goes."""
-        self._move(
-            batch_id,
-            _UNFINISHED,
-            status,
-            output_file_id=output_file_id,
-            error_file_id=error_file_id,
-        )
+        """Ends the batch with its output and error files, placed but not yet recorded: their
+        rows and the batch's end are one transaction, so a crash leaves either both (the batch
+        ended) or neither (the batch ends again when resumed, and the bytes placed are strays
+        the next opening removes). Its input link goes."""
+        owner = self.job(batch_id).owner
+        placed = [file for file in (output, error) if file is not None]
+        try:
+            with self.store.transaction() as db:
+                for file in placed:
+                    self.files.insert(db, owner, file)
+                self._move_in(
+                    db,
+                    batch_id,
+                    _UNFINISHED,
+                    status,
+                    output_file_id=None if output is None else output.id,
+                    error_file_id=None if error is None else error.id,
+                )
+        except BaseException:
+            for file in placed:
+                self.files.remove_bytes(file)
+            raise
         self.input_path(batch_id).unlink(missing_ok=True)
 
     def status(self, batch_id: str) -> BatchStatus:
@@ -302,13 +318,24 @@ class BatchStore:
     ) -> bool:
         """Moves the batch from one of `sources` to `status`, stamping its time; whether it
         moved."""
+        with self.store.transaction() as db:
+            return self._move_in(db, batch_id, sources, status, **columns)
+
+    def _move_in(
+        self,
+        db: sqlite3.Connection,
+        batch_id: str,
+        sources: Sequence[BatchStatus],
+        status: BatchStatus,
+        **columns: str | None,
+    ) -> bool:
+        """`_move`, in the caller's transaction."""
         sets = ["status = ?", f"{_TIMES[status]} = ?", *(f"{name} = ?" for name in columns)]
         marks = ", ".join("?" * len(sources))
-        with self.store.transaction() as db:
-            moved: int = db.execute(
-                f"UPDATE batches SET {', '.join(sets)} WHERE id = ? AND status IN ({marks})",
-                (status, int(self.clock()), *columns.values(), batch_id, *sources),
-            ).rowcount
+        moved: int = db.execute(
+            f"UPDATE batches SET {', '.join(sets)} WHERE id = ? AND status IN ({marks})",
+            (status, int(self.clock()), *columns.values(), batch_id, *sources),
+        ).rowcount
         return moved > 0
 
     def _remove_strays(self) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import sqlite3
 import time
 from collections.abc import AsyncIterable, Callable
 from pathlib import Path
@@ -73,10 +74,22 @@ class Upload:
 
     async def commit(self, owner: str | None, filename: str, purpose: FilePurpose) -> FileObject:
         """Syncs the bytes, moves them into place, records the row: the file, durably kept."""
-        return await asyncio.to_thread(self._commit, owner, filename, purpose)
+        file = await self.place(filename, purpose)
+        try:
+            await asyncio.to_thread(self._files.record, owner, file)
+        except BaseException:
+            self._files.remove_bytes(file)
+            raise
+        return file
 
-    def _commit(self, owner: str | None, filename: str, purpose: FilePurpose) -> FileObject:
-        assert self._out is not None, "commit after commit or discard"
+    async def place(self, filename: str, purpose: FilePurpose) -> FileObject:
+        """Syncs the bytes and moves them into place, without a row: the caller records the
+        file (`FileStore.insert`, in a transaction of its own) or removes its bytes. A crash
+        before the row leaves bytes that the store's next opening removes."""
+        return await asyncio.to_thread(self._place, filename, purpose)
+
+    def _place(self, filename: str, purpose: FilePurpose) -> FileObject:
+        assert self._out is not None, "placed after commit or discard"
         out, self._out = self._out, None
         try:
             out.flush()
@@ -95,11 +108,6 @@ class Upload:
             _sync_directory(self._files.directory)
         except BaseException:
             self._path.unlink(missing_ok=True)
-            raise
-        try:
-            self._files.record(owner, file)
-        except BaseException:
-            (self._files.directory / file.id).unlink(missing_ok=True)
             raise
         return file
 
@@ -145,12 +153,16 @@ class FileStore:
         """
         return await self._create(owner, filename, check_purpose(purpose), chunks, limit)
 
-    async def create_output(
-        self, owner: str | None, filename: str, chunks: AsyncIterable[bytes] | BinaryIO
+    async def place_output(
+        self, filename: str, chunks: AsyncIterable[bytes] | BinaryIO
     ) -> FileObject:
-        """A file the server writes for `owner` (a batch's output or errors): purpose
-        batch_output, no limit."""
-        return await self._create(owner, filename, "batch_output", chunks, None)
+        """A file the server writes (a batch's output or errors): purpose batch_output, no
+        limit; its bytes in place without a row, as `Upload.place`."""
+        upload = await self._write(chunks, None)
+        try:
+            return await upload.place(filename, "batch_output")
+        finally:
+            upload.discard()
 
     async def _create(
         self,
@@ -160,6 +172,14 @@ class FileStore:
         chunks: AsyncIterable[bytes] | BinaryIO,
         limit: int | None,
     ) -> FileObject:
+        upload = await self._write(chunks, limit)
+        try:
+            return await upload.commit(owner, filename, purpose)
+        finally:
+            upload.discard()
+
+    async def _write(self, chunks: AsyncIterable[bytes] | BinaryIO, limit: int | None) -> Upload:
+        """An upload holding the bytes of `chunks`; nothing is left if writing fails."""
         upload = self.begin(limit)
         try:
             if isinstance(chunks, AsyncIterable):
@@ -168,17 +188,26 @@ class FileStore:
             else:
                 while chunk := await asyncio.to_thread(chunks.read, _CHUNK):
                     upload.write(chunk)
-            return await upload.commit(owner, filename, purpose)
-        finally:
+        except BaseException:
             upload.discard()
+            raise
+        return upload
 
     def record(self, owner: str | None, file: FileObject) -> None:
         """Records the row of a file whose bytes are in place (Upload.commit's last step)."""
         with self.store.transaction() as db:
-            db.execute(
-                f"INSERT INTO files (owner, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
-                (_owner(owner), file.id, file.bytes, file.created_at, file.filename, file.purpose),
-            )
+            self.insert(db, owner, file)
+
+    def insert(self, db: sqlite3.Connection, owner: str | None, file: FileObject) -> None:
+        """Adds the row of a file whose bytes are in place, in the caller's transaction."""
+        db.execute(
+            f"INSERT INTO files (owner, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+            (_owner(owner), file.id, file.bytes, file.created_at, file.filename, file.purpose),
+        )
+
+    def remove_bytes(self, file: FileObject) -> None:
+        """Removes the bytes of a file placed but never recorded."""
+        (self.directory / file.id).unlink(missing_ok=True)
 
     def get(self, owner: str | None, file_id: str) -> FileObject:
         """The file, or NotFoundError if `owner` has none of that id."""

@@ -26,7 +26,7 @@ import orjson
 from headrace.batch.batches import BatchJob, BatchStore
 from headrace.batch.endpoints import Endpoints
 from headrace.batch.lines import BatchLine, LineResult, read_lines
-from headrace.batch.objects import BatchError
+from headrace.batch.objects import BatchError, FileObject
 
 __all__ = ["BatchRunner"]
 
@@ -167,15 +167,13 @@ class BatchRunner:
             elif self._batches.finalize(batch_id) or job.batch.status == "finalizing":
                 final = "completed"
             # else: cancelled between the two reads
-        output_file_id = await self._write(job.owner, batch_id, "output", completed=True)
-        error_file_id = await self._write(job.owner, batch_id, "error", completed=False)
-        self._batches.finish(batch_id, final, output_file_id, error_file_id)
+        output = await self._place(batch_id, "output", completed=True)
+        error = await self._place(batch_id, "error", completed=False)
+        self._batches.finish(batch_id, final, output, error)
 
-    async def _write(
-        self, owner: str | None, batch_id: str, name: str, *, completed: bool
-    ) -> str | None:
-        """The id of the file of the batch's completed results (or of the others); None if
-        there are none."""
+    async def _place(self, batch_id: str, name: str, *, completed: bool) -> FileObject | None:
+        """The file of the batch's completed results (or of the others), its bytes in place
+        but not recorded (`BatchStore.finish` records it); None if there are none."""
         outputs = self._batches.outputs(batch_id, completed)
         if not outputs:
             return None
@@ -184,8 +182,7 @@ class BatchRunner:
             for output in outputs:
                 yield output.encode() + b"\n"
 
-        file = await self._batches.files.create_output(owner, f"{batch_id}_{name}.jsonl", chunks())
-        return file.id
+        return await self._batches.files.place_output(f"{batch_id}_{name}.jsonl", chunks())
 
     def _cancel_event(self, batch_id: str) -> asyncio.Event:
         return self._cancels.setdefault(batch_id, asyncio.Event())

@@ -73,9 +73,20 @@ async def test_only_batch_files_are_uploaded(files: FileStore, purpose: str) -> 
 
 
 async def test_the_server_writes_batch_output_files(files: FileStore) -> None:
-    file = await files.create_output(OWNER, "batch_1_output.jsonl", chunks(b"x" * 1000))
+    file = await files.place_output("batch_1_output.jsonl", chunks(b"x" * 1000))
     assert (file.purpose, file.bytes) == ("batch_output", 1000)
     validate(file.model_dump(), "OpenAIFile")
+    assert stored(files) == [file.id] and files.list(OWNER).data == []  # placed, not recorded
+    files.record(OWNER, file)
+    assert files.get(OWNER, file.id) == file
+
+
+async def test_output_placed_but_never_recorded_is_removed_at_the_next_opening(
+    files: FileStore,
+) -> None:
+    await files.place_output("batch_1_output.jsonl", chunks(b"lost in a crash"))
+    reopened = FileStore(files.store, files.clock)
+    assert stored(reopened) == [] and reopened.list(OWNER).data == []
 
 
 async def test_a_file_at_the_limit_is_kept_one_byte_more_is_not(files: FileStore) -> None:
@@ -179,7 +190,8 @@ async def make_five(files: FileStore, clock: FakeClock) -> list[str]:
     ids = []
     for n in range(5):
         if n == 2:
-            file = await files.create_output(OWNER, f"{n}.jsonl", chunks(b"out"))
+            file = await files.place_output(f"{n}.jsonl", chunks(b"out"))
+            files.record(OWNER, file)
         else:
             file = await files.create(OWNER, f"{n}.jsonl", "batch", chunks(b"in"), 100)
         ids.append(file.id)

@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from headrace.batch import COMPLETION_WINDOW_SECONDS, BatchStore, LineResult
+from headrace.batch import COMPLETION_WINDOW_SECONDS, BatchStore, FileStore, LineResult
 from headrace.engine.outputs import Priority
 from headrace.serving import dump, parse_chat_request
 from tests.batch.factories import (
@@ -215,6 +215,29 @@ async def test_a_batch_left_finalizing_is_finished(batches: BatchStore) -> None:
     assert done.status == "completed"
     assert engine.prompts == {}
     assert read_file(batches.files, None, done.output_file_id) == [{"custom_id": "a"}]
+
+
+async def test_a_crash_while_ending_leaves_no_file_the_batch_does_not_name(
+    batches: BatchStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch = await make_batch(batches, request_line("a") + request_line("b", model="nope"))
+
+    def crash(*args: object) -> None:
+        raise KeyboardInterrupt  # the process dies between placing the files and ending
+
+    with monkeypatch.context() as patch:
+        patch.setattr(batches, "finish", crash)
+        with pytest.raises(KeyboardInterrupt):
+            await make_runner(batches).run_pending()
+    assert batches.get(None, batch.id).status == "finalizing"
+    # Restarted: the stores opened again on the same database, strays removed.
+    restarted = make_batches(FileStore(batches.store, batches.files.clock))
+    await make_runner(restarted).run_pending()
+    done = restarted.get(None, batch.id)
+    assert done.status == "completed"
+    kept = {file.id for file in restarted.files.list(None).data}
+    assert kept == {batch.input_file_id, done.output_file_id, done.error_file_id}
+    assert sorted(path.name for path in restarted.files.directory.iterdir()) == sorted(kept)
 
 
 async def test_cancel_mid_run_aborts_what_runs_and_keeps_what_finished(
