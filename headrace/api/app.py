@@ -51,8 +51,10 @@ def create_app(
     drain: what shuts the app down gracefully (the server's SIGTERM runs it); None makes one.
     files: the data directory's files, served at /v1/files; None: no Files API.
     max_file_bytes: largest file uploaded to /v1/files (its body is exempt from max_body_bytes).
-    batch_concurrency: requests of a batch in flight at once (the engine's max_num_seqs keeps
-        it full); batches run, with files, on a runner the app's lifespan starts and stops.
+    batch_concurrency: batch requests on the engine at once, of every batch together (the
+        engine's max_num_seqs keeps it full); batches run, with files, on a runner the app's
+        lifespan starts and stops; a key's batch requests spend its tokens per minute in a
+        bucket apart from its interactive requests', waiting for them rather than failing.
     """
     access = access or Access()
     drain = drain or Drain(served.engine)
@@ -64,7 +66,13 @@ def create_app(
         batches = BatchStore(files.store, files, clock=files.clock)
         runner = BatchRunner(
             batches,
-            Endpoints(chat, completions, status_of),
+            Endpoints(
+                chat,
+                completions,
+                status_of,
+                concurrency=batch_concurrency,
+                meter=access.spend_batch_tokens,
+            ),
             concurrency=batch_concurrency,
         )
     app = FastAPI(title="headrace", lifespan=_lifespan(served.engine, runner))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from collections.abc import Sequence
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 
 from headrace.auth.limiter import Clock, Limits, LimitStatus, RateLimiter
 from headrace.auth.store import KeyStore
-from headrace.errors import AuthenticationError, ModelNotFoundError
+from headrace.errors import AuthenticationError, ModelNotFoundError, RateLimitError
 
 __all__ = ["UNLIMITED", "Access", "Grant"]
 
@@ -89,6 +90,23 @@ class Access:
         """Counts `tokens`; raises RateLimitError when the key has asked for too many."""
         if grant.key_id is not None:
             self._limiter.take(grant.key_id, grant.limits, "tokens", tokens)
+
+    async def spend_batch_tokens(self, key_id: str | None, tokens: int) -> None:
+        """Waits until the key of `key_id` (None: nobody's, never counted) may spend `tokens`
+        on a batch request, and counts them against its tokens per minute, in a bucket apart
+        from its interactive requests'; raises RateLimitError if they are more than its whole
+        limit (waiting would not help)."""
+        key = None if key_id is None or self._store is None else self._store.get(key_id)
+        if key is None:
+            return
+        while True:
+            try:
+                self._limiter.take(key.id, key.limits, "batch_tokens", tokens)
+                return
+            except RateLimitError as error:
+                if error.retry_after is None:
+                    raise
+                await asyncio.sleep(error.retry_after)
 
     def limit_status(self, grant: Grant) -> list[LimitStatus]:
         """Where the key's limits stand; empty for a key without limits."""

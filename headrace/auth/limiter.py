@@ -1,4 +1,8 @@
-"""Requests and tokens per minute, per key: token buckets on a clock the caller may replace."""
+"""Requests and tokens per minute, per key: token buckets on a clock the caller may replace.
+
+A key's batch requests spend its tokens per minute from a bucket of their own, so that its
+batches never use up what its interactive requests may spend, nor the other way round.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +19,12 @@ __all__ = ["Clock", "LimitName", "LimitStatus", "Limits", "RateLimiter"]
 # Seconds from some fixed point; time.monotonic by default.
 Clock = Callable[[], float]
 # What a limit counts, and the `type` of the error when it is reached.
-LimitName = Literal["requests", "tokens"]
+LimitName = Literal["requests", "tokens", "batch_tokens"]
 
 # A bucket refills its whole capacity in this many seconds.
 _PERIOD = 60.0
-_NAMES: tuple[LimitName, ...] = ("requests", "tokens")
+# The limits reported to interactive clients (the x-ratelimit-* headers).
+_REPORTED: tuple[LimitName, ...] = ("requests", "tokens")
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,7 @@ class Limits:
                 raise ValueError(f"{name} per minute must be positive, not {limit}")
 
     def of(self, name: LimitName) -> int | None:
+        """The limit per minute of `name`; batch tokens have the tokens' limit."""
         return self.requests if name == "requests" else self.tokens
 
 
@@ -95,7 +101,7 @@ class RateLimiter:
     def status(self, key_id: str, limits: Limits) -> list[LimitStatus]:
         """Where each of the key's limits stands now."""
         statuses = []
-        for name in _NAMES:
+        for name in _REPORTED:
             limit = limits.of(name)
             if limit is not None:
                 bucket = self._bucket(key_id, name, limit)
@@ -133,4 +139,6 @@ def _too_large(key_id: str, name: LimitName, limit: int, amount: int) -> RateLim
 
 
 def _per_minute(name: LimitName) -> str:
-    return "requests per min (RPM)" if name == "requests" else "tokens per min (TPM)"
+    if name == "requests":
+        return "requests per min (RPM)"
+    return "tokens per min (TPM)" if name == "tokens" else "batch tokens per min (TPM)"

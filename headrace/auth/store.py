@@ -117,6 +117,12 @@ class KeyStore:
             raise ValueError(f"no key has the id {key_id!r}; `headrace keys list` shows them")
         return _key(row)
 
+    def get(self, key_id: str) -> ApiKey | None:
+        """The record of the key of id `key_id`, revoked or expired ones too; None if none."""
+        row = self._db.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE id = ?", (key_id,))
+        found = row.fetchone()
+        return None if found is None else _key(found)
+
     def find(self, secret: str) -> ApiKey | None:
         """The record of `secret`, revoked or expired ones too, or None if it was never issued."""
         wanted = digest(secret)

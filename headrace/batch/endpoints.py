@@ -1,12 +1,18 @@
 """A batch request's body answered as its endpoint answers it online, at batch priority, and
-the output line of its result."""
+the output line of its result.
+
+A request is prepared (parsed, checked, its prompt rendered), then waits for its owner's batch
+tokens and for one of the engine slots shared by every batch, then runs: a batch its owner's
+limits hold back waits without taking a slot from the others.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import orjson
 
@@ -22,32 +28,50 @@ from headrace.serving import (
     parse_completion_request,
 )
 
-__all__ = ["Endpoints", "StatusOf"]
+__all__ = ["Endpoints", "StatusOf", "TokenMeter"]
 
 logger = logging.getLogger("headrace.batch")
 
 # The HTTP status a request failing with the error gets online (api's mapping, injected).
 StatusOf = Callable[[HeadraceError], int]
+# Waits until an owner (an API key's id; None: the shared owner) may spend the tokens on a batch
+# request, and counts them; raises the HeadraceError the request fails with if it never may.
+TokenMeter = Callable[[str | None, int], Awaitable[None]]
 
 
 class Endpoints:
     """The chat and text completion services, for batch requests."""
 
     def __init__(
-        self, chat: ChatService, completions: CompletionService, status_of: StatusOf
+        self,
+        chat: ChatService,
+        completions: CompletionService,
+        status_of: StatusOf,
+        *,
+        concurrency: int,
+        meter: TokenMeter | None = None,
     ) -> None:
+        """concurrency: batch requests on the engine at once, of every batch together;
+        meter: what counts an owner's batch tokens (None: nothing is counted)."""
         self._chat = chat
         self._completions = completions
         self._status_of = status_of
+        self._meter = meter
+        self._slots = asyncio.Semaphore(concurrency)
 
     async def run(
-        self, endpoint: BatchEndpoint, line: BatchLine, models: frozenset[str] | None = None
+        self,
+        endpoint: BatchEndpoint,
+        line: BatchLine,
+        *,
+        owner: str | None = None,
+        models: frozenset[str] | None = None,
     ) -> LineResult:
-        """Runs one request of a batch: its output line, with the response the same request
-        gets online, an error response included (an unexpected error: a 500, logged)."""
+        """Runs one request of `owner`'s batch: its output line, with the response the same
+        request gets online, an error response included (an unexpected error: a 500, logged)."""
         kind: ResultKind = "completed"
         try:
-            body = await self.answer(endpoint, line.body, models)
+            body = await self.answer(endpoint, line.body, owner=owner, models=models)
             status = 200
         except HeadraceError as error:
             kind, body, status = "failed", orjson.dumps(error.to_dict()), self._status_of(error)
@@ -70,20 +94,36 @@ class Endpoints:
         return LineResult(kind, output.decode())
 
     async def answer(
-        self, endpoint: BatchEndpoint, body: bytes, models: frozenset[str] | None = None
+        self,
+        endpoint: BatchEndpoint,
+        body: bytes,
+        *,
+        owner: str | None = None,
+        models: frozenset[str] | None = None,
     ) -> bytes:
         """The JSON bytes the same request gets online; raises the HeadraceError it would get
         (a model outside `models`, when given: ModelNotFoundError, as for its owner's key
-        online; a streaming request: InvalidRequestError, as a batch has no stream)."""
+        online; a streaming request: InvalidRequestError, as a batch has no stream; more
+        tokens than its owner's whole limit: RateLimitError)."""
         if endpoint == "/v1/chat/completions":
             chat = parse_chat_request(body)
             _check(chat.model, chat.stream, models)
             prepared = await asyncio.to_thread(self._chat.prepare, chat, Priority.BATCH)
-            return dump(await self._chat.complete(prepared))
+            async with self._admitted(owner, prepared.most_tokens):
+                return dump(await self._chat.complete(prepared))
         completion = parse_completion_request(body)
         _check(completion.model, completion.stream, models)
         ready = await asyncio.to_thread(self._completions.prepare, completion, Priority.BATCH)
-        return dump(await self._completions.complete(ready))
+        async with self._admitted(owner, ready.most_tokens):
+            return dump(await self._completions.complete(ready))
+
+    @asynccontextmanager
+    async def _admitted(self, owner: str | None, tokens: int) -> AsyncIterator[None]:
+        """Holds an engine slot for a request of `owner`, once its tokens are counted."""
+        if self._meter is not None:
+            await self._meter(owner, tokens)
+        async with self._slots:
+            yield
 
 
 def _check(model: str, stream: bool | None, models: frozenset[str] | None) -> None:

@@ -1,8 +1,9 @@
-"""The batch runner: takes each unfinished batch, oldest first, to its end.
+"""The batch runner: takes every unfinished batch to its end, each in a task of its own.
 
 validating (the input file read and checked; a bad one: failed) -> in_progress (each request
-without a result runs through serving at batch priority, up to `concurrency` at once, and its
-result row is kept as soon as it finishes) -> finalizing (the output and error files written
+without a result runs through serving at batch priority, up to `concurrency` of a batch at
+once, sharing the engine slots of `Endpoints` with the other batches, and its result row is
+kept as soon as it finishes) -> finalizing (the output and error files written
 from the rows, in input order) -> completed. A batch asked to cancel stops: its requests in
 flight are aborted (their tasks cancelled, which closes their engine generators) and it ends
 cancelled with the files of what finished. Past its window, no request starts: those without
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 from collections.abc import AsyncIterator, Sequence
@@ -74,21 +76,39 @@ class BatchRunner:
         self._wake.set()
 
     async def run(self) -> None:
-        """Runs batches until cancelled; an unexpected error is logged, and retried later."""
-        while True:
-            self._wake.clear()
-            try:
-                await self.run_pending()
-            except Exception:
-                logger.exception("the batch runner failed; retrying")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
+        """Runs every unfinished batch, each in a task of its own, until cancelled; a batch
+        whose run fails unexpectedly is logged, and taken again at the next look."""
+        tasks: dict[str, asyncio.Task[None]] = {}
+        try:
+            while True:
+                self._wake.clear()
+                try:
+                    jobs = await asyncio.to_thread(self._batches.unfinished)
+                except Exception:
+                    logger.exception("the batch runner could not read the store; retrying")
+                    jobs = []
+                for job in jobs:
+                    if job.batch.id not in tasks:
+                        task = asyncio.create_task(self._process_logged(job.batch.id))
+                        tasks[job.batch.id] = task
+                        task.add_done_callback(functools.partial(_forget, tasks, job.batch.id))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
+        finally:
+            for task in tasks.values():
+                task.cancel()
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
 
     async def run_pending(self) -> None:
-        """Takes every unfinished batch, oldest first, to its end."""
+        """Takes every unfinished batch to its end, all at once."""
         while jobs := self._batches.unfinished():
-            for job in jobs:
-                await self.process(job.batch.id)
+            await asyncio.gather(*(self.process(job.batch.id) for job in jobs))
+
+    async def _process_logged(self, batch_id: str) -> None:
+        try:
+            await self.process(batch_id)
+        except Exception:
+            logger.exception("batch %s failed to run; it is taken again later", batch_id)
 
     async def process(self, batch_id: str) -> None:
         """Takes one batch from where it stands to its end."""
@@ -146,7 +166,9 @@ class BatchRunner:
 
     async def _run_line(self, job: BatchJob, line: BatchLine) -> None:
         """Runs one request and keeps its result."""
-        result = await self._endpoints.run(job.batch.endpoint, line, job.models)
+        result = await self._endpoints.run(
+            job.batch.endpoint, line, owner=job.owner, models=job.models
+        )
         await asyncio.to_thread(self._batches.record, job.batch.id, {line.line: result})
 
     async def _end(self, batch_id: str, lines: Sequence[BatchLine]) -> None:
@@ -186,6 +208,10 @@ class BatchRunner:
 
     def _cancel_event(self, batch_id: str) -> asyncio.Event:
         return self._cancels.setdefault(batch_id, asyncio.Event())
+
+
+def _forget(tasks: dict[str, asyncio.Task[None]], batch_id: str, _: object) -> None:
+    del tasks[batch_id]
 
 
 def _expired(line: BatchLine) -> str:

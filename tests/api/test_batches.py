@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 
-from headrace.auth import Access, KeyStore
+from headrace.auth import Access, KeyStore, Limits
 from headrace.batch import FileStore
 from tests.batch.factories import request_line
 from tests.fakes import MODEL_NAMES, FakeEngine, make_app, make_client
@@ -197,6 +197,30 @@ async def test_a_keys_batch_may_name_only_the_keys_models(files: FileStore, tmp_
         assert line["custom_id"] == "other"
         assert line["response"]["status_code"] == 404
         assert line["response"]["body"]["error"]["code"] == "model_not_found"
+
+
+async def test_a_keys_batch_tokens_leave_its_interactive_tokens_alone(
+    files: FileStore, tmp_path: Path
+) -> None:
+    store = KeyStore(tmp_path / "keys.sqlite3")
+    app = make_app(FakeEngine(), access=Access((), store), files=files)
+    key = {"Authorization": f"Bearer {store.create(limits=Limits(tokens=100)).secret}"}
+    async with app.router.lifespan_context(app), make_client(app) as client:
+        lines = request_line("small", max_tokens=5) + request_line("large", max_tokens=200)
+        file_id = await upload(client, lines, headers=key)
+        batch_id = batch_of(await create(client, file_id, headers=key))["id"]
+        for _ in range(500):
+            response = await client.get(f"/v1/batches/{batch_id}", headers=key)
+            if batch_of(response)["status"] == "completed":
+                break
+            await asyncio.sleep(0.01)
+        assert response.headers["x-ratelimit-remaining-tokens"] == "100"
+        batch = batch_of(response)
+        assert batch["request_counts"] == {"total": 2, "completed": 1, "failed": 1}
+        errors = await client.get(f"/v1/files/{batch['error_file_id']}/content", headers=key)
+        [line] = [orjson.loads(text) for text in errors.content.splitlines()]
+        assert line["custom_id"] == "large" and line["response"]["status_code"] == 429
+        assert "batch tokens per min" in line["response"]["body"]["error"]["message"]
 
 
 async def test_health_counts_the_batches_by_status(client: httpx.AsyncClient) -> None:

@@ -88,3 +88,30 @@ def test_requests_and_tokens_are_counted_per_key(tmp_path: Path) -> None:
         access.take_tokens(first, 30)
     access.take_tokens(second, 100)
     assert [status.remaining for status in access.limit_status(first)] == [1, 20]
+
+
+async def test_batch_tokens_wait_in_a_bucket_apart_from_interactive_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock()
+    store = KeyStore(tmp_path / "keys.sqlite3")
+    access = Access(store=store, limiter=RateLimiter(clock))
+    key = store.create(limits=Limits(requests=2, tokens=100))
+    grant = access.authenticate(key.secret)
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock.advance(seconds)
+
+    monkeypatch.setattr("headrace.auth.access.asyncio.sleep", sleep)
+    access.take_tokens(grant, 80)
+    await access.spend_batch_tokens(grant.key_id, 100)  # its own bucket: still full
+    assert slept == []
+    await access.spend_batch_tokens(grant.key_id, 60)  # waits for 60 of 100 per minute
+    assert sum(slept) == pytest.approx(36.0)
+    assert [status.remaining for status in access.limit_status(grant)] == [2, 20 + 60]
+    with pytest.raises(RateLimitError, match="batch tokens per min") as error:
+        await access.spend_batch_tokens(grant.key_id, 101)  # more than the whole limit
+    assert error.value.should_retry is False
+    await access.spend_batch_tokens(None, 10**9)  # the shared owner is never counted

@@ -10,7 +10,7 @@ import orjson
 
 from headrace.api.errors import status_of
 from headrace.batch import Batch, BatchEndpoint, BatchStore, FileStore, MetadataStore
-from headrace.batch.endpoints import Endpoints
+from headrace.batch.endpoints import Endpoints, TokenMeter
 from headrace.batch.runner import BatchRunner
 from headrace.serving import Services
 from tests.fakes import FakeClock, FakeEngine, FakeServed, chat_body
@@ -40,13 +40,22 @@ def make_batches(files: FileStore) -> BatchStore:
     return BatchStore(files.store, files, clock=files.clock)
 
 
+def make_endpoints(
+    engine: FakeEngine | None = None, concurrency: int = 4, meter: TokenMeter | None = None
+) -> Endpoints:
+    """The fake engine's chat and completion services, for batch requests: `concurrency` on
+    the engine at once, batch tokens counted by `meter`."""
+    services = Services.of(FakeServed(engine=engine or FakeEngine()))
+    return Endpoints(
+        services.chat, services.completions, status_of, concurrency=concurrency, meter=meter
+    )
+
+
 def make_runner(
     batches: BatchStore, engine: FakeEngine | None = None, concurrency: int = 4
 ) -> BatchRunner:
     """A runner of `batches` on the fake engine's chat and completion services."""
-    services = Services.of(FakeServed(engine=engine or FakeEngine()))
-    endpoints = Endpoints(services.chat, services.completions, status_of)
-    return BatchRunner(batches, endpoints, concurrency=concurrency)
+    return BatchRunner(batches, make_endpoints(engine, concurrency), concurrency=concurrency)
 
 
 def request_line(custom_id: str, url: str = "/v1/chat/completions", **body: Any) -> bytes:

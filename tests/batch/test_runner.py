@@ -4,18 +4,21 @@ alone, resuming after a crash, cancel, expiry."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 
 from headrace.batch import COMPLETION_WINDOW_SECONDS, BatchStore, FileStore, LineResult
+from headrace.batch.runner import BatchRunner
 from headrace.engine.outputs import Priority
+from headrace.errors import RateLimitError
 from headrace.serving import dump, parse_chat_request
 from tests.batch.factories import (
     make_batch,
     make_batches,
+    make_endpoints,
     make_files,
     make_runner,
     read_file,
@@ -23,6 +26,10 @@ from tests.batch.factories import (
 )
 from tests.fakes import REPLY, FakeClock, FakeEngine, make_chat_service
 from tests.schema import validate
+
+
+class Crash(Exception):
+    """The process dying."""
 
 
 @pytest.fixture
@@ -223,11 +230,11 @@ async def test_a_crash_while_ending_leaves_no_file_the_batch_does_not_name(
     batch = await make_batch(batches, request_line("a") + request_line("b", model="nope"))
 
     def crash(*args: object) -> None:
-        raise KeyboardInterrupt  # the process dies between placing the files and ending
+        raise Crash  # the process dies between placing the files and ending
 
     with monkeypatch.context() as patch:
         patch.setattr(batches, "finish", crash)
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(Crash):
             await make_runner(batches).run_pending()
     assert batches.get(None, batch.id).status == "finalizing"
     # Restarted: the stores opened again on the same database, strays removed.
@@ -359,3 +366,53 @@ async def test_a_batch_whose_input_is_gone_fails_rather_than_blocking_the_rest(
     assert failed.status == "failed"
     assert failed.errors is not None and failed.errors.data[0].code == "missing_input"
     assert batches.get(None, after.id).status == "completed"
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("not in 5 s")
+
+
+async def test_a_batch_held_back_by_its_owners_limit_holds_back_no_other(
+    batches: BatchStore,
+) -> None:
+    held = await make_batch(batches, request_line("a") + request_line("b"), owner="key-slow")
+    later = await make_batch(batches, request_line("c"), owner="key-fast")
+    metered: list[tuple[str | None, int]] = []
+    never = asyncio.Event()
+
+    async def meter(owner: str | None, tokens: int) -> None:
+        metered.append((owner, tokens))
+        if owner == "key-slow":
+            await never.wait()  # its tokens per minute are spent
+
+    endpoints = make_endpoints(concurrency=1, meter=meter)
+    task = asyncio.create_task(BatchRunner(batches, endpoints, concurrency=2).run())
+    try:
+        await until(lambda: batches.get("key-fast", later.id).status == "completed")
+        assert batches.get("key-slow", held.id).request_counts.completed == 0
+        assert ("key-fast", metered[-1][1]) == metered[-1] and metered[-1][1] > 0
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_request_larger_than_its_owners_whole_limit_fails_alone_with_429(
+    batches: BatchStore,
+) -> None:
+    async def meter(owner: str | None, tokens: int) -> None:
+        if tokens > 60:
+            raise RateLimitError("Request too large", limit="batch_tokens", should_retry=False)
+
+    content = request_line("small", max_tokens=5) + request_line("large", max_tokens=64)
+    batch = await make_batch(batches, content, owner="key")
+    endpoints = make_endpoints(meter=meter)
+    await BatchRunner(batches, endpoints).run_pending()
+    done = batches.get("key", batch.id)
+    assert done.request_counts.model_dump() == {"total": 2, "completed": 1, "failed": 1}
+    (error,) = read_file(batches.files, "key", done.error_file_id)
+    assert error["custom_id"] == "large" and error["response"]["status_code"] == 429
+    assert error["response"]["body"]["error"]["type"] == "batch_tokens"

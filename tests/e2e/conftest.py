@@ -38,6 +38,8 @@ class Server:
     key_store: Path
     # Where the server's output goes.
     log: Path
+    # Its process id.
+    pid: int
 
     @property
     def base_url(self) -> str:
@@ -75,9 +77,9 @@ def _free_port() -> int:
 
 
 @contextmanager
-def running_server(log_dir: Path, *flags: str) -> Iterator[Server]:
-    """`headrace serve` on the default model with the guide's names, the key, a data directory
-    of its own (log_dir/data) and `flags`."""
+def running_server(log_dir: Path, *flags: str, data_dir: Path | None = None) -> Iterator[Server]:
+    """`headrace serve` on the default model with the guide's names, the key, `data_dir` (by
+    default one of its own, log_dir/data) and `flags`."""
     port = _free_port()
     log = log_dir / "server.log"
     key_store = log_dir / "keys.sqlite3"
@@ -86,11 +88,17 @@ def running_server(log_dir: Path, *flags: str) -> Iterator[Server]:
         sys.executable, "-m", "headrace", "serve", "--port", str(port),
         "--served-model-name", *MODEL_NAMES, "--max-model-len", str(MAX_MODEL_LEN),
         "--api-key", API_KEY, "--key-store", str(key_store),
-        "--data-dir", str(log_dir / "data"), *flags,
+        "--data-dir", str(data_dir or log_dir / "data"), *flags,
     ]  # fmt: skip
     with log.open("w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    server = Server(url=f"http://127.0.0.1:{port}", api_key=API_KEY, key_store=key_store, log=log)
+    server = Server(
+        url=f"http://127.0.0.1:{port}",
+        api_key=API_KEY,
+        key_store=key_store,
+        log=log,
+        pid=process.pid,
+    )
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
