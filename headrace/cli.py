@@ -1,5 +1,8 @@
 """`headrace serve`: configuration from flags and environment, then the app under uvicorn.
 
+`headrace batch INPUT.jsonl -o OUTPUT.jsonl`: a batch input file run offline on the same engine,
+with a progress bar.
+
 `headrace keys create|list|revoke`: the API keys in the key store. These import neither torch nor
 the server: what `serve` alone needs is imported when it runs.
 """
@@ -7,6 +10,7 @@ the server: what `serve` alone needs is imported when it runs.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import math
 import os
@@ -27,6 +31,7 @@ from headrace.config import (
 )
 
 if TYPE_CHECKING:  # headrace.text loads torch: `keys` must not
+    from headrace.batch.offline import OfflineInput, OfflineSummary
     from headrace.text import ToolCallFormat
 
 __all__ = ["main"]
@@ -40,11 +45,9 @@ _DEFAULT_STORE = "$XDG_DATA_HOME/headrace/keys.sqlite3 (~/.local/share/headrace/
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="headrace", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="serve a model over the OpenAI API")
-    serve.add_argument(
-        "--model",
-        help="local Hugging Face directory, local .gguf file or hub id "
-        "(default: SmolLM2-135M-Instruct, fetched once and cached)",
+    model_flags = _model_flags()
+    serve = commands.add_parser(
+        "serve", parents=[model_flags], help="serve a model over the OpenAI API"
     )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
@@ -59,65 +62,6 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="SQLite file of keys from `headrace keys create`; needed when named (default: "
         f"$HEADRACE_KEY_STORE, else {_DEFAULT_STORE}, used if it exists)",
-    )
-    serve.add_argument(
-        "--served-model-name", nargs="+", default=[], help="names clients may use for the model"
-    )
-    serve.add_argument("--max-model-len", type=int, help="prompt + completion token cap")
-    serve.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
-    serve.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    serve.add_argument(
-        "--quantization",
-        default="auto",
-        choices=["auto", "none", "int8"],
-        help="auto: a GGUF file's quantized weights run as stored (CPU); none: every weight "
-        "dequantized to --dtype; int8: float projections quantized to int8 blocks at load (CPU)",
-    )
-    serve.add_argument(
-        "--generation-config",
-        default="auto",
-        metavar="auto|none|PATH",
-        help="sampling defaults for parameters a request leaves out; auto: the model's "
-        "generation_config.json (the default model: its card's recommended settings); none: "
-        "none; PATH: a generation_config.json or the directory holding one",
-    )
-    serve.add_argument(
-        "--max-num-seqs",
-        type=int,
-        default=default_max_num_seqs(),
-        help="sequences decoded together (default: 32 per core, at most 256)",
-    )
-    serve.add_argument(
-        "--max-num-batched-tokens",
-        type=int,
-        default=default_max_num_batched_tokens(),
-        help="tokens (decodes + prefill chunks) per engine step (default: 1024 per core, at "
-        "most 8192)",
-    )
-    serve.add_argument(
-        "--kv-cache-memory",
-        type=_gib,
-        metavar="GIB",
-        help="KV cache size in GiB (default: every sequence's whole context, up to 2)",
-    )
-    serve.add_argument("--block-size", type=int, default=EngineConfig.block_size)
-    serve.add_argument(
-        "--no-prefix-caching",
-        dest="prefix_caching",
-        action="store_false",
-        help="compute every prompt in full, even where an earlier one started the same way",
-    )
-    serve.add_argument(
-        "--enforce-eager",
-        action="store_true",
-        help="run the model eagerly: start in seconds, not compiling the CPU decode step first",
-    )
-    serve.add_argument(
-        "--tool-call-parser",
-        type=_tool_call_format,
-        metavar="FORMAT",
-        help="how the model writes tool calls: hermes, llama3_json, mistral or generic "
-        "(default: told from its chat template)",
     )
     serve.add_argument(
         "--max-waiting",
@@ -153,9 +97,102 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="on SIGTERM, how long running requests may finish before they are ended",
     )
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    batch = commands.add_parser(
+        "batch",
+        parents=[model_flags],
+        help="run a batch input file offline, on the same engine",
+        description="Run an OpenAI Batch API input file in this process, up to --max-num-seqs "
+        "requests at once, and write every result to OUTPUT in input order.",
+    )
+    batch.add_argument(
+        "input",
+        type=Path,
+        metavar="INPUT.jsonl",
+        help="one request a line ({custom_id, method: POST, url, body}), every url the first "
+        "line's: /v1/chat/completions or /v1/completions",
+    )
+    batch.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        metavar="OUTPUT.jsonl",
+        help="the result of each request, failed ones too, a line each in input order; "
+        "replaced only once every request has its line",
+    )
     _add_keys_parser(commands)
     return parser
+
+
+def _model_flags() -> argparse.ArgumentParser:
+    """The flags of the model, the engine and the log, shared by `serve` and `batch`."""
+    flags = argparse.ArgumentParser(add_help=False)
+    flags.add_argument(
+        "--model",
+        help="local Hugging Face directory, local .gguf file or hub id "
+        "(default: SmolLM2-135M-Instruct, fetched once and cached)",
+    )
+    flags.add_argument(
+        "--served-model-name", nargs="+", default=[], help="names clients may use for the model"
+    )
+    flags.add_argument("--max-model-len", type=int, help="prompt + completion token cap")
+    flags.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+    flags.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    flags.add_argument(
+        "--quantization",
+        default="auto",
+        choices=["auto", "none", "int8"],
+        help="auto: a GGUF file's quantized weights run as stored (CPU); none: every weight "
+        "dequantized to --dtype; int8: float projections quantized to int8 blocks at load (CPU)",
+    )
+    flags.add_argument(
+        "--generation-config",
+        default="auto",
+        metavar="auto|none|PATH",
+        help="sampling defaults for parameters a request leaves out; auto: the model's "
+        "generation_config.json (the default model: its card's recommended settings); none: "
+        "none; PATH: a generation_config.json or the directory holding one",
+    )
+    flags.add_argument(
+        "--max-num-seqs",
+        type=int,
+        default=default_max_num_seqs(),
+        help="sequences decoded together (default: 32 per core, at most 256)",
+    )
+    flags.add_argument(
+        "--max-num-batched-tokens",
+        type=int,
+        default=default_max_num_batched_tokens(),
+        help="tokens (decodes + prefill chunks) per engine step (default: 1024 per core, at "
+        "most 8192)",
+    )
+    flags.add_argument(
+        "--kv-cache-memory",
+        type=_gib,
+        metavar="GIB",
+        help="KV cache size in GiB (default: every sequence's whole context, up to 2)",
+    )
+    flags.add_argument("--block-size", type=int, default=EngineConfig.block_size)
+    flags.add_argument(
+        "--no-prefix-caching",
+        dest="prefix_caching",
+        action="store_false",
+        help="compute every prompt in full, even where an earlier one started the same way",
+    )
+    flags.add_argument(
+        "--enforce-eager",
+        action="store_true",
+        help="run the model eagerly: start in seconds, not compiling the CPU decode step first",
+    )
+    flags.add_argument(
+        "--tool-call-parser",
+        type=_tool_call_format,
+        metavar="FORMAT",
+        help="how the model writes tool calls: hermes, llama3_json, mistral or generic "
+        "(default: told from its chat template)",
+    )
+    flags.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    return flags
 
 
 def _add_keys_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -232,14 +269,9 @@ def _api_keys(flags: Sequence[str]) -> tuple[str, ...]:
     return tuple(flags) + tuple(key.strip() for key in from_env.split(",") if key.strip())
 
 
-def _serve(args: argparse.Namespace) -> None:
-    from headrace.api.app import create_app
-    from headrace.api.drain import Drain
-    from headrace.api.server import serve
-    from headrace.batch import FileStore, MetadataStore
-    from headrace.serving.runtime import load_runtime
-
-    model_config = ModelConfig(
+def _model_config(args: argparse.Namespace) -> ModelConfig:
+    """The model flags' configuration."""
+    return ModelConfig(
         model=args.model,
         served_model_names=tuple(args.served_model_name),
         dtype=args.dtype,
@@ -248,7 +280,11 @@ def _serve(args: argparse.Namespace) -> None:
         quantization=args.quantization,
         generation_config=args.generation_config,
     )
-    engine_config = EngineConfig(
+
+
+def _engine_config(args: argparse.Namespace) -> EngineConfig:
+    """The engine flags' configuration."""
+    return EngineConfig(
         max_num_seqs=args.max_num_seqs,
         max_num_batched_tokens=args.max_num_batched_tokens,
         block_size=args.block_size,
@@ -256,6 +292,16 @@ def _serve(args: argparse.Namespace) -> None:
         enable_prefix_caching=args.prefix_caching,
         enforce_eager=args.enforce_eager,
     )
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from headrace.api.app import create_app
+    from headrace.api.drain import Drain
+    from headrace.api.server import serve
+    from headrace.batch import FileStore, MetadataStore
+    from headrace.serving.runtime import load_runtime
+
+    model_config, engine_config = _model_config(args), _engine_config(args)
     server_config = ServerConfig(
         host=args.host,
         port=args.port,
@@ -297,6 +343,73 @@ def _serve(args: argparse.Namespace) -> None:
         log_level=args.log_level,
         drain_timeout=server_config.drain_timeout,
     )
+
+
+def _batch(args: argparse.Namespace) -> None:
+    """Checks the input file, then loads the model and runs every request of it to the output
+    file; a bad file is each of its errors on stderr and exit status 1, before any loading."""
+    from headrace.batch.offline import read_input
+
+    model_config, engine_config = _model_config(args), _engine_config(args)
+    source, output = args.input.expanduser(), args.output.expanduser()
+    if not source.is_file():
+        raise ValueError(f"there is no batch input file at {source}")
+    if output.is_dir() or not output.parent.is_dir():
+        raise ValueError(f"cannot write the output to {output}: not a file in a directory")
+    try:
+        batch = read_input(source)
+    except OSError as error:
+        raise ValueError(f"cannot read {source}: {error.strerror}") from None
+    if batch.errors:
+        for problem in batch.errors:
+            where = f"{source}:{problem.line}" if problem.line is not None else f"{source}"
+            print(f"{where}: {problem.code}: {problem.message}", file=sys.stderr)
+        print(f"headrace: error: {source} is not a valid batch input file", file=sys.stderr)
+        raise SystemExit(1)
+    logger.info("%d requests to %s from %s", len(batch.lines), batch.endpoint, source)
+    try:
+        summary = _run_batch(args, model_config, engine_config, batch, output)
+    except KeyboardInterrupt:
+        print(f"headrace: interrupted; {output} left as it was", file=sys.stderr)
+        raise SystemExit(130) from None
+    print(f"headrace: {summary.describe()}; results in {output}", file=sys.stderr)
+
+
+def _run_batch(
+    args: argparse.Namespace,
+    model_config: ModelConfig,
+    engine_config: EngineConfig,
+    batch: OfflineInput,
+    output: Path,
+) -> OfflineSummary:
+    """Loads the model and runs `batch` on its engine, with a progress bar."""
+    from headrace.api.errors import status_of
+    from headrace.batch.endpoints import Endpoints
+    from headrace.batch.offline import run_offline
+    from headrace.batch.progress import ProgressBar
+    from headrace.serving import Services
+    from headrace.serving.runtime import load_runtime
+
+    runtime = load_runtime(model_config, engine_config)
+    services = Services.of(runtime, tool_call_format=args.tool_call_parser)
+    concurrency = engine_config.max_num_seqs
+    endpoints = Endpoints(services.chat, services.completions, status_of, concurrency=concurrency)
+
+    async def run(progress: ProgressBar) -> OfflineSummary:
+        runtime.engine.start()  # on this loop: it delivers tokens to it
+        try:
+            return await run_offline(
+                endpoints,
+                batch,
+                output,
+                concurrency=concurrency,
+                on_done=progress.update,
+            )
+        finally:
+            runtime.engine.shutdown()
+
+    with ProgressBar(len(batch.lines)) as progress:
+        return asyncio.run(run(progress))
 
 
 def _serving_key_store(flag: str | None) -> Path | None:
@@ -389,12 +502,12 @@ def _utc(seconds: float | None) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "serve":
+        if args.command in ("serve", "batch"):
             logging.basicConfig(
                 level=args.log_level.upper(),
                 format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             )
-            _serve(args)
+            (_serve if args.command == "serve" else _batch)(args)
         else:
             _keys(args)
     except ValueError as exc:  # configuration and model-source errors: one line, no traceback

@@ -1,6 +1,7 @@
 """`headrace serve` refuses what it cannot serve with one clear line, never a traceback.
 
-`headrace keys` creates, lists and revokes keys, with errors as clear.
+`headrace keys` creates, lists and revokes keys, with errors as clear. `headrace batch` runs a
+batch input file to an output file, and refuses a bad one with each of its errors.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import orjson
 import pytest
 
 from headrace.api import app
@@ -21,6 +23,8 @@ from headrace.cli import main
 from headrace.config import EngineConfig, ModelConfig
 from headrace.serving import runtime
 from headrace.text import TOOL_CALL_FORMATS
+from tests.batch.factories import request_line
+from tests.fakes import FakeServed
 
 
 @pytest.fixture(autouse=True)
@@ -268,3 +272,108 @@ def test_the_file_flags_reach_the_app(tmp_path: Path, monkeypatch: pytest.Monkey
     with pytest.raises(SystemExit):
         main(["serve", "--data-dir", str(tmp_path / "other")])
     assert seen["max_file_bytes"] == 200 * 2**20
+
+
+def batch(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """`headrace batch ARGS` in process: exit status and stderr."""
+    try:
+        main(["batch", *args])
+        status = 0
+    except SystemExit as exit:
+        status = int(exit.code or 0)
+    return status, capsys.readouterr().err
+
+
+def test_batch_help_names_the_model_and_engine_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit:
+        main(["batch", "--help"])
+    assert exit.value.code == 0
+    shown = capsys.readouterr().out
+    assert "INPUT.jsonl" in shown and "--output OUTPUT.jsonl" in shown
+    for flag in ("--model", "--served-model-name", "--max-num-seqs", "--kv-cache-memory"):
+        assert flag in shown
+    assert "--enforce-eager" in shown and "--tool-call-parser" in shown
+    assert "--port" not in shown and "--api-key" not in shown
+
+
+def test_batch_runs_a_file_with_the_flags_given(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[ModelConfig, EngineConfig]] = []
+
+    def load_runtime(model_config: ModelConfig, engine_config: EngineConfig) -> FakeServed:
+        seen.append((model_config, engine_config))
+        return FakeServed()
+
+    monkeypatch.setattr(runtime, "load_runtime", load_runtime)
+    source, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_bytes(request_line("a", max_tokens=2) + request_line("b", model="nope"))
+    flags = ["--max-num-seqs", "3", "--generation-config", "none", "--no-prefix-caching"]
+    status, err = batch(capsys, str(source), "-o", str(output), *flags)
+    assert status == 0, err
+    lines = [orjson.loads(line) for line in output.read_bytes().splitlines()]
+    assert [line["custom_id"] for line in lines] == ["a", "b"]
+    assert [line["response"]["status_code"] for line in lines] == [200, 404]
+    summary = err.strip().splitlines()[-1]
+    assert summary.startswith("headrace: 2 requests, 1 failed, 2 completion tokens in ")
+    assert summary.endswith(f"tok/s); results in {output}")
+    ((model_config, engine_config),) = seen
+    assert model_config.generation_config == "none"
+    assert engine_config.max_num_seqs == 3 and not engine_config.enable_prefix_caching
+
+
+@pytest.mark.parametrize(
+    ("content", "errors"),
+    [
+        (
+            b'{"custom_id": "a"}\n[]\n',
+            [
+                "in.jsonl:1: missing_required_parameter: Missing required parameter: 'method'.",
+                "in.jsonl:2: invalid_json_line: This line is not a JSON object.",
+            ],
+        ),
+        (b"", ["in.jsonl: empty_file: The batch input file is empty."]),
+    ],
+)
+def test_a_bad_batch_file_is_each_error_and_status_1_before_any_loading(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    content: bytes,
+    errors: list[str],
+) -> None:
+    def load_runtime(model_config: ModelConfig, engine_config: EngineConfig) -> None:
+        raise AssertionError("a bad file loads no model")
+
+    monkeypatch.setattr(runtime, "load_runtime", load_runtime)
+    source, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_bytes(content)
+    status, err = batch(capsys, str(source), "-o", str(output))
+    assert status == 1 and "Traceback" not in err
+    *shown, last = err.strip().splitlines()
+    assert len(shown) == len(errors)
+    for line, error in zip(shown, errors, strict=True):
+        assert line.startswith(f"{tmp_path}/{error}")
+    assert last == f"headrace: error: {source} is not a valid batch input file"
+    assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    ("input_name", "output_name", "message"),
+    [
+        ("missing.jsonl", "out.jsonl", "there is no batch input file at"),
+        ("in.jsonl", "no-such-dir/out.jsonl", "cannot write the output to"),
+    ],
+)
+def test_batch_paths_that_cannot_be_used_are_one_line(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    input_name: str,
+    output_name: str,
+    message: str,
+) -> None:
+    (tmp_path / "in.jsonl").write_bytes(request_line("a"))
+    status, err = batch(capsys, str(tmp_path / input_name), "-o", str(tmp_path / output_name))
+    assert status == 2 and "Traceback" not in err
+    (line,) = err.strip().splitlines()
+    assert line.startswith("headrace: error: ") and message in line
