@@ -33,19 +33,32 @@ def test_interactive_requests_are_admitted_first_each_priority_in_order() -> Non
     for request in (b1, b2, i1, i2):
         scheduler.add(request)
     step = scheduler.schedule()
-    assert [c.request for c in step.prefills] == [i1, i2, b1]
+    assert [c.request for c in step.prefills] == [i1, i2]  # their step alone
+    assert scheduler.waiting == [b1, b2]
+    computed(step)
+    step = scheduler.schedule()
+    assert step.decodes == [i1, i2] and [c.request for c in step.prefills] == [b1]
     assert scheduler.waiting == [b2]
 
 
-def test_interactive_prefills_take_the_budget_first() -> None:
+def test_a_step_computing_an_interactive_prompt_runs_no_batch_work() -> None:
     scheduler = make_scheduler(max_num_batched_tokens=8)
     long = batch("long", prompt_len=20)
+    decoding = batch("decoding", prompt_len=3)
+    scheduler.add(decoding)
+    computed(scheduler.schedule())
     scheduler.add(long)
-    computed(scheduler.schedule())  # 8 of its 20 tokens
+    computed(scheduler.schedule())  # decoding decodes; 7 of long's 20 tokens
     short = make_request("short", prompt_len=5)
     scheduler.add(short)
     step = scheduler.schedule()
-    assert [(c.request, c.num_tokens) for c in step.prefills] == [(short, 5), (long, 3)]
+    assert step.decodes == [] and [(c.request, c.num_tokens) for c in step.prefills] == [
+        (short, 5)
+    ]
+    computed(step)
+    step = scheduler.schedule()  # back: batch work in the budget the interactive decode leaves
+    assert step.decodes == [short, decoding]
+    assert [(c.request, c.num_tokens) for c in step.prefills] == [(long, 6)]
 
 
 def test_no_batch_request_is_admitted_while_an_interactive_one_waits() -> None:
@@ -78,8 +91,9 @@ def test_a_batch_request_short_of_blocks_never_preempts_an_interactive_one() -> 
     scheduler = make_scheduler(max_num_batched_tokens=64, num_blocks=5)  # 4 usable blocks of 8
     scheduler.add(background := batch("background", prompt_len=7))
     computed(scheduler.schedule())  # background: 1 block
+    computed(scheduler.schedule())  # background decodes into its block
     scheduler.add(chat := make_request("chat", prompt_len=16))
-    computed(scheduler.schedule())  # background decodes into its block; chat: 2 blocks, 1 left
+    computed(scheduler.schedule())  # chat: 2 blocks; background, sitting out, has taken a second
     chat.output_token_ids.append(0)
     step = scheduler.schedule()  # both need a block: chat gets the last, background yields
     assert step.decodes == [chat] and len(chat.block_ids) == 3
@@ -95,7 +109,7 @@ def test_an_interactive_request_is_admitted_by_preempting_the_latest_batch_one()
     computed(scheduler.schedule())  # 3 blocks each: 2 left, 1 usable
     scheduler.add(chat := make_request("chat", prompt_len=16))  # needs 2
     step = scheduler.schedule()
-    assert step.decodes == [b1] and [c.request for c in step.prefills] == [chat]
+    assert step.decodes == [] and [c.request for c in step.prefills] == [chat]  # b1 sits out
     assert scheduler.running == [b1, chat] and scheduler.waiting == [b2]
     assert b2.num_preemptions == 1 and b2.num_computed_tokens == 0 and b2.block_ids == []
 
@@ -108,8 +122,8 @@ def test_an_interactive_request_takes_a_batch_request_s_place_at_max_num_seqs() 
     computed(scheduler.schedule())
     scheduler.add(chat := make_request("chat"))
     step = scheduler.schedule()
-    assert step.decodes == [b1] and [c.request for c in step.prefills] == [chat]
-    assert scheduler.waiting == [b2]
+    assert step.decodes == [] and [c.request for c in step.prefills] == [chat]  # b1 sits out
+    assert scheduler.running == [b1, chat] and scheduler.waiting == [b2]
 
 
 def test_batch_work_is_not_preempted_when_that_would_not_make_room() -> None:
@@ -117,7 +131,8 @@ def test_batch_work_is_not_preempted_when_that_would_not_make_room() -> None:
     big, background = make_request("big", prompt_len=38), batch("background", prompt_len=14)
     scheduler.add(big)
     scheduler.add(background)
-    computed(scheduler.schedule())  # 5 + 2 blocks: 1 left, kept back
+    computed(scheduler.schedule())  # big's prompt alone: 5 blocks
+    computed(scheduler.schedule())  # big decodes; background: 2 blocks; 1 left, kept back
     scheduler.add(chat := make_request("chat", prompt_len=24))  # 3 blocks; background frees 2
     scheduler.add(more := batch("more", prompt_len=1))
     step = scheduler.schedule()
@@ -138,18 +153,19 @@ def test_samples_wait_for_their_leader_at_either_priority() -> None:
     assert [c.request for c in step.prefills] == [leader]
     computed(step)
     step = scheduler.schedule()
-    assert [c.request for c in step.prefills] == [follower, b_leader]
+    assert [c.request for c in step.prefills] == [follower]
+    computed(step)
+    step = scheduler.schedule()
+    assert [c.request for c in step.prefills] == [b_leader]
     computed(step)
     assert [c.request for c in scheduler.schedule().prefills] == [b_follower]
 
 
 def test_a_follower_at_another_priority_than_its_leader_does_not_wait() -> None:
     engine = make_engine()
-    engine.add_request("leader", [1, 2, 3], make_params(max_tokens=2))
-    engine.add_request(
-        "other", [1, 2, 3], make_params(max_tokens=2), after="leader", priority=BATCH
-    )
-    assert {out.request_id for out in engine.step()} == {"leader", "other"}
+    engine.add_request("leader", [1, 2, 3], make_params(max_tokens=2), priority=BATCH)
+    engine.add_request("other", [1, 2, 3], make_params(max_tokens=2), after="leader")
+    assert {out.request_id for out in engine.step()} == {"other"}  # and the leader sits out
 
 
 def alone(engine: LLMEngine, prompt: list[int], params: SamplingParams) -> list[int]:
@@ -193,7 +209,9 @@ def test_stats_count_batch_requests_apart() -> None:
     engine.add_request("i1", [1, 2, 3], make_params())
     engine.add_request("b2", [1, 2, 3], make_params(), priority=BATCH)
     engine.add_request("b3", [1, 2, 3], make_params(), priority=BATCH)
-    engine.step()  # i1, then b1
+    engine.step()  # i1's prompt alone
+    assert (engine.stats().running, engine.stats().batch_waiting) == (1, 3)
+    engine.step()  # i1 decodes, b1 is admitted
     stats = engine.stats()
     assert (stats.running, stats.waiting) == (2, 2)
     assert (stats.batch_running, stats.batch_waiting) == (1, 2)
