@@ -7,7 +7,6 @@ importing this package loads no model stack.
 from headrace.batch.batches import (
     COMPLETION_WINDOW_SECONDS,
     MAX_BATCH_LIST,
-    BatchJob,
     BatchStore,
 )
 from headrace.batch.files import MAX_LIST_LIMIT, UPLOAD_PURPOSES, FileStore, Upload, check_purpose
@@ -28,6 +27,7 @@ from headrace.batch.objects import (
     FilePurpose,
     ListOrder,
 )
+from headrace.batch.rows import BatchJob
 from headrace.batch.store import SCHEMA_VERSION, MetadataStore
 
 __all__ = [

@@ -17,7 +17,6 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -33,10 +32,11 @@ from headrace.batch.objects import (
     BatchStatus,
     FileObject,
 )
-from headrace.batch.store import MetadataStore
+from headrace.batch.rows import COLUMNS, TIME_COLUMNS, UNFINISHED, BatchJob, job_of
+from headrace.batch.store import MetadataStore, stored_owner
 from headrace.errors import InvalidRequestError, NotFoundError, invalid_value
 
-__all__ = ["COMPLETION_WINDOW_SECONDS", "MAX_BATCH_LIST", "BatchJob", "BatchStore"]
+__all__ = ["COMPLETION_WINDOW_SECONDS", "MAX_BATCH_LIST", "BatchStore"]
 
 # The one completion window: 24 hours.
 COMPLETION_WINDOW_SECONDS = 24 * 3600
@@ -44,34 +44,6 @@ COMPLETION_WINDOW_SECONDS = 24 * 3600
 MAX_BATCH_LIST = 100
 
 _INPUTS = "batches"
-_UNFINISHED: tuple[BatchStatus, ...] = ("validating", "in_progress", "finalizing", "cancelling")
-_COLUMNS = (
-    "id, owner, models, endpoint, input_file_id, completion_window, status, metadata, errors, "
-    "output_file_id, error_file_id, created_at, expires_at, in_progress_at, finalizing_at, "
-    "completed_at, failed_at, expired_at, cancelling_at, cancelled_at, total, completed, failed"
-)
-_NAMES = tuple(name.strip() for name in _COLUMNS.split(","))
-# The column each status's time is kept in.
-_TIMES: Mapping[BatchStatus, str] = {
-    "in_progress": "in_progress_at",
-    "finalizing": "finalizing_at",
-    "completed": "completed_at",
-    "failed": "failed_at",
-    "expired": "expired_at",
-    "cancelling": "cancelling_at",
-    "cancelled": "cancelled_at",
-}
-_NOBODY = ""
-
-
-@dataclass(frozen=True)
-class BatchJob:
-    # Whose it is: an API key id, None for the shared owner.
-    owner: str | None
-    # The models its requests may name: those of its owner's key when it was made; None: any.
-    models: frozenset[str] | None
-    # The batch as it was read.
-    batch: Batch
 
 
 class BatchStore:
@@ -129,7 +101,7 @@ class BatchStore:
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         batch_id,
-                        _owner(owner),
+                        stored_owner(owner),
                         None if models is None else orjson.dumps(sorted(models)).decode(),
                         endpoint,
                         input_file_id,
@@ -148,32 +120,32 @@ class BatchStore:
     def get(self, owner: str | None, batch_id: str) -> Batch:
         """The batch, or NotFoundError if `owner` has none of that id."""
         rows = self.store.query(
-            f"SELECT {_COLUMNS} FROM batches WHERE id = ? AND owner = ?",
-            (batch_id, _owner(owner)),
+            f"SELECT {COLUMNS} FROM batches WHERE id = ? AND owner = ?",
+            (batch_id, stored_owner(owner)),
         )
         if not rows:
             raise NotFoundError(f"No batch found with id '{batch_id}'.", param="batch_id")
-        return _batch(rows[0]).batch
+        return job_of(rows[0]).batch
 
     def list(self, owner: str | None, limit: int = 20, after: str | None = None) -> BatchList:
         """One page of `owner`'s batches, newest first; `after`: the last id of the previous
         page (InvalidRequestError if not one of theirs)."""
         if not 1 <= limit <= MAX_BATCH_LIST:
             raise invalid_value("limit", f"must be from 1 to {MAX_BATCH_LIST}, not {limit}")
-        where, parameters = "owner = ?", [_owner(owner)]
+        where, parameters = "owner = ?", [stored_owner(owner)]
         if after is not None:
             found = self.store.query(
-                "SELECT seq FROM batches WHERE id = ? AND owner = ?", (after, _owner(owner))
+                "SELECT seq FROM batches WHERE id = ? AND owner = ?", (after, stored_owner(owner))
             )
             if not found:
                 raise invalid_value("after", f"no batch has the id '{after}'")
             where += " AND seq < ?"
             parameters.append(found[0][0])
         rows = self.store.query(
-            f"SELECT {_COLUMNS} FROM batches WHERE {where} ORDER BY seq DESC LIMIT ?",
+            f"SELECT {COLUMNS} FROM batches WHERE {where} ORDER BY seq DESC LIMIT ?",
             (*parameters, limit + 1),
         )
-        batches = [_batch(row).batch for row in rows[:limit]]
+        batches = [job_of(row).batch for row in rows[:limit]]
         return BatchList(
             data=batches,
             first_id=batches[0].id if batches else None,
@@ -205,17 +177,17 @@ class BatchStore:
 
     def unfinished(self) -> builtins.list[BatchJob]:
         """Every batch not ended, oldest first."""
-        marks = ", ".join("?" * len(_UNFINISHED))
+        marks = ", ".join("?" * len(UNFINISHED))
         rows = self.store.query(
-            f"SELECT {_COLUMNS} FROM batches WHERE status IN ({marks}) ORDER BY seq",
-            _UNFINISHED,
+            f"SELECT {COLUMNS} FROM batches WHERE status IN ({marks}) ORDER BY seq",
+            UNFINISHED,
         )
-        return [_batch(row) for row in rows]
+        return [job_of(row) for row in rows]
 
     def job(self, batch_id: str) -> BatchJob:
-        rows = self.store.query(f"SELECT {_COLUMNS} FROM batches WHERE id = ?", (batch_id,))
+        rows = self.store.query(f"SELECT {COLUMNS} FROM batches WHERE id = ?", (batch_id,))
         assert rows, f"no batch {batch_id}"
-        return _batch(rows[0])
+        return job_of(rows[0])
 
     def input_path(self, batch_id: str) -> Path:
         """Where the batch's input bytes are while it runs."""
@@ -224,7 +196,7 @@ class BatchStore:
     def fail(self, batch_id: str, errors: Sequence[BatchError]) -> None:
         """Ends a batch whose input is bad (or gone): failed, with what is wrong."""
         data = orjson.dumps([error.model_dump() for error in errors]).decode()
-        self._move(batch_id, _UNFINISHED, "failed", errors=data)
+        self._move(batch_id, UNFINISHED, "failed", errors=data)
         self.input_path(batch_id).unlink(missing_ok=True)
 
     def start(self, batch_id: str, total: int) -> None:
@@ -258,7 +230,7 @@ class BatchStore:
                 self._move_in(
                     db,
                     batch_id,
-                    _UNFINISHED,
+                    UNFINISHED,
                     status,
                     output_file_id=None if output is None else output.id,
                     error_file_id=None if error is None else error.id,
@@ -330,7 +302,7 @@ class BatchStore:
         **columns: str | None,
     ) -> bool:
         """`_move`, in the caller's transaction."""
-        sets = ["status = ?", f"{_TIMES[status]} = ?", *(f"{name} = ?" for name in columns)]
+        sets = ["status = ?", f"{TIME_COLUMNS[status]} = ?", *(f"{name} = ?" for name in columns)]
         marks = ", ".join("?" * len(sources))
         moved: int = db.execute(
             f"UPDATE batches SET {', '.join(sets)} WHERE id = ? AND status IN ({marks})",
@@ -344,26 +316,10 @@ class BatchStore:
             if path.name.removesuffix(".jsonl") not in live:
                 path.unlink(missing_ok=True)
 
-
-def _owner(owner: str | None) -> str:
-    return _NOBODY if owner is None else owner
-
-
-def _batch(row: tuple[object, ...]) -> BatchJob:
-    values = dict(zip(_NAMES, row, strict=True))
-    metadata, errors = values.pop("metadata"), values.pop("errors")
-    counts = {name: values.pop(name) for name in ("total", "completed", "failed")}
-    owner, models = values.pop("owner"), values.pop("models")
-    batch = Batch.model_validate(
-        {
-            **values,
-            "metadata": None if metadata is None else orjson.loads(str(metadata)),
-            "errors": None if errors is None else {"data": orjson.loads(str(errors))},
-            "request_counts": counts,
-        }
-    )
-    return BatchJob(
-        owner=None if owner == _NOBODY else str(owner),
-        models=None if models is None else frozenset(orjson.loads(str(models))),
-        batch=batch,
-    )
+    def queued_requests(self) -> int:
+        """Requests of in-progress batches, of every owner, still without a result."""
+        rows = self.store.query(
+            "SELECT COALESCE(SUM(total - completed - failed), 0) FROM batches "
+            "WHERE status = 'in_progress'"
+        )
+        return int(rows[0][0])

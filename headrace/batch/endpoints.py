@@ -23,6 +23,8 @@ from headrace.errors import HeadraceError, InternalError, InvalidRequestError, M
 from headrace.serving import (
     ChatService,
     CompletionService,
+    PreparedChat,
+    PreparedCompletion,
     dump,
     parse_chat_request,
     parse_completion_request,
@@ -71,7 +73,7 @@ class Endpoints:
         request gets online, an error response included (an unexpected error: a 500, logged)."""
         kind: ResultKind = "completed"
         try:
-            body = await self.answer(endpoint, line.body, owner=owner, models=models)
+            body = await self.answer(endpoint, line, owner=owner, models=models)
             status = 200
         except HeadraceError as error:
             kind, body, status = "failed", orjson.dumps(error.to_dict()), self._status_of(error)
@@ -96,7 +98,7 @@ class Endpoints:
     async def answer(
         self,
         endpoint: BatchEndpoint,
-        body: bytes,
+        line: BatchLine,
         *,
         owner: str | None = None,
         models: frozenset[str] | None = None,
@@ -104,18 +106,27 @@ class Endpoints:
         """The JSON bytes the same request gets online; raises the HeadraceError it would get
         (a model outside `models`, when given: ModelNotFoundError, as for its owner's key
         online; a streaming request: InvalidRequestError, as a batch has no stream; more
-        tokens than its owner's whole limit: RateLimitError)."""
+        tokens than its owner's whole limit: RateLimitError). Its body is read, parsed and
+        prepared on a worker thread, as online."""
         if endpoint == "/v1/chat/completions":
-            chat = parse_chat_request(body)
-            _check(chat.model, chat.stream, models)
-            prepared = await asyncio.to_thread(self._chat.prepare, chat, Priority.BATCH)
-            async with self._admitted(owner, prepared.most_tokens):
-                return dump(await self._chat.complete(prepared))
-        completion = parse_completion_request(body)
-        _check(completion.model, completion.stream, models)
-        ready = await asyncio.to_thread(self._completions.prepare, completion, Priority.BATCH)
-        async with self._admitted(owner, ready.most_tokens):
-            return dump(await self._completions.complete(ready))
+            chat = await asyncio.to_thread(self._prepare_chat, line, models)
+            async with self._admitted(owner, chat.most_tokens):
+                return dump(await self._chat.complete(chat))
+        completion = await asyncio.to_thread(self._prepare_completion, line, models)
+        async with self._admitted(owner, completion.most_tokens):
+            return dump(await self._completions.complete(completion))
+
+    def _prepare_chat(self, line: BatchLine, models: frozenset[str] | None) -> PreparedChat:
+        request = parse_chat_request(line.read_body())
+        _check(request.model, request.stream, models)
+        return self._chat.prepare(request, Priority.BATCH)
+
+    def _prepare_completion(
+        self, line: BatchLine, models: frozenset[str] | None
+    ) -> PreparedCompletion:
+        request = parse_completion_request(line.read_body())
+        _check(request.model, request.stream, models)
+        return self._completions.prepare(request, Priority.BATCH)
 
     @asynccontextmanager
     async def _admitted(self, owner: str | None, tokens: int) -> AsyncIterator[None]:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from headrace.batch.objects import DeletedFile, FileList, FileObject, FilePurpose, ListOrder
-from headrace.batch.store import MetadataStore
+from headrace.batch.store import MetadataStore, stored_owner
 from headrace.errors import FileTooLargeError, NotFoundError, invalid_value
 
 __all__ = ["MAX_LIST_LIMIT", "UPLOAD_PURPOSES", "FileStore", "Upload", "check_purpose"]
@@ -34,8 +34,6 @@ _FILES = "files"
 _TEMP_SUFFIX = ".tmp"
 _CHUNK = 2**16
 _COLUMNS = "id, bytes, created_at, filename, purpose"
-# The shared owner, as stored.
-_NOBODY = ""
 
 
 def check_purpose(purpose: str) -> FilePurpose:
@@ -202,7 +200,14 @@ class FileStore:
         """Adds the row of a file whose bytes are in place, in the caller's transaction."""
         db.execute(
             f"INSERT INTO files (owner, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
-            (_owner(owner), file.id, file.bytes, file.created_at, file.filename, file.purpose),
+            (
+                stored_owner(owner),
+                file.id,
+                file.bytes,
+                file.created_at,
+                file.filename,
+                file.purpose,
+            ),
         )
 
     def remove_bytes(self, file: FileObject) -> None:
@@ -213,7 +218,7 @@ class FileStore:
         """The file, or NotFoundError if `owner` has none of that id."""
         rows = self.store.query(
             f"SELECT {_COLUMNS} FROM files WHERE id = ? AND owner = ? AND deleted_at IS NULL",
-            (file_id, _owner(owner)),
+            (file_id, stored_owner(owner)),
         )
         if not rows:
             raise _not_found(file_id)
@@ -231,13 +236,13 @@ class FileStore:
         `after`: the last id of the previous page (InvalidRequestError if not one of theirs)."""
         if not 1 <= limit <= MAX_LIST_LIMIT:
             raise invalid_value("limit", f"must be from 1 to {MAX_LIST_LIMIT}, not {limit}")
-        where, parameters = ["owner = ?", "deleted_at IS NULL"], [_owner(owner)]
+        where, parameters = ["owner = ?", "deleted_at IS NULL"], [stored_owner(owner)]
         if purpose is not None:
             where.append("purpose = ?")
             parameters.append(purpose)
         if after is not None:  # deleted files too: a page's last file may be deleted since
             found = self.store.query(
-                "SELECT seq FROM files WHERE id = ? AND owner = ?", (after, _owner(owner))
+                "SELECT seq FROM files WHERE id = ? AND owner = ?", (after, stored_owner(owner))
             )
             if not found:
                 raise invalid_value("after", f"no file has the id '{after}'")
@@ -274,7 +279,7 @@ class FileStore:
         with self.store.transaction() as db:
             deleted = db.execute(
                 "UPDATE files SET deleted_at = ? WHERE id = ? AND owner = ? AND deleted_at IS NULL",
-                (int(self.clock()), file_id, _owner(owner)),
+                (int(self.clock()), file_id, stored_owner(owner)),
             ).rowcount
         if not deleted:
             raise _not_found(file_id)
@@ -288,10 +293,6 @@ class FileStore:
         for path in self.directory.iterdir():
             if path.name not in live:
                 path.unlink(missing_ok=True)
-
-
-def _owner(owner: str | None) -> str:
-    return _NOBODY if owner is None else owner
 
 
 def _file(row: tuple[object, ...]) -> FileObject:

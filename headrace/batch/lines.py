@@ -30,12 +30,25 @@ ResultKind = Literal["completed", "failed", "expired"]
 
 @dataclass(frozen=True)
 class BatchLine:
+    """A request of a batch; its body stays in the file until it runs."""
+
     # Its line in the file, from 1.
     line: int
     # The client's id for it, unique in the batch.
     custom_id: str
-    # The request's body, as JSON bytes.
-    body: bytes
+    # The file it is in.
+    source: Path
+    # Where its line starts in the file, in bytes.
+    offset: int
+    # Its line's length in bytes.
+    size: int
+
+    def read_body(self) -> bytes:
+        """The request's body, as JSON bytes, read from its file."""
+        with self.source.open("rb") as source:
+            source.seek(self.offset)
+            raw = source.read(self.size)
+        return orjson.dumps(orjson.loads(raw)["body"])
 
 
 @dataclass(frozen=True)
@@ -47,12 +60,16 @@ class LineResult:
 
 
 def read_lines(path: Path, endpoint: str) -> tuple[list[BatchLine], list[BatchError]]:
-    """The requests of the file at `path`, and what is wrong with it (nothing: a good file)."""
+    """The requests of the file at `path`, and what is wrong with it (nothing: a good file).
+
+    The file is read a line at a time; what is kept of each request is where it is."""
     lines: list[BatchLine] = []
     errors: list[BatchError] = []
     seen: set[str] = set()
+    offset = 0
     with path.open("rb") as source:
         for number, raw in enumerate(source, start=1):
+            start, offset = offset, offset + len(raw)
             if not raw.strip():
                 continue
             if len(lines) >= MAX_REQUESTS:
@@ -64,7 +81,7 @@ def read_lines(path: Path, endpoint: str) -> tuple[list[BatchLine], list[BatchEr
                     )
                 )
                 return [], errors
-            found = _line(number, raw, endpoint, seen)
+            found = _line(path, number, start, raw, endpoint, seen)
             if isinstance(found, BatchError):
                 errors.append(found)
                 if len(errors) >= MAX_ERRORS:
@@ -82,7 +99,9 @@ def read_lines(path: Path, endpoint: str) -> tuple[list[BatchLine], list[BatchEr
     return (lines if not errors else []), errors
 
 
-def _line(number: int, raw: bytes, endpoint: str, seen: set[str]) -> BatchLine | BatchError:
+def _line(
+    path: Path, number: int, offset: int, raw: bytes, endpoint: str, seen: set[str]
+) -> BatchLine | BatchError:
     try:
         request = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -125,7 +144,7 @@ def _line(number: int, raw: bytes, endpoint: str, seen: set[str]) -> BatchLine |
     if not isinstance(body, dict):
         return _invalid(number, "body", "The body must be a JSON object.")
     seen.add(custom_id)
-    return BatchLine(line=number, custom_id=custom_id, body=orjson.dumps(body))
+    return BatchLine(number, custom_id, path, offset, len(raw))
 
 
 def _invalid(number: int, param: str, message: str) -> BatchError:

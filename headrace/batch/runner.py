@@ -25,10 +25,11 @@ from typing import Literal
 
 import orjson
 
-from headrace.batch.batches import BatchJob, BatchStore
+from headrace.batch.batches import BatchStore
 from headrace.batch.endpoints import Endpoints
 from headrace.batch.lines import BatchLine, LineResult, read_lines
 from headrace.batch.objects import BatchError, FileObject
+from headrace.batch.rows import BatchJob
 
 __all__ = ["BatchRunner"]
 

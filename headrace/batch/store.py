@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SCHEMA_VERSION", "MetadataStore"]
+__all__ = ["SCHEMA_VERSION", "MetadataStore", "stored_owner"]
 
 # The schema, one script per version: version N is the first N scripts run in order. A new
 # version appends a script; a store of an older version runs the rest at open.
@@ -159,3 +159,8 @@ def _lock(path: Path) -> int:
         os.close(fd)
         raise OSError("another headrace process is using it") from None
     return fd
+
+
+def stored_owner(owner: str | None) -> str:
+    """An owner as its rows name it: an API key's id, or '' for the shared owner (None)."""
+    return "" if owner is None else owner
