@@ -135,10 +135,11 @@ class ServerProcess:
 
 
 class HealthPoller:
-    """Times GET /health every `interval_s` from a background thread while the block runs."""
+    """Times GET `path` (/health, unless told) every `interval_s` from a background thread while
+    the block runs."""
 
-    def __init__(self, url: str, interval_s: float) -> None:
-        self.url = f"{url}/health"
+    def __init__(self, url: str, interval_s: float, path: str = "/health") -> None:
+        self.url = f"{url}{path}"
         self.interval_s = interval_s
         # Each poll's round trip, in milliseconds.
         self.latencies_ms: list[float] = []

@@ -212,7 +212,7 @@ class FakeEngine:
         try:
             if params.max_tokens == 0:
                 finished = True
-                yield TokenOutput([], "length", prompt, 0, 0, prompt_logprobs=scored)
+                yield TokenOutput([], "length", prompt, 0, 0, prompt_logprobs=scored, queued_s=0.0)
                 return
             for n, token in enumerate(self.reply, start=1):
                 await asyncio.sleep(self.step_delay)
@@ -221,7 +221,7 @@ class FakeEngine:
                 ended = request_id in self.ended
                 if ended or (self.abort_after is not None and n > self.abort_after):
                     finished = True
-                    yield TokenOutput([], "abort", prompt, n - 1, 0)
+                    yield TokenOutput([], "abort", prompt, n - 1, 0, queued_s=0.0)
                     return
                 finish: FinishReason | None = None
                 tokens = [token]
@@ -245,11 +245,12 @@ class FakeEngine:
                     logprobs=logprobs,
                     stop_logprobs=stop_logprobs,
                     prompt_logprobs=scored if n == 1 else None,
+                    queued_s=0.0,
                 )
                 if finished:
                     return
             finished = True
-            yield TokenOutput([], "stop", prompt, len(self.reply), 0)
+            yield TokenOutput([], "stop", prompt, len(self.reply), 0, queued_s=0.0)
         finally:
             self.running -= 1
             self.batch_running -= batch

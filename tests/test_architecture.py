@@ -1,4 +1,5 @@
-"""The rooms of DESIGN.md import one way: api -> {batch, auth} -> serving -> {engine, text}.
+"""The rooms of DESIGN.md import one way: api -> {metrics, batch, auth} -> serving -> {engine,
+text}.
 
 Everything may import the error tree, `headrace.errors`, which imports only the standard library.
 """
@@ -25,8 +26,9 @@ ALLOWED = {
     "serving": {"engine", "text", "model", "config"},
     "batch": {"serving", "engine", "text", "model", "config"},
     "auth": {"config"},
-    "api": {"auth", "batch", "serving", "engine", "text", "model", "config"},
-    "cli": {"api", "auth", "batch", "serving", "engine", "text", "model", "config"},
+    "metrics": {"serving", "engine", "text", "model", "config"},
+    "api": {"metrics", "auth", "batch", "serving", "engine", "text", "model", "config"},
+    "cli": {"api", "metrics", "auth", "batch", "serving", "engine", "text", "model", "config"},
     "__main__": {"cli"},
     "__init__": set(),
 }

@@ -251,7 +251,8 @@ def test_a_data_directory_in_use_is_one_line(
     assert "Traceback" not in err
 
 
-def test_the_file_flags_reach_the_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def app_options(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *argv: str) -> dict[str, Any]:
+    """What `headrace serve ARGV` hands create_app, on a fake runtime, stopping there."""
     seen: dict[str, Any] = {}
 
     def load_runtime(model_config: ModelConfig, engine_config: EngineConfig) -> Any:
@@ -264,14 +265,31 @@ def test_the_file_flags_reach_the_app(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(runtime, "load_runtime", load_runtime)
     monkeypatch.setattr(app, "create_app", create_app)
     monkeypatch.delenv("HEADRACE_KEY_STORE", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     with pytest.raises(SystemExit):
-        main(["serve", "--data-dir", str(tmp_path / "data"), "--max-file-size", "1.5"])
+        main(["serve", *argv])
+    return seen
+
+
+def test_the_file_flags_reach_the_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tmp_path / "data"
+    seen = app_options(monkeypatch, tmp_path, "--data-dir", str(data), "--max-file-size", "1.5")
     assert seen["max_file_bytes"] == 3 * 2**19
-    assert seen["files"].directory == tmp_path / "data" / "files"
-    seen.clear()
-    with pytest.raises(SystemExit):
-        main(["serve", "--data-dir", str(tmp_path / "other")])
-    assert seen["max_file_bytes"] == 200 * 2**20
+    assert seen["files"].directory == data / "files"
+    seen["files"].store.close()
+
+
+def test_the_log_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = app_options(monkeypatch, tmp_path, "--data-dir", str(tmp_path / "a"))
+    assert seen["log_requests"] is False
+    seen["files"].store.close()
+    flags = ("--log-requests", "--log-format", "json")
+    seen = app_options(monkeypatch, tmp_path, "--data-dir", str(tmp_path / "b"), *flags)
+    assert seen["log_requests"] is True
+    seen["files"].store.close()
+    with pytest.raises(SystemExit) as exit:
+        main(["serve", "--log-format", "xml"])
+    assert exit.value.code == 2
 
 
 def batch(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:

@@ -16,13 +16,16 @@ from headrace.api.drain import Drain
 from headrace.api.errors import install_error_handlers, status_of
 from headrace.api.files import FILES_PATH, files_router
 from headrace.api.openapi import install_openapi
-from headrace.api.routes import health_router, v1_router
+from headrace.api.playground import playground_router
+from headrace.api.request_log import RequestLog, observer
+from headrace.api.routes import health_router, metrics_router, v1_router
 from headrace.auth import Access
 from headrace.batch import BatchStore, FileStore
 from headrace.batch.endpoints import Endpoints
 from headrace.batch.runner import BatchRunner
 from headrace.config import ServerConfig
 from headrace.engine.client import EngineClient
+from headrace.metrics import Metrics
 from headrace.serving import Served, Services
 from headrace.text import ToolCallFormat
 
@@ -40,10 +43,11 @@ def create_app(
     files: FileStore | None = None,
     max_file_bytes: int = ServerConfig.max_file_bytes,
     batch_concurrency: int = 16,
+    log_requests: bool = False,
 ) -> FastAPI:
     """The app.
 
-    access: who may use it; when it wants keys, every route but /health needs
+    access: who may use it; when it wants keys, every route but /health and /metrics needs
         `Authorization: Bearer <key>`. None: anyone may, without limits.
     tool_call_format: how replies are read for tool calls; None lets the chat template tell.
     max_waiting: requests that may wait for the engine before completions get 503.
@@ -55,15 +59,26 @@ def create_app(
         engine's max_num_seqs keeps it full); batches run, with files, on a runner the app's
         lifespan starts and stops; a key's batch requests spend its tokens per minute in a
         bucket apart from its interactive requests', waiting for them rather than failing.
+    log_requests: each request's log line carries its prompts' and its output's text.
+
+    Every response carries `x-request-id`; GET /metrics exposes the Prometheus families.
     """
     access = access or Access()
     drain = drain or Drain(served.engine)
-    services = Services.of(served, tool_call_format=tool_call_format, max_waiting=max_waiting)
+    batches = BatchStore(files.store, files, clock=files.clock) if files is not None else None
+    metrics = Metrics(
+        served.model_names[0], served.engine, batches.queued_requests if batches else None
+    )
+    services = Services.of(
+        served,
+        tool_call_format=tool_call_format,
+        max_waiting=max_waiting,
+        observe=observer(metrics),
+        keep_text=log_requests,
+    )
     chat, completions, models = services.chat, services.completions, services.models
-    batches: BatchStore | None = None
     runner: BatchRunner | None = None
-    if files is not None:
-        batches = BatchStore(files.store, files, clock=files.clock)
+    if batches is not None:
         runner = BatchRunner(
             batches,
             Endpoints(
@@ -81,8 +96,11 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(drain.guard)
     app.add_middleware(KeyCheck, access=access)
+    app.add_middleware(RequestLog, metrics=metrics, log_text=log_requests)
     install_openapi(app)
     app.include_router(health_router(served.engine, drain, batches))
+    app.include_router(metrics_router(metrics))
+    app.include_router(playground_router())
     app.include_router(v1_router(chat, completions, models, access))
     if files is not None:
         app.include_router(files_router(files, max_file_bytes))

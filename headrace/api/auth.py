@@ -1,8 +1,8 @@
 """Bearer API keys and rate limits over HTTP.
 
-Every request but /health goes through `KeyCheck`, which admits it by its key and counts it;
-routes find what its key may do with `grant_of`. Every response to a counted key carries
-OpenAI's `x-ratelimit-*` headers, errors and streams included.
+Every request but /health and /metrics goes through `KeyCheck`, which admits it by its key and
+counts it; routes find what its key may do with `grant_of`. Every response to a counted key
+carries OpenAI's `x-ratelimit-*` headers, errors and streams included.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from headrace.errors import HeadraceError
 
 __all__ = ["KeyCheck", "grant_of"]
 
-# Open to all: load balancers and orchestrators probe it without a key.
-_OPEN_PATH = "/health"
+# Open to all: load balancers and orchestrators probe /health, and Prometheus scrapes /metrics
+# (as vLLM's), without a key.
+_OPEN_PATHS = frozenset({"/health", "/metrics"})
 
 
 class KeyCheck:
@@ -31,7 +32,7 @@ class KeyCheck:
         self._access = access
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] == _OPEN_PATH:
+        if scope["type"] != "http" or scope["path"] in _OPEN_PATHS:
             await self._app(scope, receive, send)
             return
         try:

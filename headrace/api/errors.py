@@ -4,7 +4,10 @@ Each kind of HeadraceError has its status here, and its headers come from what i
 should do: Retry-After (and OpenAI's retry-after-ms) from `retry_after`, x-should-retry from
 `should_retry`, Allow from a 405's allowed methods. Everything that can go wrong is first made a
 HeadraceError: the service's own errors, FastAPI's validation errors, Starlette's 404/405, and
-any unexpected exception (a 500 that says nothing of its cause; the traceback goes to the log).
+any unexpected exception (InternalError: a 500 that says nothing of its cause; the request log
+middleware sends it, and the traceback goes to the log). A 500's message ends with the
+request's id, as OpenAI's do, for the client to quote (other messages are OpenAI's words, and
+every response carries the id in x-request-id); the envelope is OpenAI's, unchanged.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Route
 
+from headrace.api.request_context import current_request_id
 from headrace.errors import (
     AuthenticationError,
     HeadraceError,
@@ -32,7 +36,7 @@ from headrace.errors import (
 )
 from headrace.serving import invalid_request_from_validation
 
-__all__ = ["error_body", "error_response", "install_error_handlers", "status_of"]
+__all__ = ["error_body", "error_response", "every_route", "install_error_handlers", "status_of"]
 
 # The HTTP status of each kind of error; an error takes that of its nearest class listed here
 # (along its MRO), 500 when none is.
@@ -53,8 +57,13 @@ _SOURCES = frozenset({"body", "query", "path", "header", "cookie"})
 
 
 def error_body(error: HeadraceError) -> bytes:
-    """The error's JSON envelope."""
-    return orjson.dumps(error.to_dict())
+    """The error's JSON envelope; a 500's message ends with the id of the request being served,
+    if one is."""
+    envelope = error.to_dict()
+    request_id = current_request_id()
+    if request_id is not None and _status(error) == _DEFAULT_STATUS:
+        envelope["error"]["message"] += f" (request id: {request_id})"
+    return orjson.dumps(envelope)
 
 
 def error_response(
@@ -73,7 +82,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HeadraceError, _on_headrace_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(HTTPException, _on_http_exception)
-    app.add_exception_handler(Exception, _on_unexpected)
 
 
 def status_of(error: HeadraceError) -> int:
@@ -135,22 +143,17 @@ def _allow(exc: HTTPException, request: Request) -> list[str]:
     """The methods of every route on the request's path: Starlette's 405 names only those of
     the first route it found there (GET of /v1/files/{id}, not its DELETE)."""
     allowed = {method.strip() for method in (exc.headers or {}).get("Allow", "").split(",")}
-    for route in _routes(request.app.routes):
+    for route in every_route(request.app.routes):
         if route.path_regex.fullmatch(request.url.path) and route.methods:
             allowed |= route.methods
     return sorted(allowed - {""})
 
 
-def _routes(routes: Sequence[BaseRoute]) -> Iterator[Route]:
+def every_route(routes: Sequence[BaseRoute]) -> Iterator[Route]:
     """Every route, those of included routers too."""
     for route in routes:
         if isinstance(route, Route):
             yield route
         else:  # FastAPI keeps an included router whole, as its `original_router`
             router = getattr(route, "original_router", None)
-            yield from _routes(router.routes if router is not None else ())
-
-
-async def _on_unexpected(request: Request, exc: Exception) -> Response:
-    # Starlette re-raises `exc` after this response is sent, so the server logs the traceback.
-    return error_response(InternalError())
+            yield from every_route(router.routes if router is not None else ())

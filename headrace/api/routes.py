@@ -1,4 +1,4 @@
-"""The HTTP routes: chat and text completions, models, health."""
+"""The HTTP routes: chat and text completions, models, health, metrics."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from headrace.auth import Access, Grant
 from headrace.batch import BatchStore
 from headrace.engine.client import EngineClient
 from headrace.errors import UnsupportedMediaTypeError
+from headrace.metrics import CONTENT_TYPE, Metrics
 from headrace.serving import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -36,7 +37,7 @@ from headrace.serving import (
     parse_completion_request,
 )
 
-__all__ = ["health_router", "v1_router"]
+__all__ = ["health_router", "metrics_router", "v1_router"]
 
 # nginx's "client closed request": what a whole response gets once its client has gone.
 _CLIENT_CLOSED = 499
@@ -133,6 +134,18 @@ def health_router(
         if batches is not None:
             health.batches = await run_in_threadpool(batches.count_by_status)
         return _json(health, status_code=503 if drain.draining else 200)
+
+    return router
+
+
+def metrics_router(metrics: Metrics) -> APIRouter:
+    """GET /metrics, open to all, as vLLM's: every family in Prometheus's text format, made on a
+    worker thread (it reads the engine and the batch store)."""
+    router = APIRouter()
+
+    @router.get("/metrics", include_in_schema=False)
+    async def exposition() -> Response:
+        return Response(await run_in_threadpool(metrics.exposition), media_type=CONTENT_TYPE)
 
     return router
 

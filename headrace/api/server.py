@@ -28,8 +28,16 @@ def serve(
     app: FastAPI, drain: Drain, *, host: str, port: int, log_level: str, drain_timeout: float
 ) -> None:
     """Serve `app` until SIGTERM has drained it (`drain_timeout` seconds at most) or SIGINT."""
+    # uvicorn's records go to the root logger's handler, in the server's format; its access log
+    # is off, as the app logs one line per request itself.
     config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=_CLOSE_TIMEOUT_S
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=_CLOSE_TIMEOUT_S,
     )
     _DrainingServer(config, drain, drain_timeout).run()
 

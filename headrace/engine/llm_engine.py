@@ -250,5 +250,8 @@ class LLMEngine:
                 if params.prompt_logprobs is not None and first == 0
                 else None
             ),
+            queued_s=(
+                None if request.scheduled_at is None else request.scheduled_at - request.arrived_at
+            ),
         )
         return RequestOutput(request.request_id, output, request.error)

@@ -164,6 +164,9 @@ class TokenOutput:
     # With SamplingParams.prompt_logprobs, on the request's first output only: those of the
     # prompt's tokens after the first, one each; else None.
     prompt_logprobs: tuple[PositionLogprobs, ...] | None = None
+    # Seconds from the request's arrival to its first scheduling, on every output once it has
+    # been scheduled; None before (an output of a request aborted while it waited).
+    queued_s: float | None = None
 
 
 @dataclass(frozen=True)

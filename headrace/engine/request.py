@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
@@ -61,6 +62,10 @@ class Request:
     generator: torch.Generator | None = None
     # Where its output stands in its grammar, when it has one: which tokens may come next.
     matcher: llguidance.LLMatcher | None = None
+    # time.monotonic() when it was added to the engine.
+    arrived_at: float = field(default_factory=time.monotonic)
+    # time.monotonic() when the scheduler first admitted it; None while it has never run.
+    scheduled_at: float | None = None
     # Why the engine failed it, once its part of a step went wrong; it then ends with "abort".
     error: str | None = None
     # A request with the same prompt that it waits for: admitted once the leader's prompt is

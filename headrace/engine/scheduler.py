@@ -22,6 +22,7 @@ their cache kept), so a chat's first token comes as fast as on an idle engine.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -112,8 +113,9 @@ class Scheduler:
                 budget += num_decodes - len(decodes)  # those preempted for it decode no more
                 queue.popleft()
                 request.leader = None
-                if request.num_preemptions == 0:
+                if request.num_preemptions == 0:  # its first admission
                     request.num_cached_tokens = request.num_computed_tokens
+                    request.scheduled_at = time.monotonic()
                 request.status = RequestStatus.RUNNING
                 self.running.append(request)
                 prefills.append(self._chunk(request, budget))

@@ -21,6 +21,7 @@ from headrace.serving.responses import (
 from headrace.serving.sampling import ModelLimits, Sampling
 from headrace.serving.sampling_defaults import SamplingDefaults
 from headrace.serving.services import Served, Services
+from headrace.serving.tally import ChoiceEnd, Endpoint, Observer, RequestRecord
 from headrace.serving.tokenizer import DetokenizerLike, TokenizerLike
 from headrace.serving.validation import invalid_request_from_validation
 
@@ -29,16 +30,20 @@ __all__ = [
     "ChatCompletionChunk",
     "ChatCompletionRequest",
     "ChatService",
+    "ChoiceEnd",
     "Completion",
     "CompletionRequest",
     "CompletionService",
     "DetokenizerLike",
+    "Endpoint",
     "ModelCard",
     "ModelCatalog",
     "ModelLimits",
     "ModelList",
+    "Observer",
     "PreparedChat",
     "PreparedCompletion",
+    "RequestRecord",
     "Sampling",
     "SamplingDefaults",
     "Served",

@@ -17,7 +17,7 @@ from headrace.engine.client import EngineClient
 from headrace.engine.outputs import Priority
 from headrace.errors import InvalidRequestError
 from headrace.serving.conversation import template_messages
-from headrace.serving.generation import Generation, Step, StreamUsage, UsageTally, run_sequences
+from headrace.serving.generation import Generation, Step, StreamUsage, run_sequences
 from headrace.serving.intake import Intake
 from headrace.serving.logprobs import LogprobWriter
 from headrace.serving.models import ModelCatalog
@@ -36,6 +36,7 @@ from headrace.serving.responses import (
     Usage,
 )
 from headrace.serving.sampling import Sampling
+from headrace.serving.tally import Observer, Recorder
 from headrace.serving.tokenizer import TokenizerLike
 from headrace.serving.tools import (
     OutputConstraint,
@@ -94,7 +95,11 @@ class ChatService:
         grammars: GrammarCompiler | None = None,
         tool_call_format: ToolCallFormat | None = None,
         max_waiting: int = ServerConfig.max_waiting,
+        observe: Observer | None = None,
+        keep_text: bool = False,
     ) -> None:
+        """observe: takes each request's record as it ends; keep_text: records carry the
+        prompt's and the replies' text."""
         self._engine = engine
         self._tokenizer = tokenizer
         self._intake = Intake(engine, models, max_waiting=max_waiting)
@@ -104,6 +109,7 @@ class ChatService:
         self._grammars = grammars
         # How replies are read for tool calls: the server's choice, else the template's.
         self._tool_call_format = tool_call_format or tokenizer.tool_call_format
+        self._recorder = Recorder("chat", tokenizer, observe, keep_text=keep_text)
 
     def prepare(
         self, request: ChatCompletionRequest, priority: Priority = Priority.INTERACTIVE
@@ -146,15 +152,16 @@ class ChatService:
     async def complete(self, chat: PreparedChat) -> ChatCompletion:
         """The whole completion: every choice, once all are done."""
         choices = [_Choice(chat.tool_call_format) for _ in range(chat.generation.n)]
-        tally = UsageTally(chat.generation)
-        async with aclosing(self._steps(chat)) as steps:
-            async for step in steps:
-                tally.add(step)
-                choice = choices[step.index]
-                choice.reply.feed(step.text, last=step.finish_reason is not None)
-                choice.logprobs += self._logprobs.chat(step.output.logprobs or ())
-                if step.finish_reason is not None:
-                    choice.finish_reason = choice.reply.finish_reason(step.finish_reason)
+        with self._recorder.tally(chat.generation, chat.model) as tally:
+            async with aclosing(self._steps(chat)) as steps:
+                async for step in steps:
+                    tally.add(step)
+                    choice = choices[step.index]
+                    choice.reply.feed(step.text, last=step.finish_reason is not None)
+                    choice.logprobs += self._logprobs.chat(step.output.logprobs or ())
+                    if step.finish_reason is not None:
+                        choice.finish_reason = choice.reply.finish_reason(step.finish_reason)
+                        tally.finish(step.index, choice.finish_reason)
         return ChatCompletion(
             id=chat.request_id,
             object="chat.completion",
@@ -168,27 +175,28 @@ class ChatService:
         """The completion as chunks: each choice's role, its text as it comes, its finish; then
         the usage."""
         n = chat.generation.n
-        for index in range(n):
-            yield _chunk(chat, index, Delta(role="assistant", content=""))
         replies = [Reply(chat.tool_call_format) for _ in range(n)]
-        tally = UsageTally(chat.generation)
-        async with aclosing(self._steps(chat)) as steps:
-            async for step in steps:
-                tally.add(step)
-                usage = tally.usage() if chat.usage.continuous else None
-                reply = replies[step.index]
-                deltas = reply.feed(step.text, last=step.finish_reason is not None)
-                logprobs = self._chunk_logprobs(chat, step)
-                if logprobs is not None and not deltas:
-                    deltas = [Delta(content="")]  # the tokens' text is held back, not theirs
-                for delta in deltas:
-                    yield _chunk(chat, step.index, delta, logprobs=logprobs, usage=usage)
-                    logprobs = None
-                if step.finish_reason is not None:
-                    finish = reply.finish_reason(step.finish_reason)
-                    yield _chunk(chat, step.index, Delta(), finish, usage=usage)
-        if chat.usage.include:
-            yield _usage_chunk(chat, tally.usage())
+        with self._recorder.tally(chat.generation, chat.model) as tally:
+            for index in range(n):
+                yield _chunk(chat, index, Delta(role="assistant", content=""))
+            async with aclosing(self._steps(chat)) as steps:
+                async for step in steps:
+                    tally.add(step)
+                    usage = tally.usage() if chat.usage.continuous else None
+                    reply = replies[step.index]
+                    deltas = reply.feed(step.text, last=step.finish_reason is not None)
+                    logprobs = self._chunk_logprobs(chat, step)
+                    if logprobs is not None and not deltas:
+                        deltas = [Delta(content="")]  # the tokens' text is held back, not theirs
+                    for delta in deltas:
+                        yield _chunk(chat, step.index, delta, logprobs=logprobs, usage=usage)
+                        logprobs = None
+                    if step.finish_reason is not None:
+                        finish = reply.finish_reason(step.finish_reason)
+                        tally.finish(step.index, finish)
+                        yield _chunk(chat, step.index, Delta(), finish, usage=usage)
+            if chat.usage.include:
+                yield _usage_chunk(chat, tally.usage())
 
     def _steps(self, chat: PreparedChat) -> AsyncGenerator[Step, None]:
         return run_sequences(self._engine, self._tokenizer, chat.generation)

@@ -20,7 +20,7 @@ from headrace.config import ServerConfig
 from headrace.engine.client import EngineClient
 from headrace.engine.outputs import PositionLogprobs, Priority
 from headrace.errors import InvalidRequestError
-from headrace.serving.generation import Generation, Step, StreamUsage, UsageTally, run_sequences
+from headrace.serving.generation import Generation, Step, StreamUsage, run_sequences
 from headrace.serving.intake import Intake
 from headrace.serving.logprobs import LogprobWriter
 from headrace.serving.models import ModelCatalog
@@ -32,6 +32,7 @@ from headrace.serving.responses import (
     Usage,
 )
 from headrace.serving.sampling import Sampling
+from headrace.serving.tally import Observer, Recorder
 from headrace.serving.tokenizer import TokenizerLike
 
 __all__ = ["CompletionService", "PreparedCompletion"]
@@ -84,12 +85,17 @@ class CompletionService:
         sampling: Sampling,
         *,
         max_waiting: int = ServerConfig.max_waiting,
+        observe: Observer | None = None,
+        keep_text: bool = False,
     ) -> None:
+        """observe: takes each request's record as it ends; keep_text: records carry the
+        prompts' and the choices' text."""
         self._engine = engine
         self._tokenizer = tokenizer
         self._intake = Intake(engine, models, max_waiting=max_waiting)
         self._sampling = sampling
         self._logprobs = LogprobWriter(tokenizer)
+        self._recorder = Recorder("completions", tokenizer, observe, keep_text=keep_text)
 
     def prepare(
         self, request: CompletionRequest, priority: Priority = Priority.INTERACTIVE
@@ -132,11 +138,11 @@ class CompletionService:
         count = len(generation.prompts) * generation.n
         choices = [_Choice() for _ in range(count)]
         pieces: list[list[CompletionChoice]] = [[] for _ in range(count)]
-        tally = UsageTally(generation)
-        async with aclosing(self._steps(prepared)) as steps:
-            async for step in steps:
-                tally.add(step)
-                pieces[step.index].append(self._piece(prepared, choices[step.index], step))
+        with self._recorder.tally(generation, prepared.model) as tally:
+            async with aclosing(self._steps(prepared)) as steps:
+                async for step in steps:
+                    tally.add(step)
+                    pieces[step.index].append(self._piece(prepared, choices[step.index], step))
         return self._response(
             prepared, [_joined(index, p) for index, p in enumerate(pieces)], tally.usage()
         )
@@ -146,21 +152,23 @@ class CompletionService:
         its finish on its last chunk; then the usage."""
         generation = prepared.generation
         choices = [_Choice() for _ in range(len(generation.prompts) * generation.n)]
-        tally = UsageTally(generation)
-        async with aclosing(self._steps(prepared)) as steps:
-            async for step in steps:
-                tally.add(step)
-                piece = self._piece(prepared, choices[step.index], step)
-                if piece.text or piece.finish_reason or (piece.logprobs and piece.logprobs.tokens):
-                    usage = tally.usage() if prepared.usage.continuous else None
-                    chunk = self._response(prepared, [piece])
-                    if prepared.usage.include:
-                        chunk.usage = (
-                            usage  # assigned, hence on the wire, as null unless continuous
-                        )
-                    yield chunk
-        if prepared.usage.include:
-            yield self._response(prepared, [], tally.usage())
+        with self._recorder.tally(generation, prepared.model) as tally:
+            async with aclosing(self._steps(prepared)) as steps:
+                async for step in steps:
+                    tally.add(step)
+                    piece = self._piece(prepared, choices[step.index], step)
+                    if (
+                        piece.text
+                        or piece.finish_reason
+                        or (piece.logprobs and piece.logprobs.tokens)
+                    ):
+                        usage = tally.usage() if prepared.usage.continuous else None
+                        chunk = self._response(prepared, [piece])
+                        if prepared.usage.include:
+                            chunk.usage = usage  # assigned: on the wire, null unless continuous
+                        yield chunk
+            if prepared.usage.include:
+                yield self._response(prepared, [], tally.usage())
 
     def _steps(self, prepared: PreparedCompletion) -> AsyncGenerator[Step, None]:
         return run_sequences(self._engine, self._tokenizer, prepared.generation)

@@ -20,10 +20,9 @@ from headrace.engine.client import EngineClient
 from headrace.engine.outputs import Priority, SamplingParams, TokenOutput
 from headrace.errors import InternalError, ServiceUnavailableError
 from headrace.serving.protocol import ChatCompletionRequest, CompletionRequest, StreamOptions
-from headrace.serving.responses import PromptTokensDetails, Usage
 from headrace.serving.tokenizer import TokenizerLike
 
-__all__ = ["Generation", "Step", "StreamUsage", "UsageTally", "run_sequences"]
+__all__ = ["Generation", "Step", "StreamUsage", "run_sequences"]
 
 
 @dataclass(frozen=True)
@@ -93,32 +92,6 @@ class Step:
     output: TokenOutput
     # Set on the sequence's last step: "stop" also when a stop string ended it.
     finish_reason: Literal["stop", "length"] | None
-
-
-class UsageTally:
-    """A request's token counts as its steps come: each prompt once, every sequence's output."""
-
-    def __init__(self, generation: Generation) -> None:
-        self._n = generation.n
-        self._prompt_tokens = sum(len(prompt) for prompt in generation.prompts)
-        # Tokens generated so far, by sequence.
-        self._generated: dict[int, int] = {}
-        # Prompt tokens found in the prefix cache, by the first sequence of each prompt.
-        self._cached: dict[int, int] = {}
-
-    def add(self, step: Step) -> None:
-        self._generated[step.index] = step.output.num_generated_tokens
-        if step.index % self._n == 0:
-            self._cached[step.index] = step.output.num_cached_tokens
-
-    def usage(self) -> Usage:
-        generated = sum(self._generated.values())
-        return Usage(
-            prompt_tokens=self._prompt_tokens,
-            completion_tokens=generated,
-            total_tokens=self._prompt_tokens + generated,
-            prompt_tokens_details=PromptTokensDetails(cached_tokens=sum(self._cached.values())),
-        )
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from headrace.serving.completions import CompletionService
 from headrace.serving.models import ModelCatalog
 from headrace.serving.sampling import ModelLimits, Sampling
 from headrace.serving.sampling_defaults import SamplingDefaults
+from headrace.serving.tally import Observer
 from headrace.serving.tokenizer import TokenizerLike
 from headrace.text import ToolCallFormat
 from headrace.text.grammar import GrammarCompiler
@@ -61,10 +62,14 @@ class Services:
         *,
         tool_call_format: ToolCallFormat | None = None,
         max_waiting: int = ServerConfig.max_waiting,
+        observe: Observer | None = None,
+        keep_text: bool = False,
     ) -> Services:
         """The services of `served`; tool_call_format: how replies are read for tool calls
         (None lets the chat template tell); max_waiting: interactive requests that may wait
-        for the engine before more are refused."""
+        for the engine before more are refused; observe: takes the record of every request
+        as it ends, batch ones too (None: nobody); keep_text: records carry the prompts' and
+        the outputs' text."""
         models = ModelCatalog(served.model_names)
         engine, tokenizer = served.engine, served.tokenizer
         limits = ModelLimits(engine.max_model_len, engine.vocab_size, tokenizer.eos_token_ids)
@@ -77,8 +82,16 @@ class Services:
             grammars=served.grammars,
             tool_call_format=tool_call_format,
             max_waiting=max_waiting,
+            observe=observe,
+            keep_text=keep_text,
         )
         completions = CompletionService(
-            engine, tokenizer, models, sampling, max_waiting=max_waiting
+            engine,
+            tokenizer,
+            models,
+            sampling,
+            max_waiting=max_waiting,
+            observe=observe,
+            keep_text=keep_text,
         )
         return cls(models=models, chat=chat, completions=completions)

@@ -57,11 +57,12 @@ def unauthorized(response: httpx.Response) -> str:
 
 
 def every_guarded_route(app: FastAPI) -> list[tuple[str, str]]:
-    """Each method and path of the app but /health, path parameters filled in."""
+    """Each method and path of the app but the open ones (/health, /metrics), path parameters
+    filled in."""
     return [
         (method, re.sub(r"\{[^}]*\}", MODEL_NAMES[0], route.path))
         for route in _routes(app.routes)
-        if route.path != "/health"
+        if route.path not in ("/health", "/metrics")
         for method in sorted(route.methods or ())
     ]
 

@@ -233,7 +233,7 @@ def check_auth(response: httpx.Response) -> None:
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/"), ("POST", "/v1/completion"), ("POST", "/v1/chat/completion"),
+    [("GET", "/v1"), ("POST", "/v1/completion"), ("POST", "/v1/chat/completion"),
      ("GET", "/v1/model"), ("POST", "/v2/chat/completions")],
 )  # fmt: skip
 async def test_unknown_routes(client: httpx.AsyncClient, method: str, path: str) -> None:

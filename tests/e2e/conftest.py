@@ -77,21 +77,30 @@ def _free_port() -> int:
 
 
 @contextmanager
-def running_server(log_dir: Path, *flags: str, data_dir: Path | None = None) -> Iterator[Server]:
-    """`headrace serve` on the default model with the guide's names, the key, `data_dir` (by
-    default one of its own, log_dir/data) and `flags`."""
+def running_server(
+    log_dir: Path, *flags: str, data_dir: Path | None = None, keys: bool = True
+) -> Iterator[Server]:
+    """`headrace serve` on the default model with the guide's names, the key (keys=False: no
+    key at all, open to any), `data_dir` (by default one of its own, log_dir/data) and `flags`."""
     port = _free_port()
     log = log_dir / "server.log"
     key_store = log_dir / "keys.sqlite3"
-    KeyStore(key_store).close()  # empty: the keys tests add theirs while it serves
+    env = dict(os.environ)
+    key_flags: list[str] = []
+    if keys:
+        KeyStore(key_store).close()  # empty: the keys tests add theirs while it serves
+        key_flags = ["--api-key", API_KEY, "--key-store", str(key_store)]
+    else:  # no key from the environment or a default key store either
+        env.pop("HEADRACE_API_KEYS", None)
+        env.pop("HEADRACE_KEY_STORE", None)
+        env["XDG_DATA_HOME"] = str(log_dir)
     command = [
         sys.executable, "-m", "headrace", "serve", "--port", str(port),
         "--served-model-name", *MODEL_NAMES, "--max-model-len", str(MAX_MODEL_LEN),
-        "--api-key", API_KEY, "--key-store", str(key_store),
-        "--data-dir", str(data_dir or log_dir / "data"), *flags,
+        *key_flags, "--data-dir", str(data_dir or log_dir / "data"), *flags,
     ]  # fmt: skip
     with log.open("w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     server = Server(
         url=f"http://127.0.0.1:{port}",
         api_key=API_KEY,

@@ -223,3 +223,26 @@ def test_a_follower_of_a_finished_or_unknown_leader_goes_at_once() -> None:
     engine = make_engine()
     engine.add_request("alone", [1, 2, 3], make_params(max_tokens=2), after="gone")
     assert [out.request_id for out in engine.step()] == ["alone"]
+
+
+def test_outputs_tell_how_long_their_request_queued() -> None:
+    engine = make_engine(max_num_seqs=1, kv_cache_memory=2**20)  # one at a time: each waits
+    for request_id, prompt in PROMPTS.items():
+        engine.add_request(request_id, prompt, make_params(max_tokens=3))
+    queued: dict[str, list[float | None]] = {}
+    while engine.has_work:
+        for out in engine.step():
+            queued.setdefault(out.request_id, []).append(out.output.queued_s)
+    for request_id, values in queued.items():
+        (value,) = set(values)  # on every output, measured once
+        assert value is not None and value >= 0, request_id
+    assert queued["a"][0] < queued["b"][0] < queued["c"][0]
+
+
+def test_a_request_never_scheduled_has_no_queue_time() -> None:
+    engine = make_engine(max_num_seqs=1, kv_cache_memory=2**20)
+    engine.add_request("a", PROMPTS["a"], make_params())
+    engine.add_request("b", PROMPTS["b"], make_params())
+    engine.step()
+    queued = {out.request_id: out.output.queued_s for out in engine.abort_all()}
+    assert queued["a"] is not None and queued["b"] is None

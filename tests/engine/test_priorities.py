@@ -52,9 +52,7 @@ def test_a_step_computing_an_interactive_prompt_runs_no_batch_work() -> None:
     short = make_request("short", prompt_len=5)
     scheduler.add(short)
     step = scheduler.schedule()
-    assert step.decodes == [] and [(c.request, c.num_tokens) for c in step.prefills] == [
-        (short, 5)
-    ]
+    assert step.decodes == [] and [(c.request, c.num_tokens) for c in step.prefills] == [(short, 5)]
     computed(step)
     step = scheduler.schedule()  # back: batch work in the budget the interactive decode leaves
     assert step.decodes == [short, decoding]
