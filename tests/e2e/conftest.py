@@ -49,6 +49,11 @@ class Server:
         """The environment the guide's snippets run in."""
         return {**os.environ, "OPENAI_BASE_URL": self.base_url, "OPENAI_API_KEY": self.api_key}
 
+    def sdk(self, key: str | None = None) -> openai.OpenAI:
+        """The real OpenAI client on the server, with `key` (default: the static key), no
+        retries."""
+        return openai.OpenAI(base_url=self.base_url, api_key=key or self.api_key, max_retries=0)
+
     def health(self) -> dict[str, object]:
         return httpx.get(f"{self.url}/health", timeout=10).json()  # type: ignore[no-any-return]
 

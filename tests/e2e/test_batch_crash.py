@@ -9,12 +9,11 @@ import signal
 import time
 from pathlib import Path
 
-import openai
 import orjson
 import pytest
 
 from tests.e2e.conftest import MODEL_NAMES, Server, running_server
-from tests.e2e.test_batches import sdk, wait_for
+from tests.e2e.test_batches import create, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -38,17 +37,9 @@ def request(custom_id: str, seed: int) -> bytes:
     return orjson.dumps(line) + b"\n"
 
 
-def create(client: openai.OpenAI, content: bytes) -> str:
-    file = client.files.create(file=("in.jsonl", content), purpose="batch")
-    batch = client.batches.create(
-        input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
-    )
-    return batch.id
-
-
 def kill_mid_batch(server: Server, batch_id: str) -> int:
     """Kills the server once part of the batch has finished; how many had."""
-    client = sdk(server)
+    client = server.sdk()
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         counts = client.batches.retrieve(batch_id).request_counts
@@ -64,14 +55,14 @@ def kill_mid_batch(server: Server, batch_id: str) -> int:
 def test_a_batch_survives_kill_9(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     with running_server(tmp_path / "first", data_dir=data_dir) as server:
-        client = sdk(server)
-        running = create(client, b"".join(request(f"r{i}", i) for i in range(REQUESTS)))
+        client = server.sdk()
+        running = create(client, b"".join(request(f"r{i}", i) for i in range(REQUESTS))).id
         # Queued behind the first, so that it is still cancelling when the server dies.
-        queued = create(client, request("q0", 0) + request("q1", 1))
+        queued = create(client, request("q0", 0) + request("q1", 1)).id
         assert client.batches.cancel(queued).status == "cancelling"
         done_before = kill_mid_batch(server, running)
     with running_server(tmp_path / "second", data_dir=data_dir) as server:
-        client = sdk(server)
+        client = server.sdk()
         done = wait_for(client, running, {"completed", "failed", "expired", "cancelled"})
         assert done.status == "completed", done
         assert done.request_counts is not None

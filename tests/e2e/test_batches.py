@@ -11,15 +11,12 @@ import openai
 import orjson
 import pytest
 
+from headrace.auth import KeyStore, Limits
 from tests.e2e.conftest import MODEL_NAMES, Server
 
 pytestmark = pytest.mark.e2e
 
 MESSAGES = [{"role": "user", "content": "Name a color."}]
-
-
-def sdk(server: Server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.base_url, api_key=server.api_key, max_retries=0)
 
 
 def line(custom_id: str, **body: Any) -> bytes:
@@ -43,7 +40,7 @@ def wait_for(client: openai.OpenAI, batch_id: str, statuses: set[str]) -> Any:
 
 
 def test_a_batch_runs_through_the_sdk(server: Server) -> None:
-    client = sdk(server)
+    client = server.sdk()
     content = (
         line("greedy", temperature=0)
         + b"".join(line(f"r{i}", seed=i) for i in range(3))
@@ -82,7 +79,7 @@ def test_a_batch_runs_through_the_sdk(server: Server) -> None:
 def test_a_greedy_body_is_what_the_same_request_gets_online(server: Server) -> None:
     """Alone in its batch, and with a prompt shorter than a cache block: the online request then
     runs as the batch's did (neither finds a cached prefix, nor shares a step)."""
-    client = sdk(server)
+    client = server.sdk()
     body = {"model": MODEL_NAMES[0], "prompt": "The sky is", "max_tokens": 8, "temperature": 0}
     request = {"custom_id": "g", "method": "POST", "url": "/v1/completions", "body": body}
     file = client.files.create(file=("in.jsonl", orjson.dumps(request)), purpose="batch")
@@ -101,7 +98,7 @@ def test_a_greedy_body_is_what_the_same_request_gets_online(server: Server) -> N
 
 
 def test_cancel_through_the_sdk(server: Server) -> None:
-    client = sdk(server)
+    client = server.sdk()
     content = b"".join(line(f"r{i}", max_tokens=64, seed=i) for i in range(40))
     file = client.files.create(file=("in.jsonl", content), purpose="batch")
     batch = client.batches.create(
@@ -121,3 +118,66 @@ def test_cancel_through_the_sdk(server: Server) -> None:
     while server.health()["batch_running"] and time.monotonic() < deadline:
         time.sleep(0.1)
     assert server.health()["batch_running"] == 0
+
+
+def create(client: openai.OpenAI, content: bytes) -> Any:
+    file = client.files.create(file=("in.jsonl", content), purpose="batch")
+    return client.batches.create(
+        input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+
+
+def new_key(server: Server, limits: Limits | None = None) -> str:
+    """A new key in the server's key store, with `limits`."""
+    store = KeyStore(server.key_store)
+    try:
+        return store.create(limits=limits or Limits()).secret
+    finally:
+        store.close()
+
+
+def test_a_bad_file_fails_the_batch_with_each_error(server: Server) -> None:
+    client = server.sdk()
+    content = line("a") + b"{not json\n" + line("a")
+    failed = wait_for(client, create(client, content).id, {"failed"})
+    assert failed.errors is not None and failed.failed_at is not None
+    errors = [(error.code, error.line) for error in failed.errors.data or []]
+    assert errors == [("invalid_json_line", 2), ("duplicate_custom_id", 3)]
+    assert failed.output_file_id is None and failed.request_counts is not None
+    assert failed.request_counts.total == 0
+
+
+def test_batches_page_newest_first(server: Server) -> None:
+    client = server.sdk(new_key(server))  # a key of its own: only these batches
+    made = [create(client, b"{}\n").id for _ in range(3)]  # each fails validation at once
+    first = client.batches.list(limit=2)
+    assert [batch.id for batch in first.data] == made[:0:-1] and first.has_more
+    assert [batch.id for batch in client.batches.list(limit=2, after=made[1]).data] == made[:1]
+    assert [batch.id for batch in client.batches.list(limit=2)] == made[::-1]  # every page
+
+
+def test_each_key_sees_only_its_own_batches(server: Server) -> None:
+    alice, bob = server.sdk(new_key(server)), server.sdk(new_key(server))
+    mine = create(alice, b"{}\n")
+    for touch in (bob.batches.retrieve, bob.batches.cancel):
+        with pytest.raises(openai.NotFoundError):
+            touch(mine.id)
+    assert mine.id not in [batch.id for batch in bob.batches.list()]
+    assert alice.batches.retrieve(mine.id).id == mine.id
+
+
+def test_a_keys_batch_tokens_are_its_own(server: Server) -> None:
+    """A key's batch spends its tokens per minute apart from its interactive ones; a request
+    over the whole limit fails alone with 429."""
+    client = server.sdk(new_key(server, Limits(tokens=300)))
+    done = wait_for(
+        client,
+        create(client, line("small", max_tokens=4) + line("large", max_tokens=400)).id,
+        {"completed"},
+    )
+    assert done.request_counts is not None and done.request_counts.failed == 1
+    assert done.error_file_id is not None
+    (error,) = [orjson.loads(t) for t in client.files.content(done.error_file_id).iter_lines()]
+    assert error["custom_id"] == "large" and error["response"]["status_code"] == 429
+    listed = client.models.with_raw_response.list()
+    assert listed.headers["x-ratelimit-remaining-tokens"] == "300"

@@ -19,17 +19,13 @@ pytestmark = pytest.mark.e2e
 LINE = b'{"custom_id": "%d", "method": "POST", "url": "/v1/chat/completions", "body": {}}\n'
 
 
-def sdk(server: Server, key: str | None = None) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.base_url, api_key=key or server.api_key, max_retries=0)
-
-
 def data_files(server: Server) -> set[str]:
     """The names in the server's files directory (running_server puts it beside its log)."""
     return set(os.listdir(server.log.parent / "data" / "files"))
 
 
 def test_upload_list_retrieve_download_delete(server: Server, tmp_path: Path) -> None:
-    client = sdk(server)
+    client = server.sdk()
     path = tmp_path / "requests.jsonl"
     path.write_bytes(b"".join(LINE % n for n in range(100)))
     from_path = client.files.create(file=path, purpose="batch")
@@ -61,7 +57,7 @@ def test_upload_list_retrieve_download_delete(server: Server, tmp_path: Path) ->
 
 
 def test_a_file_past_the_json_body_limit(server: Server) -> None:
-    client = sdk(server)
+    client = server.sdk()
     data = os.urandom(12 * 2**20)  # the JSON routes take 8 MiB at most
     file = client.files.create(file=("big.jsonl", data), purpose="batch")
     assert file.bytes == len(data)
@@ -72,14 +68,14 @@ def test_a_file_past_the_json_body_limit(server: Server) -> None:
 def test_a_purpose_other_than_batch(server: Server) -> None:
     before = data_files(server)
     with pytest.raises(openai.BadRequestError) as error:
-        sdk(server).files.create(file=("x.jsonl", LINE % 0), purpose="fine-tune")
+        server.sdk().files.create(file=("x.jsonl", LINE % 0), purpose="fine-tune")
     assert error.value.param == "purpose"
     assert data_files(server) == before
 
 
 def test_each_key_sees_only_its_own_files(server: Server) -> None:
     store = KeyStore(server.key_store)
-    alice, bob = sdk(server, store.create().secret), sdk(server, store.create().secret)
+    alice, bob = server.sdk(store.create().secret), server.sdk(store.create().secret)
     store.close()
     mine = alice.files.create(file=("mine.jsonl", LINE % 0), purpose="batch")
     with pytest.raises(openai.NotFoundError):

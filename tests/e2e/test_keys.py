@@ -27,13 +27,9 @@ def headrace_keys(server: Server, *args: str) -> str:
     return done.stdout.strip()
 
 
-def sdk(server: Server, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.base_url, api_key=key, max_retries=0)
-
-
 def test_a_key_with_limits_from_creation_to_revocation(server: Server) -> None:
     key = headrace_keys(server, "create", "--models", MODEL_NAMES[0], "--rpm", "3", "--tpm", "900")
-    client = sdk(server, key)
+    client = server.sdk(key)
     listed = client.models.with_raw_response.list()
     assert [model.id for model in listed.parse()] == [MODEL_NAMES[0]]
     assert listed.headers["x-ratelimit-limit-requests"] == "3"
@@ -58,4 +54,4 @@ def test_a_key_with_limits_from_creation_to_revocation(server: Server) -> None:
 
 
 def test_the_static_key_still_works_beside_the_store(server: Server) -> None:
-    assert [model.id for model in sdk(server, server.api_key).models.list()] == list(MODEL_NAMES)
+    assert [model.id for model in server.sdk(server.api_key).models.list()] == list(MODEL_NAMES)
