@@ -32,8 +32,12 @@ def headrace_server(
     port = free_port()
     argv = [sys.executable, "-m", "headrace", "serve", "--port", str(port), *flags]
     log_path = peers_dir() / "logs" / f"{name}.log"
-    env = None if source is None else {**os.environ, "PYTHONPATH": str(source)}
-    return ServerProcess("headrace", argv, port, log_path, ready_timeout_s, env)
+    if source is None:
+        return ServerProcess("headrace", argv, port, log_path, ready_timeout_s)
+    # Run from the checkout: `python -m` puts the working directory first on sys.path, ahead
+    # of PYTHONPATH, so started from this one it would serve this checkout's code.
+    env = {**os.environ, "PYTHONPATH": str(source)}
+    return ServerProcess("headrace", argv, port, log_path, ready_timeout_s, env, cwd=source)
 
 
 def free_port() -> int:
@@ -64,6 +68,7 @@ class ServerProcess:
         log_path: Path,
         ready_timeout_s: float,
         env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -72,13 +77,15 @@ class ServerProcess:
         self.ready_timeout_s = ready_timeout_s
         # The child's environment; None: this process's.
         self.env = env
+        # The child's working directory; None: this process's.
+        self.cwd = cwd
         self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env
+                self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd
             )
         try:
             self._wait_ready(self.process)
@@ -110,7 +117,9 @@ class ServerProcess:
                 if process.poll() is not None:
                     raise ServerExited(self.name, process.returncode, self.log_tail())
                 try:
-                    if client.get(f"{self.url}/health").status_code == 200:
+                    health = client.get(f"{self.url}/health")
+                    # headrace serves while it compiles its decode step: measure once compiled.
+                    if health.status_code == 200 and not _compiling(health):
                         return
                 except httpx.TransportError:
                     pass  # not listening yet
@@ -167,3 +176,13 @@ class HealthPoller:
                 elapsed = time.perf_counter() - sent
                 self.latencies_ms.append(1000 * elapsed)
                 self._stop.wait(max(0.0, self.interval_s - elapsed))
+
+
+def _compiling(health: httpx.Response) -> bool:
+    """Whether a /health answer says the server still compiles (headrace's field; a peer's
+    answer, JSON or not, never does)."""
+    try:
+        answer = health.json()
+    except ValueError:
+        return False
+    return isinstance(answer, dict) and bool(answer.get("compiling"))

@@ -58,6 +58,8 @@ class Health(BaseModel):
     batch_running: int
     # Of `waiting`, those at batch priority.
     batch_waiting: int
+    # Whether the decode step is still being compiled; meanwhile the engine decodes eagerly.
+    compiling: bool
     # Batches (the Batch API's) by status, those with any; absent without a data directory.
     batches: dict[str, int] | None = None
 
@@ -130,6 +132,7 @@ def health_router(
             preemptions=stats.num_preemptions,
             batch_running=stats.batch_running,
             batch_waiting=stats.batch_waiting,
+            compiling=stats.compiling,
         )
         if batches is not None:
             health.batches = await run_in_threadpool(batches.count_by_status)

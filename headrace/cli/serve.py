@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -122,12 +123,9 @@ def run(args: argparse.Namespace) -> None:
         batch_concurrency=2 * engine.max_num_seqs,
         log_requests=args.log_requests,
     )
-    logger.info(
-        "serving %s on http://%s:%d/v1",
-        ", ".join(runtime.model_names),
-        server_config.host,
-        server_config.port,
-    )
+    url = f"http://{server_config.host}:{server_config.port}"
+    logger.info("serving %s on %s/v1", ", ".join(runtime.model_names), url)
+    logger.info("try it: %s", _curl(url, runtime.model_names[0], keys=access.required))
     serve(
         app,
         drain,
@@ -136,6 +134,13 @@ def run(args: argparse.Namespace) -> None:
         log_level=args.log_level,
         drain_timeout=server_config.drain_timeout,
     )
+
+
+def _curl(url: str, model: str, *, keys: bool) -> str:
+    """A command a person can paste to see the server answer."""
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "Hello!"}]})
+    auth = ' -H "Authorization: Bearer $OPENAI_API_KEY"' if keys else ""
+    return f"curl {url}/v1/chat/completions -H 'Content-Type: application/json'{auth} -d '{body}'"
 
 
 def _api_keys(flags: Sequence[str]) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ import logging
 import queue
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from headrace.engine.llm_engine import LLMEngine, RequestOutput
 from headrace.engine.outputs import EngineStats, Priority, SamplingParams, TokenOutput
@@ -98,7 +98,9 @@ class AsyncEngine:
         self._thread.shutdown()
 
     def stats(self) -> EngineStats:
-        return self._stats
+        """As of the last step, but for `compiling`, which is as of now: an idle engine takes
+        no step when its compilation ends."""
+        return replace(self._stats, compiling=self._engine.compiling)
 
     async def generate(
         self,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import sys
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -20,12 +22,15 @@ from headrace.engine.outputs import (
 from headrace.engine.request import Request, isolated
 from headrace.engine.runner import ModelRunner, RunnerOutput
 from headrace.engine.scheduler import Scheduler, SchedulerOutput
-from headrace.model.compiled import DecodeStep, compile_decode
+from headrace.model.compiled import compile_decode
 from headrace.model.llama import LlamaForCausalLM
 
 __all__ = ["LLMEngine", "RequestOutput"]
 
 logger = logging.getLogger("headrace.engine")
+
+# The GIL's switch interval while the decode step compiles beside the serving threads.
+_COMPILING_SWITCH_INTERVAL_S = 0.0001
 
 
 @dataclass(frozen=True)
@@ -70,18 +75,44 @@ class LLMEngine:
             num_blocks, config.block_size, enable_prefix_caching=config.enable_prefix_caching
         )
         self.scheduler = Scheduler(config, self.blocks)
-        self.runner = ModelRunner(
-            model, self.kv_cache, device, self._compile_decode(model, config, device)
-        )
+        self.runner = ModelRunner(model, self.kv_cache, device)
         self._requests: dict[str, Request] = {}
+        # Compiles the decode step while the engine decodes eagerly (CPU only: on CUDA it is
+        # untested, and eager is correct everywhere); None when nothing is compiled.
+        self._compiler: threading.Thread | None = None
+        if not config.enforce_eager and device.type == "cpu":
+            self._compiler = threading.Thread(
+                target=self._compile_decode,
+                args=(model, config.block_size),
+                name="headrace-compile",
+                daemon=True,  # a server stopped meanwhile does not wait for it
+            )
+            self._compiler.start()
 
-    def _compile_decode(
-        self, model: LlamaForCausalLM, config: EngineConfig, device: torch.device
-    ) -> DecodeStep | None:
-        # Compiled on the CPU only: on CUDA it is untested, and eager is correct everywhere.
-        if config.enforce_eager or device.type != "cpu":
-            return None
-        return compile_decode(model, self.kv_cache.layers, config.block_size)
+    def _compile_decode(self, model: LlamaForCausalLM, block_size: int) -> None:
+        """Compiles the decode step and hands it to the runner, whose next decode step takes
+        it: the steps before it are eager, with the same tokens."""
+        # Compiling is mostly Python: at the default 5 ms switch interval, each of an eager
+        # step's hundreds of operators would wait for the GIL that long, and a step take seconds.
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(_COMPILING_SWITCH_INTERVAL_S)
+        try:
+            step = compile_decode(model, self.kv_cache.layers, block_size)
+        finally:
+            sys.setswitchinterval(switch_interval)
+        if step is not None:
+            self.runner.decode_step = step
+
+    @property
+    def compiling(self) -> bool:
+        """Whether the decode step is still being compiled (the engine decodes eagerly)."""
+        return self._compiler is not None and self._compiler.is_alive()
+
+    def wait_compiled(self, timeout: float | None = None) -> bool:
+        """Waits for the decode step's compilation, if any, to end; whether it has."""
+        if self._compiler is not None:
+            self._compiler.join(timeout)
+        return not self.compiling
 
     @property
     def has_work(self) -> bool:
@@ -95,6 +126,7 @@ class LLMEngine:
             num_preemptions=self.scheduler.num_preemptions,
             batch_running=self.scheduler.num_running(Priority.BATCH),
             batch_waiting=self.scheduler.num_waiting(Priority.BATCH),
+            compiling=self.compiling,
         )
 
     def add_request(

@@ -183,3 +183,5 @@ class EngineStats:
     batch_running: int = 0
     # Of `waiting`, those at batch priority.
     batch_waiting: int = 0
+    # Whether the decode step is still being compiled: until it is, steps run eagerly.
+    compiling: bool = False

@@ -55,13 +55,13 @@ class ModelRunner:
         model: LlamaForCausalLM,
         kv_cache: KVCache,
         device: torch.device,
-        decode_step: DecodeStep | None = None,
     ) -> None:
         self.model = model
         self.kv_cache = kv_cache
         self.device = device
-        # The compiled forward and logits of steps that only decode, if there is one.
-        self.decode_step = decode_step
+        # The compiled forward and logits of steps that only decode, once there is one: set once
+        # by the engine's compiling thread; the steps before it run eagerly.
+        self.decode_step: DecodeStep | None = None
         self.grammar_bitmask = GrammarBitmask(model.config.vocab_size, device)
 
     @torch.inference_mode()

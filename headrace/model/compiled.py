@@ -24,10 +24,14 @@ from torch import Tensor
 
 from headrace.model.attention import AttentionBatch
 from headrace.model.llama import LlamaForCausalLM
+from headrace.model.source import cache_dir
 
 __all__ = ["DecodeStep", "compile_decode"]
 
 logger = logging.getLogger("headrace.model")
+
+# The file, in the cache directory, that keeps how long the last compilation took.
+_LAST_COMPILE = "last-compile-seconds"
 
 # (input_ids [n], batch of n decodes, the KV cache's layers) -> logits [n, V] in float32
 DecodeStep = Callable[[Tensor, AttentionBatch, list[tuple[Tensor, Tensor]]], Tensor]
@@ -70,6 +74,10 @@ def compile_decode(
             logits: Tensor = compiled(input_ids, batch, kv)
             return logits
 
+    logger.info(
+        "compiling the decode step in the background (%s); steps run eagerly until then",
+        _estimate(),
+    )
     started = time.perf_counter()
     try:  # torch.compile compiles on the first call
         with torch.inference_mode():
@@ -91,8 +99,26 @@ def compile_decode(
     except Exception as error:  # any failure to compile means running eagerly
         logger.warning("torch.compile failed, decoding eagerly: %s", error)
         return None
-    logger.info("compiled the decode step in %.1f s", time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    logger.info("compiled the decode step in %.1f s: decoding compiled from now on", seconds)
+    _remember(seconds)
     return step
+
+
+def _estimate() -> str:
+    """How long compiling took last time on this machine, in words."""
+    try:
+        return f"about {float((cache_dir() / _LAST_COMPILE).read_text()):.0f} s last time"
+    except (OSError, ValueError):
+        return "20-60 s the first time on 2 cores, seconds once TorchInductor's cache holds it"
+
+
+def _remember(seconds: float) -> None:
+    try:
+        cache_dir().mkdir(parents=True, exist_ok=True)
+        (cache_dir() / _LAST_COMPILE).write_text(f"{seconds:.1f}\n")
+    except OSError:
+        pass  # an estimate only
 
 
 def _null_batch(n: int, width: int, block_size: int, device: torch.device) -> AttentionBatch:

@@ -46,6 +46,7 @@ async def test_health_counts_running_requests(
         "preemptions": 0,
         "batch_running": 0,
         "batch_waiting": 0,
+        "compiling": False,
     }
     health = (await client.get("/health")).json()
     assert isinstance(health.pop("batches"), dict)  # by status (tests/api/test_batches.py)

@@ -83,10 +83,15 @@ def _free_port() -> int:
 
 @contextmanager
 def running_server(
-    log_dir: Path, *flags: str, data_dir: Path | None = None, keys: bool = True
+    log_dir: Path,
+    *flags: str,
+    data_dir: Path | None = None,
+    keys: bool = True,
+    compiled: bool = True,
 ) -> Iterator[Server]:
     """`headrace serve` on the default model with the guide's names, the key (keys=False: no
-    key at all, open to any), `data_dir` (by default one of its own, log_dir/data) and `flags`."""
+    key at all, open to any), `data_dir` (by default one of its own, log_dir/data) and `flags`;
+    yielded once its decode step is compiled (compiled=False: as soon as it answers)."""
     port = _free_port()
     log = log_dir / "server.log"
     key_store = log_dir / "keys.sqlite3"
@@ -121,10 +126,12 @@ def running_server(
             if time.monotonic() > deadline:
                 pytest.fail(f"server did not start in {START_TIMEOUT_S} s:\n{log.read_text()}")
             try:
-                server.health()
-                break
+                # It serves while it compiles: wait, so that every test meets one engine.
+                if not server.health()["compiling"] or not compiled:
+                    break
             except httpx.HTTPError:
-                time.sleep(0.5)
+                pass
+            time.sleep(0.5)
         yield server
     finally:
         process.terminate()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -29,3 +30,25 @@ def test_an_eager_server_answers_as_the_compiled_one(tmp_path: Path) -> None:
     with running_server(tmp_path / "eager", "--quantization", "none", "--enforce-eager") as eager:
         assert greedy_text(eager) == compiled
         assert COMPILED not in eager.log.read_text()
+
+
+def test_a_fresh_server_answers_while_it_compiles(tmp_path: Path) -> None:
+    """Served eagerly until the compiled step is ready, then compiled: the same greedy text.
+
+    With a warm compile cache the step compiles in seconds, so the first answer may already be
+    compiled on a fast machine; what must hold is that the server answers before it has
+    compiled, and the same tokens either side."""
+    # No prefix cache: a cached prompt is computed in another shape, and rounds apart.
+    flags = ("--quantization", "none", "--no-prefix-caching")
+    with running_server(tmp_path, *flags, compiled=False) as server:
+        compiling = server.health()["compiling"]
+        first = greedy_text(server)
+        deadline = time.monotonic() + 300
+        while server.health()["compiling"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not server.health()["compiling"]
+        assert greedy_text(server) == first
+        log = server.log.read_text()
+    if not compiling:
+        pytest.skip("the decode step compiled before the server's first answer")
+    assert log.index("serving ") < log.index(COMPILED)  # it served before it had compiled

@@ -1,11 +1,14 @@
 """The compiled decode step: transformers' tokens, one graph for every decode, eager fallback."""
 
 import logging
+import threading
 from typing import Any
 
 import pytest
 import torch
 
+from headrace.engine import llm_engine
+from headrace.model.compiled import DecodeStep
 from headrace.model.llama import LlamaForCausalLM
 from tests.engine.factories import make_engine, make_params, run_to_completion
 from tests.engine.test_llm_engine import PROMPTS, hf_greedy, hf_twin
@@ -21,7 +24,7 @@ def test_compiled_decoding_gives_transformers_tokens_without_compiling_again(
 ) -> None:
     hf, ours = twin
     engine = make_engine(ours, block_size=8, enforce_eager=False)
-    assert engine.runner.decode_step is not None
+    assert engine.wait_compiled(timeout=600) and engine.runner.decode_step is not None
     # Once warmed up, a step the graph did not cover would run eagerly; here it fails.
     set_stance = torch.compiler.set_stance
     monkeypatch.setattr(
@@ -54,7 +57,34 @@ def test_where_compiling_fails_the_engine_decodes_eagerly(
     monkeypatch.setattr(torch, "compile", lambda *_, **__: no_compiler)
     with caplog.at_level(logging.WARNING, logger="headrace.model"):
         engine = make_engine(ours, enforce_eager=False)
-    assert engine.runner.decode_step is None
+        assert engine.wait_compiled(timeout=60)
+    assert engine.runner.decode_step is None and not engine.stats().compiling
     assert "torch.compile failed, decoding eagerly: no C++ compiler found" in caplog.text
     engine.add_request("a", PROMPTS["a"], make_params(max_tokens=8))
     assert run_to_completion(engine)["a"] == hf_greedy(hf, PROMPTS["a"], 8)
+
+
+def test_the_engine_decodes_eagerly_while_it_compiles_then_takes_the_compiled_step(
+    twin: tuple[Any, LlamaForCausalLM], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hf, ours = twin
+    release, calls = threading.Event(), []
+
+    def compile_slowly(model: LlamaForCausalLM, *_: object) -> DecodeStep:
+        release.wait()
+
+        def step(input_ids: torch.Tensor, batch: Any, kv: Any) -> torch.Tensor:
+            calls.append(len(input_ids))
+            return model.compute_logits(model(input_ids, batch, kv))
+
+        return step
+
+    monkeypatch.setattr(llm_engine, "compile_decode", compile_slowly)
+    engine = make_engine(ours, enforce_eager=False)
+    engine.add_request("a", PROMPTS["a"], make_params(max_tokens=20))
+    tokens = [t for _ in range(6) for out in engine.step() for t in out.output.token_ids]
+    assert engine.stats().compiling and calls == []  # served eagerly meanwhile
+    release.set()
+    assert engine.wait_compiled(timeout=60) and not engine.stats().compiling
+    tokens += run_to_completion(engine)["a"]
+    assert calls and tokens == hf_greedy(hf, PROMPTS["a"], 20)
