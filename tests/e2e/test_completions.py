@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import openai
@@ -191,7 +192,9 @@ def test_the_default_models_sampling_defaults_are_in_force(server: Server) -> No
     assert "sampling defaults: temperature 0.2, top_p 0.9" in server.log.read_text()
 
 
-def test_the_node_sdk_reads_completions_scores_and_logprobs(server: Server) -> None:
+def test_the_node_sdk_reads_completions_scores_logprobs_and_the_request_id(
+    server: Server,
+) -> None:
     done = subprocess.run(
         ["node", "checks/completions.mjs"],
         cwd=Path(__file__).parent / "node",
@@ -213,3 +216,9 @@ def test_the_node_sdk_reads_completions_scores_and_logprobs(server: Server) -> N
     for choice in result["chat_choices"]:
         assert "".join(choice["tokens"]) == choice["content"]
     assert [choice["index"] for choice in result["chat_choices"]] == [0, 1]
+    request_id = result["chat_request_id"]  # x-request-id, as the SDK exposes it
+    assert request_id.startswith("req_")
+    deadline = time.monotonic() + 10  # the line is written once the response has gone
+    while f"request_id={request_id} " not in server.log.read_text():
+        assert time.monotonic() < deadline, "no log line for the request"
+        time.sleep(0.1)

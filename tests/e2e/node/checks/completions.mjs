@@ -1,4 +1,5 @@
-// Text completions, scoring and chat logprobs with the Node SDK; prints what it got as JSON.
+// Text completions, scoring, chat logprobs and the request id with the Node SDK; prints what it
+// got as JSON.
 import OpenAI from "openai";
 const client = new OpenAI();
 const model = "gpt-4.1";
@@ -28,6 +29,7 @@ console.log(JSON.stringify({
   streamed_tokens: usage?.completion_tokens,
   scored: scored.choices[0].logprobs,
   scored_text: scored.choices[0].text,
+  chat_request_id: chat._request_id,
   chat_choices: chat.choices.map((c) => ({
     index: c.index,
     content: c.message.content,
