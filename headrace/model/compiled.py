@@ -14,6 +14,7 @@ their matmuls, and their chunk layout would compile a graph per shape.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +31,8 @@ __all__ = ["DecodeStep", "compile_decode"]
 
 logger = logging.getLogger("headrace.model")
 
+# Seconds between two lines saying the compilation goes on.
+_TICK_S = 10.0
 # The file, in the cache directory, that keeps how long the last compilation took.
 _LAST_COMPILE = "last-compile-seconds"
 
@@ -79,6 +82,8 @@ def compile_decode(
         _estimate(),
     )
     started = time.perf_counter()
+    done = threading.Event()
+    threading.Thread(target=_tick, args=(started, done), name="compile-ticker", daemon=True).start()
     try:  # torch.compile compiles on the first call
         with torch.inference_mode():
             # One sequence, then two with wider tables: both must run the one graph. The
@@ -99,10 +104,22 @@ def compile_decode(
     except Exception as error:  # any failure to compile means running eagerly
         logger.warning("torch.compile failed, decoding eagerly: %s", error)
         return None
+    finally:
+        done.set()
     seconds = time.perf_counter() - started
     logger.info("compiled the decode step in %.1f s: decoding compiled from now on", seconds)
     _remember(seconds)
     return step
+
+
+def _tick(started: float, done: threading.Event) -> None:
+    """Says every _TICK_S seconds how long compiling has taken so far, until `done`."""
+    while not done.wait(_TICK_S):
+        logger.info(
+            "compiling the decode step: %.0f s so far (%s)",
+            time.perf_counter() - started,
+            _estimate(),
+        )
 
 
 def _estimate() -> str:
