@@ -7,6 +7,7 @@ Everything may import the error tree, `headrace.errors`, which imports only the 
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -65,25 +66,22 @@ def test_the_error_tree_imports_only_the_standard_library() -> None:
     assert not outside, f"errors.py imports {sorted(outside)}"
 
 
-def test_the_key_commands_do_not_load_the_model_stack() -> None:
-    """`headrace keys` needs the CLI, auth and the errors: no torch, transformers or FastAPI."""
-    code = (
-        "import sys, headrace.cli, headrace.auth, headrace.errors; "
-        "print(sorted({'torch', 'transformers', 'fastapi'} & set(sys.modules)))"
-    )
+def loaded_by(imports: str, modules: set[str]) -> list[str]:
+    """Which of `modules` a fresh interpreter has loaded once it ran `import IMPORTS`."""
+    code = f"import json, sys, {imports}; print(json.dumps(sorted({modules!r} & set(sys.modules))))"
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
-    assert done.stdout.strip() == "[]", done.stdout + done.stderr
+    loaded: list[str] = json.loads(done.stdout)
+    return loaded
+
+
+def test_the_key_commands_do_not_load_the_model_stack() -> None:
+    """`headrace keys` needs the CLI, auth and the errors: no torch, transformers or FastAPI."""
+    imports = "headrace.cli, headrace.auth, headrace.errors"
+    assert loaded_by(imports, {"torch", "transformers", "fastapi"}) == []
 
 
 def test_the_batch_room_does_not_load_the_model_stack_or_http() -> None:
     """Files and batches are SQLite and files: importing them loads no torch, nor FastAPI."""
-    code = (
-        "import sys, headrace.batch; "
-        "print(sorted({'torch', 'transformers', 'fastapi', 'starlette'} & set(sys.modules)))"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert done.stdout.strip() == "[]", done.stdout + done.stderr
+    assert loaded_by("headrace.batch", {"torch", "transformers", "fastapi", "starlette"}) == []

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from headrace.api.auth import grant_of
 from headrace.api.openapi import OpenApiDoc, request_body, responses
+from headrace.api.query import limit_of
 from headrace.batch import (
     BATCH_ENDPOINTS,
     MAX_BATCH_LIST,
@@ -78,7 +79,7 @@ def batches_router(batches: BatchStore, runner: BatchRunner) -> APIRouter:
         page = await run_in_threadpool(
             batches.list,
             grant_of(request).key_id,
-            limit=_limit(query.get("limit")),
+            limit=limit_of(query.get("limit"), _DEFAULT_LIMIT),
             after=query.get("after"),
         )
         return _json(page.dump())
@@ -123,15 +124,6 @@ def _examples() -> dict[str, object]:
             "completion_window": "24h",
         }
     }
-
-
-def _limit(text: str | None) -> int:
-    if text is None:
-        return _DEFAULT_LIMIT
-    try:
-        return int(text)
-    except ValueError:
-        raise invalid_value("limit", f"must be an integer, not '{text}'") from None
 
 
 def _json(text: str) -> Response:

@@ -19,6 +19,7 @@ from headrace.api.auth import grant_of
 from headrace.api.body_limit import declared_length
 from headrace.api.multipart import FORM_SLACK, receive_form
 from headrace.api.openapi import OpenApiDoc, download_responses, responses
+from headrace.api.query import limit_of
 from headrace.batch import (
     MAX_LIST_LIMIT,
     UPLOAD_PURPOSES,
@@ -120,7 +121,7 @@ def files_router(files: FileStore, max_file_bytes: int) -> APIRouter:
             files.list,
             grant_of(request).key_id,
             purpose=query.get("purpose"),
-            limit=_limit(query.get("limit")),
+            limit=limit_of(query.get("limit"), MAX_LIST_LIMIT),
             after=query.get("after"),
             order=_order(query.get("order")),
         )
@@ -172,15 +173,6 @@ async def _chunks(source: BinaryIO) -> AsyncIterator[bytes]:
             yield chunk
     finally:
         source.close()
-
-
-def _limit(text: str | None) -> int:
-    if text is None:
-        return MAX_LIST_LIMIT
-    try:
-        return int(text)
-    except ValueError:
-        raise invalid_value("limit", f"must be an integer, not '{text}'") from None
 
 
 def _order(text: str | None) -> ListOrder:
