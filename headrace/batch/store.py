@@ -11,16 +11,27 @@ import fcntl
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 __all__ = ["SCHEMA_VERSION", "MetadataStore", "stored_owner"]
 
+
+def _add_batch_models(db: sqlite3.Connection) -> str:
+    """Version 3: batches.models, a JSON list of the models the owner's key may use (when the
+    batch was made), or NULL: any. Some version-2 stores have it already: a development build
+    once added it to version 2's script in place."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(batches)")}
+    return "" if "models" in columns else "ALTER TABLE batches ADD COLUMN models TEXT;"
+
+
 # The schema, one script per version: version N is the first N scripts run in order. A new
-# version appends a script; a store of an older version runs the rest at open.
-_MIGRATIONS: Sequence[str] = (
+# version appends a script (or a function of the database that returns it); a store of an
+# older version runs the rest at open. A script once committed never changes:
+# tests/batch/test_store.py holds their digests.
+_MIGRATIONS: Sequence[str | Callable[[sqlite3.Connection], str]] = (
     """
     CREATE TABLE files (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- upload order: ties in created_at break by it
@@ -44,8 +55,6 @@ _MIGRATIONS: Sequence[str] = (
         completion_window TEXT NOT NULL,        -- 24h
         status TEXT NOT NULL,                   -- OpenAI's Batch.status
         metadata TEXT,                          -- JSON object of strings, or NULL
-        models TEXT,                            -- JSON list of the models the owner's key may
-                                                -- use (when the batch was made), or NULL: any
         errors TEXT,                            -- JSON list of BatchError (failed), or NULL
         output_file_id TEXT,
         error_file_id TEXT,
@@ -72,6 +81,7 @@ _MIGRATIONS: Sequence[str] = (
         PRIMARY KEY (batch_id, line)
     ) WITHOUT ROWID;
     """,
+    _add_batch_models,
 )
 # The version a store has once opened.
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -117,7 +127,8 @@ class MetadataStore:
                 f"its schema is version {version}, newer than this headrace's {SCHEMA_VERSION}"
             )
         for number in range(version, SCHEMA_VERSION):
-            script = _MIGRATIONS[number]
+            migration = _MIGRATIONS[number]
+            script = migration if isinstance(migration, str) else migration(self._db)
             self._db.executescript(
                 f"BEGIN IMMEDIATE; {script} PRAGMA user_version = {number + 1}; COMMIT;"
             )

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from headrace.batch import SCHEMA_VERSION, MetadataStore
+from headrace.batch import store as store_module
 
 
 def test_a_new_store_has_the_schema_in_wal_mode(tmp_path: Path) -> None:
@@ -76,3 +79,62 @@ def test_a_data_directory_that_cannot_be_made(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     with pytest.raises(ValueError, match="cannot use the data directory"):
         MetadataStore(tmp_path / "file" / "data")
+
+
+def _version_2_store(path: Path, *, with_models: bool) -> None:
+    """A version-2 store with one batch: as version 2's script made it, or as a development
+    build's did that had added batches.models to that script in place."""
+    store = MetadataStore(path)
+    store.close()
+    with sqlite3.connect(path / "headrace.sqlite3") as db:
+        db.execute("DROP TABLE batches")
+        models = "models TEXT," if with_models else ""
+        db.execute(
+            "CREATE TABLE batches (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,"
+            f" owner TEXT NOT NULL, endpoint TEXT NOT NULL, input_file_id TEXT NOT NULL, {models}"
+            " completion_window TEXT NOT NULL, status TEXT NOT NULL, created_at INTEGER NOT NULL,"
+            " expires_at INTEGER NOT NULL)"
+        )
+        column, value = ("models,", "'[\"m\"]',") if with_models else ("", "")
+        db.execute(
+            f"INSERT INTO batches (id, owner, endpoint, input_file_id, {column}"
+            " completion_window, status, created_at, expires_at) VALUES ('batch_1', 'k',"
+            f" '/v1/chat/completions', 'file-1', {value} '24h', 'in_progress', 1, 2)"
+        )
+        db.execute("PRAGMA user_version = 2")
+
+
+@pytest.mark.parametrize("with_models", [False, True])
+def test_a_version_2_store_opens_with_its_batches_and_their_models(
+    tmp_path: Path, with_models: bool
+) -> None:
+    _version_2_store(tmp_path, with_models=with_models)
+    store = MetadataStore(tmp_path)
+    try:
+        assert store.version() == SCHEMA_VERSION
+        models = '["m"]' if with_models else None
+        assert store.query("SELECT id, status, models FROM batches") == [
+            ("batch_1", "in_progress", models)
+        ]
+    finally:
+        store.close()
+
+
+# sha256 of each version's script (or of its function's source): a committed migration never
+# changes, since stores made by it exist. A change to the schema appends a version.
+_MIGRATION_DIGESTS = (
+    "c4191dd94a37b0d33e47365b47c05f0108804e87af941501ef3ee902964d2b33",
+    "bba05d870ab3bc0ade5faea2bfd704610fe1a9e55f589381c1d14b5bda23056e",
+    "f34c76f5a3573a5af212c2b19775059073e3bc45bb5645ec6a87901e55c612df",
+)
+
+
+def test_committed_migrations_never_change() -> None:
+    digests = tuple(
+        hashlib.sha256(
+            (migration if isinstance(migration, str) else inspect.getsource(migration)).encode()
+        ).hexdigest()
+        for migration in store_module._MIGRATIONS
+    )
+    assert digests[: len(_MIGRATION_DIGESTS)] == _MIGRATION_DIGESTS, "append a migration instead"
+    assert len(digests) == len(_MIGRATION_DIGESTS), "add the new migration's digest here"
