@@ -12,15 +12,15 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterator
 from dataclasses import replace
-from typing import Any
 
 import numpy as np
 import torch
-from gguf import GGMLQuantizationType, GGUFReader, ReaderTensor
+from gguf import GGMLQuantizationType
 from gguf.quants import dequantize
 from torch import Tensor
 
 from headrace.model.gguf_quants import repack
+from headrace.model.gguf_reader import GGUFContents, GGUFTensor
 from headrace.model.llama import LlamaConfig, RopeScaling, rope_inverse_frequencies
 from headrace.model.quantized import BLOCK, QuantizedTensor
 
@@ -55,35 +55,35 @@ _BLOCK_TENSOR = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)")
 _LLAMA3_SCALING = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original": 8192}
 
 
-def gguf_config(reader: GGUFReader) -> LlamaConfig:
+def gguf_config(contents: GGUFContents) -> LlamaConfig:
     """The model shape recorded in a GGUF file's metadata."""
-    arch = str(_field(reader, "general.architecture"))
+    arch = str(contents.field("general.architecture"))
     if arch not in _PERMUTED:
         raise ValueError(f"unsupported GGUF architecture {arch!r}; supported: llama, qwen2")
-    tensors = {tensor.name: tensor for tensor in reader.tensors}
+    tensors = {tensor.name: tensor for tensor in contents.tensors}
     if "token_embd.weight" not in tensors:
         raise ValueError("GGUF file has no token_embd.weight tensor")
-    scaling_type = _field(reader, f"{arch}.rope.scaling.type", "none")
+    scaling_type = contents.field(f"{arch}.rope.scaling.type", "none")
     if scaling_type != "none":
         raise ValueError(f"unsupported GGUF rope scaling {scaling_type!r}")
-    hidden_size = int(_field(reader, f"{arch}.embedding_length"))
-    num_heads = int(_field(reader, f"{arch}.attention.head_count"))
-    head_dim = int(_field(reader, f"{arch}.attention.key_length", hidden_size // num_heads))
-    rotary_dim = int(_field(reader, f"{arch}.rope.dimension_count", head_dim))
+    hidden_size = int(contents.field(f"{arch}.embedding_length"))
+    num_heads = int(contents.field(f"{arch}.attention.head_count"))
+    head_dim = int(contents.field(f"{arch}.attention.key_length", hidden_size // num_heads))
+    rotary_dim = int(contents.field(f"{arch}.rope.dimension_count", head_dim))
     if rotary_dim != head_dim:
         raise ValueError(f"partial rotary embeddings ({rotary_dim} of {head_dim}) unsupported")
     embedding_rows = int(tensors["token_embd.weight"].shape[-1])  # ne order: [C, V]
     config = LlamaConfig(
-        vocab_size=int(_field(reader, f"{arch}.vocab_size", embedding_rows)),
+        vocab_size=int(contents.field(f"{arch}.vocab_size", embedding_rows)),
         hidden_size=hidden_size,
-        intermediate_size=int(_field(reader, f"{arch}.feed_forward_length")),
-        num_hidden_layers=int(_field(reader, f"{arch}.block_count")),
+        intermediate_size=int(contents.field(f"{arch}.feed_forward_length")),
+        num_hidden_layers=int(contents.field(f"{arch}.block_count")),
         num_attention_heads=num_heads,
-        num_key_value_heads=int(_field(reader, f"{arch}.attention.head_count_kv", num_heads)),
+        num_key_value_heads=int(contents.field(f"{arch}.attention.head_count_kv", num_heads)),
         head_dim=head_dim,
-        rms_norm_eps=float(_field(reader, f"{arch}.attention.layer_norm_rms_epsilon")),
-        rope_theta=float(_field(reader, f"{arch}.rope.freq_base", 10000.0)),
-        max_position_embeddings=int(_field(reader, f"{arch}.context_length")),
+        rms_norm_eps=float(contents.field(f"{arch}.attention.layer_norm_rms_epsilon")),
+        rope_theta=float(contents.field(f"{arch}.rope.freq_base", 10000.0)),
+        max_position_embeddings=int(contents.field(f"{arch}.context_length")),
         tie_word_embeddings="output.weight" not in tensors,
         attention_bias=arch == "qwen2",
     )
@@ -94,12 +94,12 @@ def gguf_config(reader: GGUFReader) -> LlamaConfig:
 
 
 def gguf_weights(
-    reader: GGUFReader, config: LlamaConfig, *, kept: Collection[GGMLQuantizationType] = ()
+    contents: GGUFContents, config: LlamaConfig, *, kept: Collection[GGMLQuantizationType] = ()
 ) -> Iterator[tuple[str, Tensor | QuantizedTensor]]:
     """Every weight of the file under its Hugging Face name, on the CPU: as float32, or as a
     QuantizedTensor where it is a matrix of a type in `kept` (and of whole blocks of 32)."""
-    permuted = _PERMUTED[str(_field(reader, "general.architecture"))]
-    for tensor in reader.tensors:
+    permuted = _PERMUTED[str(contents.field("general.architecture"))]
+    for tensor in contents.tensors:
         if tensor.name == "rope_freqs.weight":
             continue  # folded into LlamaConfig.rope_scaling by gguf_config
         name = _hf_name(tensor.name)
@@ -139,21 +139,12 @@ def _hf_name(name: str) -> str:
     return f"model.layers.{layer}.{_BLOCK_NAMES[part]}.{kind}"
 
 
-def _tensor(tensor: ReaderTensor) -> Tensor:
+def _tensor(tensor: GGUFTensor) -> Tensor:
     # -> the tensor in torch order (GGUF's ne order reversed), float32
     array = dequantize(tensor.data, tensor.tensor_type)
-    shape = tuple(int(n) for n in reversed(tensor.shape.tolist()))
+    shape = tuple(reversed(tensor.shape))
     array = np.require(array, dtype=np.float32, requirements=["C", "W"]).reshape(shape)
     return torch.from_numpy(array)
-
-
-def _field(reader: GGUFReader, key: str, default: Any = None) -> Any:
-    field = reader.get_field(key)
-    if field is None:
-        if default is None:
-            raise ValueError(f"GGUF file lacks the metadata key {key!r}")
-        return default
-    return field.contents()
 
 
 def _with_llama3_scaling(config: LlamaConfig, factors: Tensor) -> LlamaConfig:

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from headrace.config import Quantization
 from headrace.model.gguf_file import gguf_config, gguf_weights
 from headrace.model.gguf_quants import SERVED_AS_STORED, SIXTEEN_BIT
+from headrace.model.gguf_reader import read_gguf
 from headrace.model.llama import (
     LlamaConfig,
     LlamaForCausalLM,
@@ -48,7 +49,7 @@ _ARCHITECTURES = {
 def read_config(path: Path) -> LlamaConfig:
     """The model shape of a Hugging Face directory (its config.json) or of a .gguf file."""
     if _is_gguf(path):
-        return gguf_config(gguf.GGUFReader(path))
+        return gguf_config(read_gguf(path))
     config_file = path / "config.json"
     if not config_file.is_file():
         raise ValueError(f"{path} has no config.json")
@@ -82,9 +83,9 @@ def load_model(
         raise ValueError("int8 weights are supported on the CPU only")
     weights: Iterator[tuple[str, Tensor | QuantizedTensor]]
     if _is_gguf(path):
-        reader = gguf.GGUFReader(path)
-        config = gguf_config(reader)
-        weights = gguf_weights(reader, config, kept=_kept_gguf_types(quantization, dtype, device))
+        contents = read_gguf(path)
+        config = gguf_config(contents)
+        weights = gguf_weights(contents, config, kept=_kept_gguf_types(quantization, dtype, device))
     else:
         config = read_config(path)
         weights = _safetensors_weights(path)

@@ -18,6 +18,7 @@ from typing import Any
 import tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from headrace.model.gguf_reader import read_gguf
 from headrace.text.chat_template import render_chat, template_source
 from headrace.text.detokenizer import IncrementalDetokenizer
 from headrace.text.tool_call_format import (
@@ -190,20 +191,13 @@ def _from_gguf(path: Path) -> Tokenizer:
 
 
 def _gguf_metadata(path: Path) -> dict[str, Any]:
-    """The file's metadata key/values; arrays of strings (the vocabulary) come back as counts."""
-    try:
-        from transformers.integrations.gguf.reader import read_gguf_metadata
-    except ImportError:  # older transformers: the gguf package's reader, slower
-        import gguf
-
-        reader = gguf.GGUFReader(path)
-        return {
-            key: field.contents()
-            for key, field in reader.fields.items()
-            if key.startswith("tokenizer.") and field.types[:1] != [gguf.GGUFValueType.ARRAY]
-        }
-    metadata, _ = read_gguf_metadata(str(path))
-    return dict(metadata)
+    """The file's tokenizer.* metadata, but for its arrays (the vocabulary and merges)."""
+    metadata = read_gguf(path).metadata
+    return {
+        key: value
+        for key, value in metadata.items()
+        if key.startswith("tokenizer.") and not isinstance(value, list)
+    }
 
 
 def _ids(value: object) -> set[int]:
