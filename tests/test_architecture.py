@@ -85,3 +85,13 @@ def test_the_key_commands_do_not_load_the_model_stack() -> None:
 def test_the_batch_room_does_not_load_the_model_stack_or_http() -> None:
     """Files and batches are SQLite and files: importing them loads no torch, nor FastAPI."""
     assert loaded_by("headrace.batch", {"torch", "transformers", "fastapi", "starlette"}) == []
+
+
+def test_building_a_model_to_load_imports_no_compiler() -> None:
+    """The loader builds the model on the meta device; an op there runs one of torch's Python
+    decompositions, whose first call imports dynamo: over a second of a server's start."""
+    imports = (
+        "torch, tests.engine.factories as f, headrace.model.llama as m; "
+        "torch.device('meta').__enter__(); m.LlamaForCausalLM(f.make_model_config())"
+    )
+    assert loaded_by(imports, {"torch._dynamo"}) == []

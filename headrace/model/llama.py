@@ -231,12 +231,18 @@ class LlamaModel(nn.Module):
 
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        # A weight of its own, left uninitialized (the checkpoint's replaces it): Embedding's
+        # random init on the meta device runs a Python decomposition (as rope's would, below).
+        weight = torch.empty(config.vocab_size, config.hidden_size)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, _weight=weight)
         self.layers = nn.ModuleList(
             LlamaDecoderLayer(config) for _ in range(config.num_hidden_layers)
         )
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.register_buffer("rope", rope_table(config), persistent=False)
+        # On the CPU even while the loader builds the model on the meta device: there the first
+        # Python decomposition imports dynamo, over a second of a server's start.
+        with torch.device("cpu"):
+            self.register_buffer("rope", rope_table(config), persistent=False)
 
     def forward(
         self, input_ids: Tensor, batch: AttentionBatch, kv_caches: list[tuple[Tensor, Tensor]]
