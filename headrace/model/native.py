@@ -21,6 +21,9 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
+import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import torch
@@ -51,9 +54,13 @@ def kernel_target() -> str:
     return os.environ.get("HEADRACE_MARCH") or "native"
 
 
-def cpu_operators() -> bool:
+def cpu_operators(*, wait: bool = True) -> bool:
     """Whether headrace's operators run as C++ on CPU tensors, on kernels built for the kernel
-    target: the first call builds (or finds in the cache) and loads them."""
+    target. The first call builds them (or finds them in the cache) and loads them. With
+    `wait=False`, building what the cache lacks (some 10 s on a machine's first start) runs
+    on a thread of its own, and this says False until a call after it has finished."""
+    if not wait and not _built_in_background().done():
+        return False
     return _operators() is not None
 
 
@@ -78,11 +85,31 @@ def _bind(operators: ctypes.CDLL, march: str) -> None:
                     raise RuntimeError(f"operators.cpp has no kernel {name}")
 
 
-# Loaded once: a library's registrations last as long as the process.
 @functools.cache
-def _operators() -> ctypes.CDLL | None:
-    if any(_kernel_library(source, kernel_target()) is None for source in _KERNELS):
-        return None
+def _built_in_background() -> Future[None]:
+    """Building every library the cache lacks, on a thread of its own; done at once if none."""
+    done: Future[None] = Future()
+    libraries = _libraries(kernel_target())
+    cached = all(_built(*library, build=False) is not None for library in libraries)
+    if cached or _compiler() is None:
+        done.set_result(None)
+        return done
+
+    def build() -> None:
+        started = time.perf_counter()
+        logger.info("building headrace's C++ kernels for this machine in the background (once)")
+        for library in libraries:
+            _built(*library)
+        logger.info("C++ kernels built in %.1f s", time.perf_counter() - started)
+        done.set_result(None)
+
+    threading.Thread(target=build, name="headrace-kernels", daemon=True).start()
+    return done
+
+
+def _libraries(march: str) -> list[tuple[str, list[str], list[str], bytes]]:
+    """What each library is built from: its source's name, compile flags, link flags and
+    anything else its build depends on; the kernels for `march`, then operators.cpp."""
     torch_lib = cpp_extension.library_paths()[0]
     flags = [
         "-O2", "-fPIC", "-std=c++20",
@@ -90,8 +117,17 @@ def _operators() -> ctypes.CDLL | None:
         *(f"-I{path}" for path in cpp_extension.include_paths()),
     ]  # fmt: skip
     link = ["-shared", f"-L{torch_lib}", f"-Wl,-rpath,{torch_lib}", "-lc10", "-ltorch_cpu"]
-    # The headers' version is part of what it is built from.
-    built = _built("operators", flags, link, extra=torch.__version__.encode())
+    kernels = [(name, [f"-march={march}", *_KERNEL_FLAGS], _KERNEL_LINK, b"") for name in _KERNELS]
+    # The headers' version is part of what operators.cpp is built from.
+    return [*kernels, ("operators", flags, link, torch.__version__.encode())]
+
+
+# Loaded once: a library's registrations last as long as the process.
+@functools.cache
+def _operators() -> ctypes.CDLL | None:
+    if any(_kernel_library(source, kernel_target()) is None for source in _KERNELS):
+        return None
+    built = _built(*_libraries(kernel_target())[-1])
     if built is None:
         return None
     try:
@@ -108,7 +144,7 @@ def _operators() -> ctypes.CDLL | None:
 
 @functools.cache
 def _kernel_library(name: str, march: str) -> ctypes.CDLL | None:
-    built = _built(name, [f"-march={march}", *_KERNEL_FLAGS], _KERNEL_LINK)
+    built = _built(*next(library for library in _libraries(march) if library[0] == name))
     try:
         return None if built is None else ctypes.CDLL(str(built))
     except OSError as error:
@@ -116,13 +152,16 @@ def _kernel_library(name: str, march: str) -> ctypes.CDLL | None:
         return None
 
 
-def _built(name: str, flags: list[str], link: list[str], extra: bytes = b"") -> Path | None:
+def _built(
+    name: str, flags: list[str], link: list[str], extra: bytes = b"", *, build: bool = True
+) -> Path | None:
     # The library compiled from <name>.cpp with `flags` and linked with `link`, from the cache
-    # when it holds it.
+    # when it holds it; else built, unless `build` is False.
     source_file = Path(__file__).with_name(f"{name}.cpp")
-    compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    compiler = _compiler()
     if compiler is None:
-        logger.warning("no C++ compiler (set CXX): %s runs on torch's operators", name)
+        if build:
+            logger.warning("no C++ compiler (set CXX): %s runs on torch's operators", name)
         return None
     # The headers it includes are part of what it is built from.
     sources = [source_file, *sorted(source_file.parent.glob("*.h"))]
@@ -134,14 +173,21 @@ def _built(name: str, flags: list[str], link: list[str], extra: bytes = b"") -> 
     digest = hashlib.sha256(built_from).hexdigest()[:16]
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "headrace"
     built = cache / "kernels" / f"{name}-{digest}.so"
+    if built.exists():
+        return built
+    if not build:
+        return None
     try:
-        if not built.exists():
-            _build(compiler, flags, link, source_file, built)
+        _build(compiler, flags, link, source_file, built)
     except (OSError, subprocess.CalledProcessError) as error:
         detail = getattr(error, "stderr", "") or error
         logger.warning("building %s failed, using torch's operators: %s", source_file.name, detail)
         return None
     return built
+
+
+def _compiler() -> str | None:
+    return os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
 
 
 def _build(compiler: str, flags: list[str], link: list[str], source: Path, built: Path) -> None:

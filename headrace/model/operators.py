@@ -32,7 +32,8 @@ def define_operator(
     for tracing. Arguments it writes to are marked (a!) in the schema. With `in_cpp`,
     operators.cpp implements it for CPU tensors: the first call on CPU tensors loads that
     implementation, which then serves that call and every later one; `kernel` is left for
-    other devices, and for machines where it cannot be built.
+    other devices, for machines where it cannot be built, and for calls made while it builds
+    (on a machine's first start).
     """
     name = schema.split("(", 1)[0]
     _library.define(schema)  # type: ignore[no-untyped-call]
@@ -48,7 +49,7 @@ def _cpp_first(name: str, kernel: Callable[..., torch.Tensor]) -> Callable[..., 
         if (
             isinstance(first, torch.Tensor)
             and first.device.type == "cpu"
-            and cpu_operators()
+            and cpu_operators(wait=False)
             and torch._C._dispatch_has_kernel_for_dispatch_key(f"headrace::{name}", "CPU")
         ):
             operator: Callable[..., torch.Tensor] = getattr(torch.ops.headrace, name)
