@@ -95,3 +95,10 @@ def test_building_a_model_to_load_imports_no_compiler() -> None:
         "torch.device('meta').__enter__(); m.LlamaForCausalLM(f.make_model_config())"
     )
     assert loaded_by(imports, {"torch._dynamo"}) == []
+
+
+def test_the_engine_imports_no_compiler() -> None:
+    """The compile thread imports TorchInductor and dynamo (over two seconds); serving must
+    not wait for them."""
+    imports = "headrace.cli.serve, headrace.api.app, headrace.serving.runtime"
+    assert loaded_by(imports, {"torch._dynamo", "torch._inductor"}) == []

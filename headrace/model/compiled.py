@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,7 +26,6 @@ from torch import Tensor
 
 from headrace.model.attention import AttentionBatch
 from headrace.model.llama import LlamaForCausalLM
-from headrace.model.source import cache_dir
 
 __all__ = ["DecodeStep", "compile_decode"]
 
@@ -33,8 +33,9 @@ logger = logging.getLogger("headrace.model")
 
 # Seconds between two lines saying the compilation goes on.
 _TICK_S = 10.0
-# The file, in the cache directory, that keeps how long the last compilation took.
-_LAST_COMPILE = "last-compile-seconds"
+# The file, in TorchInductor's cache directory, that keeps how long the last compilation took:
+# an estimate only while that cache holds what the compilation left there.
+_LAST_COMPILE = "headrace-last-compile-seconds"
 
 # (input_ids [n], batch of n decodes, the KV cache's layers) -> logits [n, V] in float32
 DecodeStep = Callable[[Tensor, AttentionBatch, list[tuple[Tensor, Tensor]]], Tensor]
@@ -123,19 +124,26 @@ def _tick(started: float, done: threading.Event) -> None:
 
 
 def _estimate() -> str:
-    """How long compiling took last time on this machine, in words."""
+    """How long compiling took last time with this compile cache, in words."""
     try:
-        return f"about {float((cache_dir() / _LAST_COMPILE).read_text()):.0f} s last time"
+        return f"about {float((_last_compile()).read_text()):.0f} s last time"
     except (OSError, ValueError):
         return "20-60 s the first time on 2 cores, seconds once TorchInductor's cache holds it"
 
 
 def _remember(seconds: float) -> None:
     try:
-        cache_dir().mkdir(parents=True, exist_ok=True)
-        (cache_dir() / _LAST_COMPILE).write_text(f"{seconds:.1f}\n")
+        _last_compile().parent.mkdir(parents=True, exist_ok=True)
+        _last_compile().write_text(f"{seconds:.1f}\n")
     except OSError:
         pass  # an estimate only
+
+
+def _last_compile() -> Path:
+    # Imported here: torch._inductor takes a second to import, which the compile pays anyway.
+    from torch._inductor.runtime.cache_dir_utils import cache_dir as inductor_cache_dir
+
+    return Path(inductor_cache_dir()) / _LAST_COMPILE
 
 
 def _null_batch(n: int, width: int, block_size: int, device: torch.device) -> AttentionBatch:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -46,6 +47,15 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def server(model_dir: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    with serving(model_dir, tmp_path) as started:
+        yield started
+
+
+@contextmanager
+def serving(
+    model_dir: Path, tmp_path: Path, **env: str
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`headrace serve` on the tiny model, with `env` added to its environment; killed after."""
     port = free_port()
     command = [sys.executable, "-m", "headrace", "serve", "--model", str(model_dir),
                "--port", str(port), "--device", "cpu", "--served-model-name", "tiny",
@@ -55,7 +65,7 @@ def server(model_dir: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[b
     with log.open("w") as out:
         # One torch thread: a tiny model gains nothing from more, and a busy machine's cores
         # would only slow their rendezvous down.
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **env}
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -102,3 +112,17 @@ def test_sigterm_drains_then_exits_cleanly(server: tuple[subprocess.Popen[bytes]
     last = orjson.loads(rest[-2].removeprefix("data: "))
     assert last["choices"][0]["finish_reason"] == "length"
     assert process.wait(timeout=30) == 0
+
+
+def test_sigterm_while_the_decode_step_compiles_exits_cleanly(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """The compile cannot be stopped, and the interpreter's exit could abort under its thread
+    (status 134): the server exits at once, with 0, once it has stopped serving."""
+    # An empty compile cache: the compile takes many seconds more than the test.
+    inductor = str(tmp_path / "inductor")
+    with serving(model_dir, tmp_path, TORCHINDUCTOR_CACHE_DIR=inductor) as (process, url):
+        assert httpx.get(f"{url}/health").json()["compiling"]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    assert "exiting without waiting for headrace-compile" in (tmp_path / "server.log").read_text()
