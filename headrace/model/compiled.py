@@ -14,7 +14,6 @@ their matmuls, and their chunk layout would compile a graph per shape.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,13 +25,12 @@ from torch import Tensor
 
 from headrace.model.attention import AttentionBatch
 from headrace.model.llama import LlamaForCausalLM
+from headrace.model.progress import every_while
 
 __all__ = ["DecodeStep", "compile_decode"]
 
 logger = logging.getLogger("headrace.model")
 
-# Seconds between two lines saying the compilation goes on.
-_TICK_S = 10.0
 # The file, in TorchInductor's cache directory, that keeps how long the last compilation took:
 # an estimate only while that cache holds what the compilation left there.
 _LAST_COMPILE = "headrace-last-compile-seconds"
@@ -83,10 +81,12 @@ def compile_decode(
         _estimate(),
     )
     started = time.perf_counter()
-    done = threading.Event()
-    threading.Thread(target=_tick, args=(started, done), name="compile-ticker", daemon=True).start()
+
+    def say(seconds: float) -> None:
+        logger.info("compiling the decode step: %.0f s so far (%s)", seconds, _estimate())
+
     try:  # torch.compile compiles on the first call
-        with torch.inference_mode():
+        with every_while(say), torch.inference_mode():
             # One sequence, then two with wider tables: both must run the one graph. The
             # sizes marked dynamic here are dynamic in it for good; marking them on every
             # step would cost 0.8 ms a step.
@@ -105,22 +105,10 @@ def compile_decode(
     except Exception as error:  # any failure to compile means running eagerly
         logger.warning("torch.compile failed, decoding eagerly: %s", error)
         return None
-    finally:
-        done.set()
     seconds = time.perf_counter() - started
     logger.info("compiled the decode step in %.1f s: decoding compiled from now on", seconds)
     _remember(seconds)
     return step
-
-
-def _tick(started: float, done: threading.Event) -> None:
-    """Says every _TICK_S seconds how long compiling has taken so far, until `done`."""
-    while not done.wait(_TICK_S):
-        logger.info(
-            "compiling the decode step: %.0f s so far (%s)",
-            time.perf_counter() - started,
-            _estimate(),
-        )
 
 
 def _estimate() -> str:

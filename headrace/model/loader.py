@@ -32,6 +32,7 @@ from headrace.model.llama import (
     rope_table,
 )
 from headrace.model.placement import cpu_has_native_bfloat16
+from headrace.model.progress import every_while
 from headrace.model.quantized import BLOCK, QuantizedLinear, QuantizedTensor, quantize_q8_0
 
 __all__ = ["load_model", "read_config"]
@@ -247,29 +248,34 @@ def _assign_weights(
     parts: dict[str, list[tuple[int, QuantizedTensor]]] = {}
     loaded: set[str] = set()
     unexpected: list[str] = []
-    for name, tensor in weights:
-        if name.endswith("rotary_emb.inv_freq") or (tied and name == "lm_head.weight"):
-            continue
-        if name not in layout:
-            unexpected.append(name)
-            continue
-        param_name, rows = layout[name]
-        param = params[param_name]
-        expected = (rows.stop - rows.start, *param.shape[1:])
-        if tuple(tensor.shape) != expected:
-            raise ValueError(
-                f"{name} has shape {tuple(tensor.shape)} in the checkpoint, "
-                f"the model expects {expected}"
-            )
-        loaded.add(name)
-        if isinstance(tensor, QuantizedTensor):
-            parts.setdefault(param_name, []).append((rows.start, tensor))
-            if param_name != "model.embed_tokens.weight":
+
+    def say(seconds: float) -> None:
+        logger.info("loading weights: %d of %d, %.0f s so far", len(loaded), len(layout), seconds)
+
+    with every_while(say):
+        for name, tensor in weights:
+            if name.endswith("rotary_emb.inv_freq") or (tied and name == "lm_head.weight"):
                 continue
-            tensor = tensor.dequantize()  # the embedding is looked up, not multiplied
-        if param_name not in filled:
-            filled[param_name] = torch.empty(param.shape, dtype=dtype, device=device)
-        filled[param_name][rows] = tensor  # converted to dtype and device as it is copied
+            if name not in layout:
+                unexpected.append(name)
+                continue
+            param_name, rows = layout[name]
+            param = params[param_name]
+            expected = (rows.stop - rows.start, *param.shape[1:])
+            if tuple(tensor.shape) != expected:
+                raise ValueError(
+                    f"{name} has shape {tuple(tensor.shape)} in the checkpoint, "
+                    f"the model expects {expected}"
+                )
+            loaded.add(name)
+            if isinstance(tensor, QuantizedTensor):
+                parts.setdefault(param_name, []).append((rows.start, tensor))
+                if param_name != "model.embed_tokens.weight":
+                    continue
+                tensor = tensor.dequantize()  # the embedding is looked up, not multiplied
+            if param_name not in filled:
+                filled[param_name] = torch.empty(param.shape, dtype=dtype, device=device)
+            filled[param_name][rows] = tensor  # converted to dtype and device as it is copied
     missing = sorted(set(layout) - loaded)
     if missing or unexpected:
         raise ValueError(

@@ -29,6 +29,8 @@ from pathlib import Path
 import torch
 from torch.utils import cpp_extension
 
+from headrace.model.progress import every_while
+
 __all__ = ["bind_kernels", "cpu_operators", "kernel_target"]
 
 logger = logging.getLogger("headrace.model")
@@ -95,11 +97,15 @@ def _built_in_background() -> Future[None]:
         done.set_result(None)
         return done
 
+    def say(seconds: float) -> None:
+        logger.info("building the C++ kernels: %.0f s so far", seconds)
+
     def build() -> None:
         started = time.perf_counter()
         logger.info("building headrace's C++ kernels for this machine in the background (once)")
-        for library in libraries:
-            _built(*library)
+        with every_while(say):
+            for library in libraries:
+                _built(*library)
         logger.info("C++ kernels built in %.1f s", time.perf_counter() - started)
         done.set_result(None)
 
