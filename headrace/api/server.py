@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
+from collections.abc import Callable
 from types import FrameType
 
 import uvicorn
@@ -25,9 +27,17 @@ _CLOSE_TIMEOUT_S = 5
 
 
 def serve(
-    app: FastAPI, drain: Drain, *, host: str, port: int, log_level: str, drain_timeout: float
+    app: FastAPI,
+    drain: Drain,
+    *,
+    host: str,
+    port: int,
+    log_level: str,
+    drain_timeout: float,
+    ready: Callable[[], None] = lambda: None,
 ) -> None:
-    """Serve `app` until SIGTERM has drained it (`drain_timeout` seconds at most) or SIGINT."""
+    """Serve `app` until SIGTERM has drained it (`drain_timeout` seconds at most) or SIGINT;
+    `ready` is called once it listens."""
     # uvicorn's records go to the root logger's handler, in the server's format; its access log
     # is off, as the app logs one line per request itself.
     config = uvicorn.Config(
@@ -39,16 +49,28 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=_CLOSE_TIMEOUT_S,
     )
-    _DrainingServer(config, drain, drain_timeout).run()
+    _DrainingServer(config, drain, drain_timeout, ready).run()
 
 
 class _DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, drain: Drain, drain_timeout: float) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        drain: Drain,
+        drain_timeout: float,
+        ready: Callable[[], None],
+    ) -> None:
         super().__init__(config)
         self._drain = drain
         self._drain_timeout = drain_timeout
+        self._ready = ready
         # The drain under way, once SIGTERM has started it.
         self._draining: asyncio.Task[None] | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and not self.should_exit:
+            self._ready()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if sig != signal.SIGTERM or self._drain.draining:

@@ -125,8 +125,11 @@ def run(args: argparse.Namespace) -> None:
         log_requests=args.log_requests,
     )
     url = f"http://{server_config.host}:{server_config.port}"
-    logger.info("serving %s on %s/v1", ", ".join(runtime.model_names), url)
-    logger.info("try it: %s", _curl(url, runtime.model_names[0], keys=access.required))
+
+    def ready() -> None:  # the last lines of a start, once the server listens
+        logger.info("serving %s on %s/v1", ", ".join(runtime.model_names), url)
+        logger.info("try it: %s", _curl(url, runtime.model_names[0], keys=access.required))
+
     serve(
         app,
         drain,
@@ -134,6 +137,7 @@ def run(args: argparse.Namespace) -> None:
         port=server_config.port,
         log_level=args.log_level,
         drain_timeout=server_config.drain_timeout,
+        ready=ready,
     )
     _exit_past_background_threads()
 

@@ -126,3 +126,18 @@ def test_sigterm_while_the_decode_step_compiles_exits_cleanly(
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     assert "exiting without waiting for headrace-compile" in (tmp_path / "server.log").read_text()
+
+
+def test_a_start_ends_with_a_curl_command_that_works(
+    server: tuple[subprocess.Popen[bytes], str], tmp_path: Path
+) -> None:
+    """Once the server listens (after uvicorn's own lines) it says where, and prints a
+    command a person can paste. (The compile thread's lines may still follow.)"""
+    lines = (tmp_path / "server.log").read_text().splitlines()
+    running = next(i for i, line in enumerate(lines) if "Uvicorn running on" in line)
+    assert "serving tiny on http://127.0.0.1:" in lines[running + 1]
+    command = lines[running + 2].partition("try it: ")[2]
+    assert command.startswith("curl ")
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert orjson.loads(done.stdout)["object"] == "chat.completion"
