@@ -134,9 +134,13 @@ def test_a_start_ends_with_a_curl_command_that_works(
     """Once the server listens (after uvicorn's own lines) it says where, and prints a
     command a person can paste. (The compile thread's lines may still follow.)"""
     lines = (tmp_path / "server.log").read_text().splitlines()
-    running = next(i for i, line in enumerate(lines) if "Uvicorn running on" in line)
-    assert "serving tiny on http://127.0.0.1:" in lines[running + 1]
-    command = lines[running + 2].partition("try it: ")[2]
+
+    def first(text: str) -> int:
+        return next(i for i, line in enumerate(lines) if text in line)
+
+    assert first("Uvicorn running on") < first("serving tiny on http://127.0.0.1:")
+    assert first("serving tiny on") < first("try it: ")
+    command = lines[first("try it: ")].partition("try it: ")[2]
     assert command.startswith("curl ")
     done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
