@@ -10,7 +10,14 @@ from headrace.batch.batches import (
     BatchStore,
 )
 from headrace.batch.files import MAX_LIST_LIMIT, UPLOAD_PURPOSES, FileStore, Upload, check_purpose
-from headrace.batch.lines import MAX_REQUESTS, BatchLine, LineResult, ResultKind, read_lines
+from headrace.batch.lines import (
+    MAX_REQUESTS,
+    BatchLine,
+    LineResult,
+    LineUsage,
+    ResultKind,
+    read_lines,
+)
 from headrace.batch.objects import (
     BATCH_ENDPOINTS,
     Batch,
@@ -55,6 +62,7 @@ __all__ = [
     "FilePurpose",
     "FileStore",
     "LineResult",
+    "LineUsage",
     "ListOrder",
     "MetadataStore",
     "ResultKind",

@@ -255,9 +255,12 @@ class BatchStore:
         return {line for (line,) in rows}
 
     def record(self, batch_id: str, results: Mapping[int, LineResult]) -> int:
-        """Keeps the result of each line and counts it, in one transaction; a line that
-        already has its result keeps it, uncounted again. The number newly kept."""
+        """Keeps the result of each line and counts it (and a completed one's tokens), in one
+        transaction; a line that already has its result keeps it, uncounted again. The number
+        newly kept."""
         added = {"completed": 0, "failed": 0}
+        tokens = {"input": 0, "cached": 0, "output": 0}
+        model: str | None = None
         with self.store.transaction() as db:
             for line, result in results.items():
                 inserted = db.execute(
@@ -266,9 +269,22 @@ class BatchStore:
                     (batch_id, line, result.kind, result.output),
                 ).rowcount
                 added["completed" if result.kind == "completed" else "failed"] += inserted
+                if inserted and result.usage is not None:
+                    model = model or result.usage.model
+                    tokens["input"] += result.usage.prompt_tokens
+                    tokens["cached"] += result.usage.cached_tokens
+                    tokens["output"] += result.usage.completion_tokens
             db.execute(
-                "UPDATE batches SET completed = completed + ?, failed = failed + ? WHERE id = ?",
-                (added["completed"], added["failed"], batch_id),
+                "UPDATE batches SET completed = completed + ?, failed = failed + ?, "
+                "input_tokens = input_tokens + ?, cached_tokens = cached_tokens + ?, "
+                "output_tokens = output_tokens + ?, model = COALESCE(model, ?) WHERE id = ?",
+                (
+                    added["completed"],
+                    added["failed"],
+                    *(tokens["input"], tokens["cached"], tokens["output"]),
+                    model,
+                    batch_id,
+                ),
             )
         return added["completed"] + added["failed"]
 

@@ -16,12 +16,14 @@ from contextlib import asynccontextmanager
 
 import orjson
 
-from headrace.batch.lines import BatchLine, LineResult, ResultKind
+from headrace.batch.lines import BatchLine, LineResult, LineUsage, ResultKind
 from headrace.batch.objects import BatchEndpoint
 from headrace.engine.outputs import Priority
 from headrace.errors import HeadraceError, InternalError, InvalidRequestError, ModelNotFoundError
 from headrace.serving import (
+    ChatCompletion,
     ChatService,
+    Completion,
     CompletionService,
     PreparedChat,
     PreparedCompletion,
@@ -72,9 +74,11 @@ class Endpoints:
         """Runs one request of `owner`'s batch: its output line, with the response the same
         request gets online, an error response included (an unexpected error: a 500, logged)."""
         kind: ResultKind = "completed"
+        usage: LineUsage | None = None
         try:
-            body = await self.answer(endpoint, line, owner=owner, models=models)
-            status = 200
+            response = await self.answer(endpoint, line, owner=owner, models=models)
+            body, status = dump(response), 200
+            usage = _usage(response)
         except HeadraceError as error:
             kind, body, status = "failed", orjson.dumps(error.to_dict()), self._status_of(error)
         except Exception:
@@ -93,7 +97,7 @@ class Endpoints:
                 body,
             )
         )
-        return LineResult(kind, output.decode())
+        return LineResult(kind, output.decode(), usage)
 
     async def answer(
         self,
@@ -102,8 +106,8 @@ class Endpoints:
         *,
         owner: str | None = None,
         models: frozenset[str] | None = None,
-    ) -> bytes:
-        """The JSON bytes the same request gets online; raises the HeadraceError it would get
+    ) -> ChatCompletion | Completion:
+        """The response the same request gets online; raises the HeadraceError it would get
         (a model outside `models`, when given: ModelNotFoundError, as for its owner's key
         online; a streaming request: InvalidRequestError, as a batch has no stream; more
         tokens than its owner's whole limit: RateLimitError). Its body is read, parsed and
@@ -111,10 +115,10 @@ class Endpoints:
         if endpoint == "/v1/chat/completions":
             chat = await asyncio.to_thread(self._prepare_chat, line, models)
             async with self._admitted(owner, chat.most_tokens):
-                return dump(await self._chat.complete(chat))
+                return await self._chat.complete(chat)
         completion = await asyncio.to_thread(self._prepare_completion, line, models)
         async with self._admitted(owner, completion.most_tokens):
-            return dump(await self._completions.complete(completion))
+            return await self._completions.complete(completion)
 
     def _prepare_chat(self, line: BatchLine, models: frozenset[str] | None) -> PreparedChat:
         request = parse_chat_request(line.read_body())
@@ -135,6 +139,18 @@ class Endpoints:
             await self._meter(owner, tokens)
         async with self._slots:
             yield
+
+
+def _usage(response: ChatCompletion | Completion) -> LineUsage:
+    usage = response.usage
+    if usage is None:  # a whole response always has it
+        raise ValueError(f"response {response.id} has no usage")
+    return LineUsage(
+        model=response.model,
+        prompt_tokens=usage.prompt_tokens,
+        cached_tokens=usage.prompt_tokens_details.cached_tokens,
+        completion_tokens=usage.completion_tokens,
+    )
 
 
 def _check(model: str, stream: bool | None, models: frozenset[str] | None) -> None:

@@ -17,7 +17,15 @@ import orjson
 
 from headrace.batch.objects import BatchError
 
-__all__ = ["MAX_ERRORS", "MAX_REQUESTS", "BatchLine", "LineResult", "ResultKind", "read_lines"]
+__all__ = [
+    "MAX_ERRORS",
+    "MAX_REQUESTS",
+    "BatchLine",
+    "LineResult",
+    "LineUsage",
+    "ResultKind",
+    "read_lines",
+]
 
 # Most requests one batch may hold (OpenAI's limit).
 MAX_REQUESTS = 50_000
@@ -52,11 +60,23 @@ class BatchLine:
 
 
 @dataclass(frozen=True)
+class LineUsage:
+    """What a completed request used: its model, as it named it, and its tokens."""
+
+    model: str
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
 class LineResult:
     # Which file its line goes to.
     kind: ResultKind
     # The output line, without its newline: {"id", "custom_id", "response", "error"}.
     output: str
+    # A completed request's model and tokens; None for the others.
+    usage: LineUsage | None = None
 
 
 def read_lines(path: Path, endpoint: str) -> tuple[list[BatchLine], list[BatchError]]:

@@ -128,6 +128,26 @@ class BatchRequestCounts(BaseModel):
     failed: int
 
 
+class InputTokensDetails(BaseModel):
+    # Of the input tokens, those whose keys and values came from the prefix cache.
+    cached_tokens: int = 0
+
+
+class OutputTokensDetails(BaseModel):
+    # Always 0: headrace's models do not reason apart from their output.
+    reasoning_tokens: int = 0
+
+
+class BatchUsage(BaseModel):
+    """OpenAI's batch `usage`: the tokens of its completed requests, summed."""
+
+    input_tokens: int = 0
+    input_tokens_details: InputTokensDetails = InputTokensDetails()
+    output_tokens: int = 0
+    output_tokens_details: OutputTokensDetails = OutputTokensDetails()
+    total_tokens: int = 0
+
+
 class Batch(BaseModel):
     """OpenAI's `Batch`."""
 
@@ -161,6 +181,10 @@ class Batch(BaseModel):
     cancelled_at: int | None = None
     # How its requests went.
     request_counts: BatchRequestCounts
+    # The tokens of its completed requests.
+    usage: BatchUsage = BatchUsage()
+    # The model its requests named (as the first completed one named it); None until then.
+    model: str | None = None
     # The client's own string pairs (at most 16); None if it gave none.
     metadata: dict[str, str] | None = None
 

@@ -19,7 +19,8 @@ UNFINISHED: tuple[BatchStatus, ...] = ("validating", "in_progress", "finalizing"
 COLUMNS = (
     "id, owner, models, endpoint, input_file_id, completion_window, status, metadata, errors, "
     "output_file_id, error_file_id, created_at, expires_at, in_progress_at, finalizing_at, "
-    "completed_at, failed_at, expired_at, cancelling_at, cancelled_at, total, completed, failed"
+    "completed_at, failed_at, expired_at, cancelling_at, cancelled_at, total, completed, failed, "
+    "model, input_tokens, cached_tokens, output_tokens"
 )
 _NAMES = tuple(name.strip() for name in COLUMNS.split(","))
 # The column each status's time is kept in.
@@ -49,6 +50,9 @@ def job_of(row: tuple[object, ...]) -> BatchJob:
     values = dict(zip(_NAMES, row, strict=True))
     metadata, errors = values.pop("metadata"), values.pop("errors")
     counts = {name: values.pop(name) for name in ("total", "completed", "failed")}
+    input_tokens, cached_tokens, output_tokens = (
+        _integer(values.pop(name)) for name in ("input_tokens", "cached_tokens", "output_tokens")
+    )
     owner, models = values.pop("owner"), values.pop("models")
     batch = Batch.model_validate(
         {
@@ -56,6 +60,12 @@ def job_of(row: tuple[object, ...]) -> BatchJob:
             "metadata": None if metadata is None else orjson.loads(str(metadata)),
             "errors": None if errors is None else {"data": orjson.loads(str(errors))},
             "request_counts": counts,
+            "usage": {
+                "input_tokens": input_tokens,
+                "input_tokens_details": {"cached_tokens": cached_tokens},
+                "output_tokens": output_tokens,
+                "total_tokens": input_tokens + output_tokens,
+            },
         }
     )
     return BatchJob(
@@ -63,3 +73,9 @@ def job_of(row: tuple[object, ...]) -> BatchJob:
         models=None if models is None else frozenset(orjson.loads(str(models))),
         batch=batch,
     )
+
+
+def _integer(value: object) -> int:
+    if not isinstance(value, int):
+        raise TypeError(f"expected an integer column, got {value!r}")
+    return value

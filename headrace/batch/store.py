@@ -82,6 +82,13 @@ _MIGRATIONS: Sequence[str | Callable[[sqlite3.Connection], str]] = (
     ) WITHOUT ROWID;
     """,
     _add_batch_models,
+    """
+    ALTER TABLE batches ADD COLUMN model TEXT;  -- as its first completed request named it
+    -- The usage of its completed requests, counted with their results.
+    ALTER TABLE batches ADD COLUMN input_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE batches ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE batches ADD COLUMN output_tokens INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 # The version a store has once opened.
 SCHEMA_VERSION = len(_MIGRATIONS)

@@ -69,6 +69,14 @@ async def test_create_and_retrieve(client: httpx.AsyncClient) -> None:
     assert batch["expires_at"] == batch["created_at"] + 24 * 3600
     assert batch["metadata"] == {"job": "nightly"}
     assert batch["request_counts"] == {"total": 0, "completed": 0, "failed": 0}
+    assert batch["usage"] == {
+        "input_tokens": 0,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": 0,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 0,
+    }
+    assert "model" not in batch  # until a request completes
     assert batch_of(await client.get(f"/v1/batches/{batch['id']}")) == batch
 
 
@@ -89,6 +97,12 @@ async def test_a_batch_runs_on_the_apps_runner(files: FileStore) -> None:
         assert b'"custom_id":"a"' in output.content
         errors = await client.get(f"/v1/files/{batch['error_file_id']}/content")
         assert b'"status_code":404' in errors.content
+    # The usage of the one completed request; the failed one has none.
+    usage = orjson.loads(output.content)["response"]["body"]["usage"]
+    assert batch["usage"]["input_tokens"] == usage["prompt_tokens"] > 0
+    assert batch["usage"]["output_tokens"] == usage["completion_tokens"] > 0
+    assert batch["usage"]["total_tokens"] == usage["total_tokens"]
+    assert batch["model"] == MODEL_NAMES[0]
 
 
 async def test_cancel(client: httpx.AsyncClient) -> None:

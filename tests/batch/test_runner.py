@@ -10,7 +10,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from headrace.batch import COMPLETION_WINDOW_SECONDS, BatchStore, FileStore, LineResult
+from headrace.batch import (
+    COMPLETION_WINDOW_SECONDS,
+    BatchStore,
+    FileStore,
+    LineResult,
+    LineUsage,
+)
 from headrace.batch.runner import BatchRunner
 from headrace.engine.outputs import Priority
 from headrace.errors import RateLimitError
@@ -197,9 +203,9 @@ async def test_a_crashed_batch_resumes_running_only_the_lines_without_a_result(
     for line in (2, 4):
         output = f'{{"id": "batch_req_x{line}", "custom_id": "r{line - 1}", "before": true}}'
         assert batches.record(batch.id, {line: LineResult("completed", output)}) == 1
-    assert (
-        batches.record(batch.id, {2: LineResult("completed", "again")}) == 0
-    )  # kept once, counted once
+    again = LineResult("completed", "again", LineUsage("m", 5, 0, 5))
+    assert batches.record(batch.id, {2: again}) == 0  # kept once, counted once
+    assert batches.get(None, batch.id).usage.total_tokens == 0
     engine = FakeEngine()
     await make_runner(batches, engine).run_pending()
     done = batches.get(None, batch.id)
@@ -417,3 +423,20 @@ async def test_a_request_larger_than_its_owners_whole_limit_fails_alone_with_429
     (error,) = read_file(batches.files, "key", done.error_file_id)
     assert error["custom_id"] == "large" and error["response"]["status_code"] == 429
     assert error["response"]["body"]["error"]["type"] == "batch_tokens"
+
+
+async def test_a_batch_counts_the_tokens_of_its_completed_requests(batches: BatchStore) -> None:
+    batch = await make_batch(batches, request_line("a") + request_line("b"))
+    batches.start(batch.id, 3)
+    batches.record(
+        batch.id,
+        {
+            1: LineResult("completed", "{}", LineUsage("tiny", 10, 4, 3)),
+            2: LineResult("failed", "{}"),
+        },
+    )
+    batches.record(batch.id, {3: LineResult("completed", "{}", LineUsage("alias", 7, 0, 2))})
+    usage = batches.get(None, batch.id).usage
+    assert (usage.input_tokens, usage.input_tokens_details.cached_tokens) == (17, 4)
+    assert (usage.output_tokens, usage.total_tokens) == (5, 22)
+    assert batches.get(None, batch.id).model == "tiny"  # as the first completed one named it

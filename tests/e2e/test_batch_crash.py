@@ -76,6 +76,10 @@ def test_a_batch_survives_kill_9(tmp_path: Path) -> None:
         assert raw.endswith(b"\n")
         outputs = [orjson.loads(text) for text in raw.splitlines()]  # no torn line
         assert [o["custom_id"] for o in outputs] == [f"r{i}" for i in range(REQUESTS)]
+        # Each result's tokens counted once, those before the crash included.
+        assert done.usage is not None
+        usages = [o["response"]["body"]["usage"] for o in outputs]
+        assert done.usage.total_tokens == sum(u["total_tokens"] for u in usages)
         for seed, output in enumerate(outputs):
             assert output["response"]["status_code"] == 200
             assert output["response"]["body"]["usage"]["completion_tokens"] == length(seed)

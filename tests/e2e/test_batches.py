@@ -69,6 +69,14 @@ def test_a_batch_runs_through_the_sdk(server: Server) -> None:
         body = output["response"]["body"]
         assert body["object"] == "chat.completion" and body["model"] == MODEL_NAMES[0]
         assert body["usage"]["completion_tokens"] <= 8
+    # The batch's usage is its completed requests' (the failed one used none), via the SDK.
+    assert done.model == MODEL_NAMES[0] and done.usage is not None
+    usages = [o["response"]["body"]["usage"] for o in outputs]
+    assert done.usage.input_tokens == sum(u["prompt_tokens"] for u in usages)
+    assert done.usage.output_tokens == sum(u["completion_tokens"] for u in usages)
+    assert done.usage.total_tokens == sum(u["total_tokens"] for u in usages)
+    cached = sum(u["prompt_tokens_details"]["cached_tokens"] for u in usages)
+    assert done.usage.input_tokens_details.cached_tokens == cached
     (error,) = [orjson.loads(t) for t in client.files.content(done.error_file_id).iter_lines()]
     assert error["custom_id"] == "bad" and error["error"] is None
     assert error["response"]["status_code"] == 404
