@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -30,6 +32,9 @@ from headrace.serving import Served, Services
 from headrace.text import ToolCallFormat
 
 __all__ = ["Served", "create_app"]
+
+# Seconds between two sweeps of expired files.
+_EXPIRY_SWEEP_S = 60.0
 
 
 def create_app(
@@ -90,7 +95,13 @@ def create_app(
             ),
             concurrency=batch_concurrency,
         )
-    app = FastAPI(title="headrace", lifespan=_lifespan(served.engine, runner))
+    # Run while the app does: the batches, and the sweep of expired files.
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = []
+    if runner is not None:
+        background.append(runner.run)
+    if files is not None:
+        background.append(partial(_remove_expired_files, files))
+    app = FastAPI(title="headrace", lifespan=_lifespan(served.engine, background))
     exempt = (FILES_PATH,) if files is not None else ()
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes, exempt=exempt)
     install_error_handlers(app)
@@ -110,19 +121,27 @@ def create_app(
 
 
 def _lifespan(
-    engine: EngineClient, runner: BatchRunner | None
+    engine: EngineClient, background: Sequence[Callable[[], Coroutine[Any, Any, None]]]
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine.start()
-        task = asyncio.create_task(runner.run()) if runner is not None else None
+        tasks = [asyncio.create_task(run()) for run in background]
         try:
             yield
         finally:
-            if task is not None:  # before the engine: its requests stop, unrecorded, to resume
+            for task in tasks:  # before the engine: batch requests stop, unrecorded, to resume
                 task.cancel()
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             engine.shutdown()
 
     return lifespan
+
+
+async def _remove_expired_files(files: FileStore) -> None:
+    """Frees the bytes of expired files every minute; to clients they are gone as they expire."""
+    while True:
+        await asyncio.sleep(_EXPIRY_SWEEP_S)
+        await asyncio.to_thread(files.remove_expired)

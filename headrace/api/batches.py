@@ -60,6 +60,7 @@ def batches_router(batches: BatchStore, runner: BatchRunner) -> APIRouter:
     async def create_batch(request: Request) -> Response:
         create = _parse(await request.body())
         grant = grant_of(request)
+        expiry = create.output_expires_after
         batch = await run_in_threadpool(
             batches.create,
             grant.key_id,
@@ -67,6 +68,7 @@ def batches_router(batches: BatchStore, runner: BatchRunner) -> APIRouter:
             create.endpoint,
             create.metadata,
             grant.models,
+            None if expiry is None else expiry.seconds,
         )
         runner.wake()
         return _json(batch.dump())

@@ -7,12 +7,12 @@ all share one owner): another key's file is a 404, as one that does not exist.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import BinaryIO
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from headrace.api.auth import grant_of
@@ -24,6 +24,7 @@ from headrace.batch import (
     MAX_LIST_LIMIT,
     UPLOAD_PURPOSES,
     DeletedFile,
+    ExpiresAfter,
     FileList,
     FileObject,
     FileStore,
@@ -31,6 +32,7 @@ from headrace.batch import (
     check_purpose,
 )
 from headrace.errors import FileTooLargeError, invalid_value, missing_parameter
+from headrace.serving import invalid_request_from_validation
 
 __all__ = ["FILES_PATH", "files_router"]
 
@@ -38,6 +40,7 @@ __all__ = ["FILES_PATH", "files_router"]
 FILES_PATH = "/v1/files"
 _CHUNK = 2**16
 
+_EXPIRY_SCHEMA = ExpiresAfter.model_json_schema()
 _UPLOAD_BODY: OpenApiDoc = {
     "requestBody": {
         "required": True,
@@ -53,6 +56,10 @@ _UPLOAD_BODY: OpenApiDoc = {
                             "description": "The file: JSON lines, one request each.",
                         },
                         "purpose": {"type": "string", "enum": list(UPLOAD_PURPOSES)},
+                        **{
+                            f"expires_after[{part}]": schema
+                            for part, schema in _EXPIRY_SCHEMA["properties"].items()
+                        },
                     },
                 }
             }
@@ -107,7 +114,10 @@ def files_router(files: FileStore, max_file_bytes: int) -> APIRouter:
             if purpose is None:
                 raise missing_parameter("purpose")
             owner = grant_of(request).key_id
-            file = await form.upload.commit(owner, form.filename, check_purpose(purpose))
+            expires_after = _expires_after(form.fields)
+            file = await form.upload.commit(
+                owner, form.filename, check_purpose(purpose), expires_after
+            )
         finally:
             form.upload.discard()
         return _json(file)
@@ -146,6 +156,26 @@ def files_router(files: FileStore, max_file_bytes: int) -> APIRouter:
         return _json(await files.delete(grant_of(request).key_id, file_id))
 
     return router
+
+
+class _Expiry(BaseModel):
+    expires_after: ExpiresAfter
+
+
+def _expires_after(fields: Mapping[str, str]) -> int | None:
+    """The seconds of the form's `expires_after[anchor]` and `expires_after[seconds]` (as the
+    OpenAI SDKs send them), checked as a batch's `output_expires_after`; None without them."""
+    given = {
+        part: fields[f"expires_after[{part}]"]
+        for part in ("anchor", "seconds")
+        if f"expires_after[{part}]" in fields
+    }
+    if not given:
+        return None
+    try:
+        return _Expiry.model_validate({"expires_after": given}).expires_after.seconds
+    except ValidationError as error:
+        raise invalid_request_from_validation(error.errors()) from None
 
 
 def _check_field(name: str, value: str) -> None:

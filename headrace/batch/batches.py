@@ -72,10 +72,12 @@ class BatchStore:
         endpoint: BatchEndpoint,
         metadata: dict[str, str] | None,
         models: frozenset[str] | None = None,
+        output_expires_after: int | None = None,
     ) -> Batch:
         """A new batch, validating, of `owner`'s file `input_file_id` (NotFoundError if none;
         InvalidRequestError unless its purpose is batch); its requests may name only `models`
-        (None: any)."""
+        (None: any); its output and error files live `output_expires_after` seconds from their
+        creation (None: until deleted)."""
         try:
             file = self.files.get(owner, input_file_id)
         except NotFoundError as error:
@@ -97,8 +99,8 @@ class BatchStore:
             with self.store.transaction() as db:
                 db.execute(
                     "INSERT INTO batches (id, owner, models, endpoint, input_file_id, "
-                    "completion_window, status, metadata, created_at, expires_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "completion_window, status, metadata, created_at, expires_at, "
+                    "output_expires_after) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         batch_id,
                         stored_owner(owner),
@@ -110,6 +112,7 @@ class BatchStore:
                         None if metadata is None else orjson.dumps(metadata).decode(),
                         now,
                         now + COMPLETION_WINDOW_SECONDS,
+                        output_expires_after,
                     ),
                 )
         except BaseException:

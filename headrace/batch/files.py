@@ -33,7 +33,9 @@ MAX_LIST_LIMIT = 10_000
 _FILES = "files"
 _TEMP_SUFFIX = ".tmp"
 _CHUNK = 2**16
-_COLUMNS = "id, bytes, created_at, filename, purpose"
+_COLUMNS = "id, bytes, created_at, filename, purpose, expires_at"
+# A row of a file that exists: neither deleted nor expired (its one parameter: now).
+_LIVE = "deleted_at IS NULL AND (expires_at IS NULL OR expires_at > ?)"
 
 
 def check_purpose(purpose: str) -> FilePurpose:
@@ -70,9 +72,16 @@ class Upload:
             raise FileTooLargeError(self._limit)
         self._out.write(chunk)
 
-    async def commit(self, owner: str | None, filename: str, purpose: FilePurpose) -> FileObject:
-        """Syncs the bytes, moves them into place, records the row: the file, durably kept."""
-        file = await self.place(filename, purpose)
+    async def commit(
+        self,
+        owner: str | None,
+        filename: str,
+        purpose: FilePurpose,
+        expires_after: int | None = None,
+    ) -> FileObject:
+        """Syncs the bytes, moves them into place, records the row: the file, durably kept
+        (for `expires_after` seconds, if given)."""
+        file = await self.place(filename, purpose, expires_after)
         try:
             await asyncio.to_thread(self._files.record, owner, file)
         except BaseException:
@@ -80,13 +89,15 @@ class Upload:
             raise
         return file
 
-    async def place(self, filename: str, purpose: FilePurpose) -> FileObject:
+    async def place(
+        self, filename: str, purpose: FilePurpose, expires_after: int | None = None
+    ) -> FileObject:
         """Syncs the bytes and moves them into place, without a row: the caller records the
         file (`FileStore.insert`, in a transaction of its own) or removes its bytes. A crash
         before the row leaves bytes that the store's next opening removes."""
-        return await asyncio.to_thread(self._place, filename, purpose)
+        return await asyncio.to_thread(self._place, filename, purpose, expires_after)
 
-    def _place(self, filename: str, purpose: FilePurpose) -> FileObject:
+    def _place(self, filename: str, purpose: FilePurpose, expires_after: int | None) -> FileObject:
         assert self._out is not None, "placed after commit or discard"
         out, self._out = self._out, None
         try:
@@ -94,12 +105,14 @@ class Upload:
             os.fsync(out.fileno())
         finally:
             out.close()
+        created_at = int(self._files.clock())
         file = FileObject(
             id=f"file-{secrets.token_hex(12)}",
             bytes=self.size,
-            created_at=int(self._files.clock()),
+            created_at=created_at,
             filename=filename,
             purpose=purpose,
+            expires_at=None if expires_after is None else created_at + expires_after,
         )
         try:
             self._path.rename(self._files.directory / file.id)
@@ -152,13 +165,17 @@ class FileStore:
         return await self._create(owner, filename, check_purpose(purpose), chunks, limit)
 
     async def place_output(
-        self, filename: str, chunks: AsyncIterable[bytes] | BinaryIO
+        self,
+        filename: str,
+        chunks: AsyncIterable[bytes] | BinaryIO,
+        expires_after: int | None = None,
     ) -> FileObject:
         """A file the server writes (a batch's output or errors): purpose batch_output, no
-        limit; its bytes in place without a row, as `Upload.place`."""
+        limit, kept for `expires_after` seconds if given; its bytes in place without a row,
+        as `Upload.place`."""
         upload = await self._write(chunks, None)
         try:
-            return await upload.place(filename, "batch_output")
+            return await upload.place(filename, "batch_output", expires_after)
         finally:
             upload.discard()
 
@@ -199,7 +216,7 @@ class FileStore:
     def insert(self, db: sqlite3.Connection, owner: str | None, file: FileObject) -> None:
         """Adds the row of a file whose bytes are in place, in the caller's transaction."""
         db.execute(
-            f"INSERT INTO files (owner, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO files (owner, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 stored_owner(owner),
                 file.id,
@@ -207,6 +224,7 @@ class FileStore:
                 file.created_at,
                 file.filename,
                 file.purpose,
+                file.expires_at,
             ),
         )
 
@@ -217,8 +235,8 @@ class FileStore:
     def get(self, owner: str | None, file_id: str) -> FileObject:
         """The file, or NotFoundError if `owner` has none of that id."""
         rows = self.store.query(
-            f"SELECT {_COLUMNS} FROM files WHERE id = ? AND owner = ? AND deleted_at IS NULL",
-            (file_id, stored_owner(owner)),
+            f"SELECT {_COLUMNS} FROM files WHERE id = ? AND owner = ? AND {_LIVE}",
+            (file_id, stored_owner(owner), int(self.clock())),
         )
         if not rows:
             raise _not_found(file_id)
@@ -236,11 +254,12 @@ class FileStore:
         `after`: the last id of the previous page (InvalidRequestError if not one of theirs)."""
         if not 1 <= limit <= MAX_LIST_LIMIT:
             raise invalid_value("limit", f"must be from 1 to {MAX_LIST_LIMIT}, not {limit}")
-        where, parameters = ["owner = ?", "deleted_at IS NULL"], [stored_owner(owner)]
+        where = ["owner = ?", _LIVE]
+        parameters: list[object] = [stored_owner(owner), int(self.clock())]
         if purpose is not None:
             where.append("purpose = ?")
             parameters.append(purpose)
-        if after is not None:  # deleted files too: a page's last file may be deleted since
+        if after is not None:  # gone ones too: a page's last file may be deleted since
             found = self.store.query(
                 "SELECT seq FROM files WHERE id = ? AND owner = ?", (after, stored_owner(owner))
             )
@@ -286,8 +305,23 @@ class FileStore:
         (self.directory / file_id).unlink(missing_ok=True)
         return DeletedFile(id=file_id)
 
+    def remove_expired(self) -> int:
+        """Deletes the files past their `expires_at` (their rows kept as tombstones, as a
+        delete's); how many. They were gone to clients already: this frees their bytes."""
+        with self.store.transaction() as db:
+            rows = db.execute(
+                "UPDATE files SET deleted_at = expires_at "
+                "WHERE deleted_at IS NULL AND expires_at <= ? RETURNING id",
+                (int(self.clock()),),
+            ).fetchall()
+        for (file_id,) in rows:
+            (self.directory / file_id).unlink(missing_ok=True)
+        return len(rows)
+
     def _remove_strays(self) -> None:
-        """Removes temp files and bytes without a row, left by a process that stopped midway."""
+        """Removes temp files and bytes without a row, left by a process that stopped midway,
+        and expired files."""
+        self.remove_expired()
         rows = self.store.query("SELECT id FROM files WHERE deleted_at IS NULL")
         live = {file_id for (file_id,) in rows}
         for path in self.directory.iterdir():
@@ -296,7 +330,7 @@ class FileStore:
 
 
 def _file(row: tuple[object, ...]) -> FileObject:
-    file_id, size, created_at, filename, purpose = row
+    file_id, size, created_at, filename, purpose, expires_at = row
     return FileObject.model_validate(
         {
             "id": file_id,
@@ -304,6 +338,7 @@ def _file(row: tuple[object, ...]) -> FileObject:
             "created_at": created_at,
             "filename": filename,
             "purpose": purpose,
+            "expires_at": expires_at,
         }
     )
 

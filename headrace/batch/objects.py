@@ -1,16 +1,22 @@
 """The OpenAI wire objects of the Files and Batch APIs, as pydantic models.
 
-A file's every field is always on the wire (`expires_at` and the deprecated `status_details`
-are left out: files here do not expire); `object` and `status` are fixed. A batch's unset
+A file's every field is always on the wire but `expires_at`, there only for a file that expires
+(the deprecated `status_details` is left out); `object` and `status` are fixed. A batch's unset
 fields (a timestamp not reached yet, no output file) are left off the wire, as OpenAI's schema
 types them as non-null when present (`Batch.dump`).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 __all__ = [
     "BATCH_ENDPOINTS",
@@ -23,6 +29,7 @@ __all__ = [
     "BatchStatus",
     "CreateBatchRequest",
     "DeletedFile",
+    "ExpiresAfter",
     "FileList",
     "FileObject",
     "FilePurpose",
@@ -53,6 +60,26 @@ class FileObject(BaseModel):
     purpose: FilePurpose
     # Deprecated by OpenAI, still required by its schema: a stored file is always "processed".
     status: Literal["processed"] = "processed"
+    # Unix seconds when it is gone; None: kept until deleted (left off the wire).
+    expires_at: int | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unset_expiry(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        fields: dict[str, Any] = handler(self)
+        if fields.get("expires_at") is None:
+            fields.pop("expires_at", None)
+        return fields
+
+
+class ExpiresAfter(BaseModel):
+    """OpenAI's file expiration policy: gone `seconds` after the file's creation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Only "created_at": the file's creation (not its batch's).
+    anchor: Literal["created_at"]
+    # From 1 hour to 30 days.
+    seconds: int = Field(ge=3600, le=2_592_000)
 
 
 class FileList(BaseModel):
@@ -212,7 +239,7 @@ class BatchList(BaseModel):
 
 
 class CreateBatchRequest(BaseModel):
-    """OpenAI's `CreateBatchRequest` (its `output_expires_after` is accepted and ignored)."""
+    """OpenAI's `CreateBatchRequest`."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -224,3 +251,5 @@ class CreateBatchRequest(BaseModel):
     completion_window: str
     # Up to 16 string pairs the client keeps on the batch.
     metadata: dict[str, str] | None = None
+    # When its output and error files expire; None: kept until deleted.
+    output_expires_after: ExpiresAfter | None = None

@@ -20,7 +20,7 @@ COLUMNS = (
     "id, owner, models, endpoint, input_file_id, completion_window, status, metadata, errors, "
     "output_file_id, error_file_id, created_at, expires_at, in_progress_at, finalizing_at, "
     "completed_at, failed_at, expired_at, cancelling_at, cancelled_at, total, completed, failed, "
-    "model, input_tokens, cached_tokens, output_tokens"
+    "model, input_tokens, cached_tokens, output_tokens, output_expires_after"
 )
 _NAMES = tuple(name.strip() for name in COLUMNS.split(","))
 # The column each status's time is kept in.
@@ -41,6 +41,8 @@ class BatchJob:
     owner: str | None
     # The models its requests may name: those of its owner's key when it was made; None: any.
     models: frozenset[str] | None
+    # Seconds its output and error files live from their creation; None: until deleted.
+    output_expires_after: int | None
     # The batch as it was read.
     batch: Batch
 
@@ -54,6 +56,7 @@ def job_of(row: tuple[object, ...]) -> BatchJob:
         _integer(values.pop(name)) for name in ("input_tokens", "cached_tokens", "output_tokens")
     )
     owner, models = values.pop("owner"), values.pop("models")
+    expiry = values.pop("output_expires_after")
     batch = Batch.model_validate(
         {
             **values,
@@ -71,6 +74,7 @@ def job_of(row: tuple[object, ...]) -> BatchJob:
     return BatchJob(
         owner=None if owner == stored_owner(None) else str(owner),
         models=None if models is None else frozenset(orjson.loads(str(models))),
+        output_expires_after=None if expiry is None else _integer(expiry),
         batch=batch,
     )
 

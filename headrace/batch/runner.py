@@ -190,13 +190,14 @@ class BatchRunner:
             elif self._batches.finalize(batch_id) or job.batch.status == "finalizing":
                 final = "completed"
             # else: cancelled between the two reads
-        output = await self._place(batch_id, "output", completed=True)
-        error = await self._place(batch_id, "error", completed=False)
+        output = await self._place(job, "output", completed=True)
+        error = await self._place(job, "error", completed=False)
         self._batches.finish(batch_id, final, output, error)
 
-    async def _place(self, batch_id: str, name: str, *, completed: bool) -> FileObject | None:
+    async def _place(self, job: BatchJob, name: str, *, completed: bool) -> FileObject | None:
         """The file of the batch's completed results (or of the others), its bytes in place
         but not recorded (`BatchStore.finish` records it); None if there are none."""
+        batch_id = job.batch.id
         outputs = self._batches.outputs(batch_id, completed)
         if not outputs:
             return None
@@ -205,7 +206,9 @@ class BatchRunner:
             for output in outputs:
                 yield output.encode() + b"\n"
 
-        return await self._batches.files.place_output(f"{batch_id}_{name}.jsonl", chunks())
+        return await self._batches.files.place_output(
+            f"{batch_id}_{name}.jsonl", chunks(), job.output_expires_after
+        )
 
     def _cancel_event(self, batch_id: str) -> asyncio.Event:
         return self._cancels.setdefault(batch_id, asyncio.Event())

@@ -89,6 +89,11 @@ _MIGRATIONS: Sequence[str | Callable[[sqlite3.Connection], str]] = (
     ALTER TABLE batches ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE batches ADD COLUMN output_tokens INTEGER NOT NULL DEFAULT 0;
     """,
+    """
+    ALTER TABLE files ADD COLUMN expires_at INTEGER;  -- Unix seconds it is gone at; NULL: never
+    -- Seconds its output and error files live from their creation; NULL: until deleted.
+    ALTER TABLE batches ADD COLUMN output_expires_after INTEGER;
+    """,
 )
 # The version a store has once opened.
 SCHEMA_VERSION = len(_MIGRATIONS)

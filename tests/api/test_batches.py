@@ -80,6 +80,24 @@ async def test_create_and_retrieve(client: httpx.AsyncClient) -> None:
     assert batch_of(await client.get(f"/v1/batches/{batch['id']}")) == batch
 
 
+async def test_a_batchs_files_expire_as_asked(files: FileStore) -> None:
+    engine = FakeEngine()
+    app = make_app(engine, files=files)
+    expiry = {"anchor": "created_at", "seconds": 7200}
+    async with app.router.lifespan_context(app), make_client(app) as client:
+        file_id = await upload(client, request_line("a") + request_line("b", model="nope"))
+        batch_id = batch_of(await create(client, file_id, output_expires_after=expiry))["id"]
+        for _ in range(500):
+            batch = batch_of(await client.get(f"/v1/batches/{batch_id}"))
+            if batch["status"] == "completed":
+                break
+            await asyncio.sleep(0.01)
+        for name in ("output_file_id", "error_file_id"):
+            file = (await client.get(f"/v1/files/{batch[name]}")).json()
+            assert file["expires_at"] == file["created_at"] + 7200
+        assert "expires_at" not in (await client.get(f"/v1/files/{file_id}")).json()
+
+
 async def test_a_batch_runs_on_the_apps_runner(files: FileStore) -> None:
     engine = FakeEngine()
     app = make_app(engine, files=files)
@@ -123,6 +141,20 @@ async def test_cancel(client: httpx.AsyncClient) -> None:
         ({"metadata": {"k": "v" * 513}}, "metadata"),
         ({"metadata": {"k": 1}}, "metadata.k"),
         ({"input_file_id": None}, "input_file_id"),
+        ({"output_expires_after": {"anchor": "created_at"}}, "output_expires_after.seconds"),
+        (
+            {"output_expires_after": {"anchor": "now", "seconds": 3600}},
+            "output_expires_after.anchor",
+        ),
+        (
+            {"output_expires_after": {"anchor": "created_at", "seconds": 60}},
+            "output_expires_after.seconds",
+        ),
+        (
+            {"output_expires_after": {"anchor": "created_at", "seconds": 3600, "x": 1}},
+            "output_expires_after.x",
+        ),
+        ({"output_expires_after": 3600}, "output_expires_after"),
     ],
 )
 async def test_a_bad_create_is_400(

@@ -12,7 +12,8 @@ import pytest
 
 from headrace.auth import Access, KeyStore
 from headrace.batch import FileStore
-from tests.fakes import make_app, make_client
+from tests.batch.factories import make_files
+from tests.fakes import FakeClock, make_app, make_client
 from tests.schema import validate
 
 LINES = b'{"custom_id": "1", "method": "POST", "url": "/v1/chat/completions", "body": {}}\n'
@@ -112,12 +113,66 @@ async def test_a_file_part_without_a_filename(client: httpx.AsyncClient) -> None
 
 
 async def test_other_fields_are_ignored(client: httpx.AsyncClient) -> None:
-    body = form(
-        ("purpose", None, b"batch"),
-        ("expires_after[anchor]", None, b"created_at"),
-        ("file", "x.jsonl", LINES),
-    )
+    body = form(("purpose", None, b"batch"), ("note", None, b"x"), ("file", "x.jsonl", LINES))
     assert (await post_form(client, body)).status_code == 200
+
+
+def expiring(anchor: bytes | None, seconds: bytes | None) -> bytes:
+    """An upload with the form fields the OpenAI SDKs send for `expires_after`."""
+    parts = [("purpose", None, b"batch")]
+    if anchor is not None:
+        parts.append(("expires_after[anchor]", None, anchor))
+    if seconds is not None:
+        parts.append(("expires_after[seconds]", None, seconds))
+    return form(*parts, ("file", "x.jsonl", LINES))
+
+
+async def test_a_file_that_expires(tmp_path: Path) -> None:
+    clock = FakeClock()
+    files = make_files(tmp_path / "data", clock)
+    async with make_client(make_app(files=files)) as client:
+        created = await post_form(client, expiring(b"created_at", b"3600"))
+        assert created.status_code == 200, created.text
+        file = created.json()
+        validate(file, "OpenAIFile")
+        assert file["expires_at"] == file["created_at"] + 3600 == int(clock()) + 3600
+        assert "expires_at" not in (await upload(client)).json()  # one that never expires
+        assert (await client.get(f"/v1/files/{file['id']}")).json() == file
+        clock.advance(3599)
+        assert (await client.get(f"/v1/files/{file['id']}/content")).content == LINES
+        clock.advance(1)  # gone to clients from its expires_at, before its bytes are removed
+        assert (await client.get(f"/v1/files/{file['id']}")).status_code == 404
+        assert (await client.get(f"/v1/files/{file['id']}/content")).status_code == 404
+        listed = (await client.get("/v1/files")).json()["data"]
+        assert file["id"] not in [f["id"] for f in listed] and len(listed) == 1
+        assert file["id"] in stored(files)
+        assert files.remove_expired() == 1
+        assert file["id"] not in stored(files) and len(stored(files)) == 1
+    files.store.close()
+
+
+@pytest.mark.parametrize(
+    ("anchor", "seconds", "param"),
+    [
+        (b"created_at", None, "expires_after.seconds"),
+        (None, b"3600", "expires_after.anchor"),
+        (b"last_active_at", b"3600", "expires_after.anchor"),
+        (b"created_at", b"3599", "expires_after.seconds"),
+        (b"created_at", b"2592001", "expires_after.seconds"),
+        (b"created_at", b"an hour", "expires_after.seconds"),
+        (b"created_at", b"3600.5", "expires_after.seconds"),
+    ],
+)
+async def test_a_bad_expiry_is_refused_and_nothing_kept(
+    client: httpx.AsyncClient,
+    files: FileStore,
+    anchor: bytes | None,
+    seconds: bytes | None,
+    param: str,
+) -> None:
+    response = await post_form(client, expiring(anchor, seconds))
+    assert error_of(response, 400)["param"] == param
+    assert stored(files) == []
 
 
 @pytest.mark.parametrize("first", [True, False])
@@ -372,6 +427,13 @@ async def test_the_openai_sdk_unchanged(files: FileStore) -> None:
         await client.files.create(file=(f"{n}.jsonl", LINES), purpose="batch") for n in range(3)
     ]
     assert created[0].purpose == "batch" and created[0].bytes == len(LINES)
+    expiring = await client.files.create(
+        file=("e.jsonl", LINES),
+        purpose="batch",
+        expires_after={"anchor": "created_at", "seconds": 86_400},
+    )
+    assert expiring.expires_at == expiring.created_at + 86_400
+    assert (await client.files.delete(expiring.id)).deleted
     paged = [file.id async for file in client.files.list(limit=2)]
     assert paged == [file.id for file in created[::-1]]
     assert (await client.files.retrieve(created[1].id)).filename == "1.jsonl"

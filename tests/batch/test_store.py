@@ -84,17 +84,12 @@ def test_a_data_directory_that_cannot_be_made(tmp_path: Path) -> None:
 def _version_2_store(path: Path, *, with_models: bool) -> None:
     """A version-2 store with one batch: as version 2's script made it, or as a development
     build's did that had added batches.models to that script in place."""
-    store = MetadataStore(path)
-    store.close()
+    first, second = store_module._MIGRATIONS[:2]
+    assert isinstance(first, str) and isinstance(second, str)
     with sqlite3.connect(path / "headrace.sqlite3") as db:
-        db.execute("DROP TABLE batches")
-        models = "models TEXT," if with_models else ""
-        db.execute(
-            "CREATE TABLE batches (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,"
-            f" owner TEXT NOT NULL, endpoint TEXT NOT NULL, input_file_id TEXT NOT NULL, {models}"
-            " completion_window TEXT NOT NULL, status TEXT NOT NULL, created_at INTEGER NOT NULL,"
-            " expires_at INTEGER NOT NULL)"
-        )
+        db.executescript(first + second)
+        if with_models:
+            db.execute("ALTER TABLE batches ADD COLUMN models TEXT")
         column, value = ("models,", "'[\"m\"]',") if with_models else ("", "")
         db.execute(
             f"INSERT INTO batches (id, owner, endpoint, input_file_id, {column}"
@@ -127,6 +122,7 @@ _MIGRATION_DIGESTS = (
     "bba05d870ab3bc0ade5faea2bfd704610fe1a9e55f589381c1d14b5bda23056e",
     "f34c76f5a3573a5af212c2b19775059073e3bc45bb5645ec6a87901e55c612df",
     "6a543ef270a3d3fc7a077b8341068f55c0850d2258208a780ed104906c7e453d",
+    "690d6e52bce1a92922bbc586d6c5d03d60dd6ccc0155287dcc26434e1077068e",
 )
 
 

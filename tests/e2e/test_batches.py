@@ -46,12 +46,15 @@ def test_a_batch_runs_through_the_sdk(server: Server) -> None:
         + b"".join(line(f"r{i}", seed=i) for i in range(3))
         + line("bad", model="no-such-model")
     )
-    file = client.files.create(file=("in.jsonl", content), purpose="batch")
+    day = {"anchor": "created_at", "seconds": 86_400}
+    file = client.files.create(file=("in.jsonl", content), purpose="batch", expires_after=day)
+    assert file.expires_at == file.created_at + 86_400
     batch = client.batches.create(
         input_file_id=file.id,
         endpoint="/v1/chat/completions",
         completion_window="24h",
         metadata={"test": "e2e"},
+        output_expires_after={"anchor": "created_at", "seconds": 3600},
     )
     assert batch.status == "validating" and batch.metadata == {"test": "e2e"}
     done = wait_for(client, batch.id, {"completed", "failed", "expired", "cancelled"})
@@ -60,6 +63,9 @@ def test_a_batch_runs_through_the_sdk(server: Server) -> None:
     assert (done.request_counts.total, done.request_counts.completed) == (5, 4)
     assert done.request_counts.failed == 1
     assert done.output_file_id and done.error_file_id
+    for file_id in (done.output_file_id, done.error_file_id):
+        written = client.files.retrieve(file_id)
+        assert written.expires_at == written.created_at + 3600
     outputs = [
         orjson.loads(text) for text in client.files.content(done.output_file_id).iter_lines()
     ]
