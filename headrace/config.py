@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -138,6 +139,9 @@ class ServerConfig:
     data_dir: Path = field(default_factory=default_data_dir)
     # Largest file accepted by POST /v1/files, in bytes; a larger one is refused with 413.
     max_file_bytes: int = 200 * 2**20
+    # Origins whose pages may call the API from a browser (CORS); "*" for any. None by default,
+    # unlike vLLM's "*": a page on any site could otherwise read the Files API's files.
+    allowed_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -152,3 +156,9 @@ class ServerConfig:
             raise ValueError(f"max_body_bytes must be at least 1024, not {self.max_body_bytes}")
         if self.max_file_bytes < 1:
             raise ValueError(f"max_file_bytes must be positive, not {self.max_file_bytes}")
+        for origin in self.allowed_origins:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(
+                    f"an allowed origin is '*' or scheme://host[:port] (e.g. "
+                    f"https://app.example.com, no path), not {origin!r}"
+                )

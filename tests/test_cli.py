@@ -61,6 +61,8 @@ def serve(*args: str) -> subprocess.CompletedProcess[str]:
         (["--max-file-size", "0"], "must be a positive number of MiB, not 0"),
         (["--max-file-size", "big"], "must be a positive number of MiB, not big"),
         (["--generation-config", ""], "generation_config must be auto, none or a path"),
+        (["--allowed-origins", "app.example.com"], "scheme://host[:port]"),
+        (["--allowed-origins", "https://app.example.com/"], "no path"),
     ],
 )
 def test_bad_configuration_is_one_line(args: list[str], message: str) -> None:

@@ -10,8 +10,9 @@ from functools import partial
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
-from headrace.api.auth import KeyCheck
+from headrace.api.auth import RATE_LIMIT_HEADERS, KeyCheck
 from headrace.api.batches import batches_router
 from headrace.api.body_limit import BodyLimit
 from headrace.api.drain import Drain
@@ -19,6 +20,7 @@ from headrace.api.errors import install_error_handlers, status_of
 from headrace.api.files import FILES_PATH, files_router
 from headrace.api.openapi import install_openapi
 from headrace.api.playground import playground_router
+from headrace.api.request_context import REQUEST_ID_HEADER
 from headrace.api.request_log import RequestLog, observer
 from headrace.api.routes import health_router, metrics_router, v1_router
 from headrace.auth import Access
@@ -49,6 +51,7 @@ def create_app(
     max_file_bytes: int = ServerConfig.max_file_bytes,
     batch_concurrency: int = 16,
     log_requests: bool = False,
+    allowed_origins: Sequence[str] = ServerConfig.allowed_origins,
 ) -> FastAPI:
     """The app.
 
@@ -65,6 +68,8 @@ def create_app(
         lifespan starts and stops; a key's batch requests spend its tokens per minute in a
         bucket apart from its interactive requests', waiting for them rather than failing.
     log_requests: each request's log line carries its prompts' and its output's text.
+    allowed_origins: origins whose pages may call it from a browser ("*": any): CORS headers
+        on every response to them, preflights answered before any key is asked for.
 
     Every response carries `x-request-id`; GET /metrics exposes the Prometheus families.
     """
@@ -107,6 +112,15 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(drain.guard)
     app.add_middleware(KeyCheck, access=access)
+    if allowed_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(allowed_origins),
+            allow_methods=["*"],
+            allow_headers=["*"],
+            # What the SDKs read from a response, for a page's script to read too.
+            expose_headers=[REQUEST_ID_HEADER, "retry-after", *RATE_LIMIT_HEADERS],
+        )
     app.add_middleware(RequestLog, metrics=metrics, log_text=log_requests)
     install_openapi(app)
     app.include_router(health_router(served.engine, drain, batches))

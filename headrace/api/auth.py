@@ -14,10 +14,17 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from headrace.api.errors import error_response
-from headrace.auth import Access, Grant, LimitStatus
+from headrace.auth import REPORTED_LIMITS, Access, Grant, LimitStatus
 from headrace.errors import HeadraceError
 
-__all__ = ["KeyCheck", "grant_of"]
+__all__ = ["RATE_LIMIT_HEADERS", "KeyCheck", "grant_of"]
+
+# The parts of a limit its headers tell.
+_PARTS = ("limit", "remaining", "reset")
+# Every rate-limit header a response may carry.
+RATE_LIMIT_HEADERS = tuple(
+    f"x-ratelimit-{part}-{name}" for name in REPORTED_LIMITS for part in _PARTS
+)
 
 # Open to all: load balancers and orchestrators probe /health, and Prometheus scrapes /metrics
 # (as vLLM's), without a key.
@@ -78,10 +85,10 @@ def _bearer_key(headers: Headers) -> str | None:
 
 def _limit_headers(status: LimitStatus) -> dict[str, str]:
     """OpenAI's headers for one limit, e.g. x-ratelimit-reset-tokens: 6m0s."""
+    values = (str(status.limit), str(status.remaining), duration(status.reset))
     return {
-        f"x-ratelimit-limit-{status.name}": str(status.limit),
-        f"x-ratelimit-remaining-{status.name}": str(status.remaining),
-        f"x-ratelimit-reset-{status.name}": duration(status.reset),
+        f"x-ratelimit-{part}-{status.name}": value
+        for part, value in zip(_PARTS, values, strict=True)
     }
 
 

@@ -18,7 +18,17 @@ from starlette.datastructures import Headers
 
 from headrace.serving import RequestRecord
 
-__all__ = ["RequestContext", "current_request_id", "remember", "request_id_of", "serving"]
+__all__ = [
+    "REQUEST_ID_HEADER",
+    "RequestContext",
+    "current_request_id",
+    "remember",
+    "request_id_of",
+    "serving",
+]
+
+# The header that carries a request's id, both ways.
+REQUEST_ID_HEADER = "x-request-id"
 
 # The longest X-Request-Id taken from a client; a longer one is replaced.
 _MAX_CLIENT_ID = 128
@@ -63,7 +73,7 @@ def remember(record: RequestRecord) -> None:
 def request_id_of(headers: Headers) -> str:
     """The client's X-Request-Id when it is printable ASCII of at most 128 characters, else a
     new req_<32 hex digits>."""
-    given = headers.get("x-request-id", "")
+    given = headers.get(REQUEST_ID_HEADER, "")
     if 0 < len(given) <= _MAX_CLIENT_ID and given.isascii() and given.isprintable():
         return given
     return f"req_{secrets.token_hex(16)}"

@@ -21,7 +21,13 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from headrace.api.errors import error_response, every_route
-from headrace.api.request_context import RequestContext, remember, request_id_of, serving
+from headrace.api.request_context import (
+    REQUEST_ID_HEADER,
+    RequestContext,
+    remember,
+    request_id_of,
+    serving,
+)
 from headrace.auth import Grant
 from headrace.errors import InternalError
 from headrace.metrics import Metrics
@@ -106,7 +112,7 @@ class RequestLog:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableHeaders(scope=message).append("x-request-id", context.request_id)
+                MutableHeaders(scope=message).append(REQUEST_ID_HEADER, context.request_id)
             await send(message)
 
         with serving(context):

@@ -2,10 +2,11 @@
 
 from headrace.auth.access import UNLIMITED, Access, Grant
 from headrace.auth.keys import ApiKey, IssuedKey
-from headrace.auth.limiter import Clock, Limits, LimitStatus, RateLimiter
+from headrace.auth.limiter import REPORTED_LIMITS, Clock, Limits, LimitStatus, RateLimiter
 from headrace.auth.store import KeyStore, default_key_store_path
 
 __all__ = [
+    "REPORTED_LIMITS",
     "UNLIMITED",
     "Access",
     "ApiKey",

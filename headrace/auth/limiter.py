@@ -14,7 +14,7 @@ from typing import Literal
 
 from headrace.errors import RateLimitError
 
-__all__ = ["Clock", "LimitName", "LimitStatus", "Limits", "RateLimiter"]
+__all__ = ["REPORTED_LIMITS", "Clock", "LimitName", "LimitStatus", "Limits", "RateLimiter"]
 
 # Seconds from some fixed point; time.monotonic by default.
 Clock = Callable[[], float]
@@ -24,7 +24,7 @@ LimitName = Literal["requests", "tokens", "batch_tokens"]
 # A bucket refills its whole capacity in this many seconds.
 _PERIOD = 60.0
 # The limits reported to interactive clients (the x-ratelimit-* headers).
-_REPORTED: tuple[LimitName, ...] = ("requests", "tokens")
+REPORTED_LIMITS: tuple[LimitName, ...] = ("requests", "tokens")
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ class RateLimiter:
     def status(self, key_id: str, limits: Limits) -> list[LimitStatus]:
         """Where each of the key's limits stands now."""
         statuses = []
-        for name in _REPORTED:
+        for name in REPORTED_LIMITS:
             limit = limits.of(name)
             if limit is not None:
                 bucket = self._bucket(key_id, name, limit)

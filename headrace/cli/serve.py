@@ -77,6 +77,15 @@ def add_parser(
         help="on SIGTERM, how long running requests may finish before they are ended",
     )
     serve.add_argument(
+        "--allowed-origins",
+        nargs="*",
+        default=list(ServerConfig.allowed_origins),
+        metavar="ORIGIN",
+        help="origins whose web pages may call the API from a browser (CORS), e.g. "
+        "https://app.example.com, or '*' for any; default: none (the playground at / is the "
+        "server's own page)",
+    )
+    serve.add_argument(
         "--log-requests",
         action="store_true",
         help="each request's log line also carries its prompts' and its output's text (off: "
@@ -105,6 +114,7 @@ def run(args: argparse.Namespace) -> None:
         drain_timeout=args.drain_timeout,
         data_dir=(args.data_dir or default_data_dir()).expanduser(),
         max_file_bytes=args.max_file_size,
+        allowed_origins=tuple(args.allowed_origins),
     )
     access = _access(server_config)
     files = FileStore(MetadataStore(server_config.data_dir))
@@ -122,6 +132,7 @@ def run(args: argparse.Namespace) -> None:
         max_file_bytes=server_config.max_file_bytes,
         # As many again as the engine runs wait in its queue, to take a place the step it frees.
         batch_concurrency=2 * engine.max_num_seqs,
+        allowed_origins=server_config.allowed_origins,
         log_requests=args.log_requests,
     )
     url = f"http://{server_config.host}:{server_config.port}"
