@@ -18,6 +18,7 @@ import pytest
 from openai.types.chat import ChatCompletionChunk
 
 from headrace.auth import KeyStore
+from tests.e2e.browser import chromium  # noqa: F401  (a fixture, for the tests that use a browser)
 
 # The guide's model names, all served by the default model.
 MODEL_NAMES = ("SmolLM2-135M-Instruct", "Llama-3.3-70B-Instruct", "gpt-4.1")

@@ -9,24 +9,20 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 
 import pytest
-from selenium.webdriver import Chrome, ChromeOptions, ChromeService
+from selenium.webdriver import Chrome
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.wait import WebDriverWait
 
+from tests.e2e.browser import headless
 from tests.e2e.conftest import MODEL_NAMES, Server, running_server
 
 pytestmark = pytest.mark.e2e
-
-# Debian's packages of the browser and its driver.
-BROWSER_PACKAGES = ("chromium", "chromium-driver")
 
 # How long a reply of a few dozen tokens may take on a busy 2-core machine.
 REPLY_TIMEOUT_S = 120
@@ -63,42 +59,10 @@ def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield server
 
 
-def install_browser() -> None:
-    """apt-get install of BROWSER_PACKAGES, updating the package lists if it fails once."""
-    environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *BROWSER_PACKAGES]
-
-    def ran(command: list[str]) -> bool:
-        done = subprocess.run(command, env=environment, capture_output=True, check=False)
-        return done.returncode == 0
-
-    if not ran(install) and ran(["apt-get", "update", "-qq"]):  # the lists may be stale
-        ran(install)
-
-
-@pytest.fixture(scope="module")
-def chromium() -> tuple[str, str]:
-    """The paths of chromium and its driver, installed with apt-get first where they are
-    missing and this runs as root; else the tests are skipped, saying what to install."""
-    found = shutil.which("chromium"), shutil.which("chromedriver")
-    if None in found and os.geteuid() == 0 and shutil.which("apt-get"):
-        install_browser()
-        found = shutil.which("chromium"), shutil.which("chromedriver")
-    browser, driver = found
-    if browser is None or driver is None:
-        pytest.skip(f"needs Debian's {' and '.join(BROWSER_PACKAGES)} (apt-get install)")
-    return browser, driver
-
-
 @pytest.fixture
 def browser(open_server: Server, chromium: tuple[str, str]) -> Iterator[Chrome]:
     """Headless chromium on the playground, its models listed."""
-    binary, driver_path = chromium
-    options = ChromeOptions()
-    options.binary_location = binary
-    for argument in ("--headless=new", "--no-sandbox", "--window-size=1280,800"):
-        options.add_argument(argument)
-    driver = Chrome(options=options, service=ChromeService(driver_path))
+    driver = headless(chromium)
     try:
         driver.get(open_server.url)
         wait(driver, 30).until(lambda d: len(Select(element(d, "model")).options) > 0)
