@@ -50,8 +50,12 @@ class ModelConfig:
     # or the default model's recommended settings), "none", or a path to a generation_config.json
     # or the directory holding one.
     generation_config: str = "auto"
+    # A Jinja chat template, or a file holding one, in place of the model's; None: the model's.
+    chat_template: str | None = None
 
     def __post_init__(self) -> None:
+        if self.chat_template is not None and not self.chat_template.strip():
+            raise ValueError("chat_template must be a Jinja template or a path, not empty")
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise ValueError(f"dtype must be auto, float32 or bfloat16, not {self.dtype!r}")
         if self.device not in ("auto", "cpu", "cuda"):

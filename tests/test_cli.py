@@ -62,6 +62,9 @@ def serve(*args: str) -> subprocess.CompletedProcess[str]:
         (["--max-file-size", "big"], "must be a positive number of MiB, not big"),
         (["--generation-config", ""], "generation_config must be auto, none or a path"),
         (["--allowed-origins", "app.example.com"], "scheme://host[:port]"),
+        (["--chat-template", "/no/such.jinja"], "is neither a file nor a Jinja template"),
+        (["--chat-template", ""], "chat_template must be a Jinja template or a path"),
+        (["--chat-template", "{{ raise_exception('no') }}"], "does not render a one-message"),
         (["--allowed-origins", "https://app.example.com/"], "no path"),
     ],
 )

@@ -62,6 +62,12 @@ def model_flags() -> argparse.ArgumentParser:
         "none; PATH: a generation_config.json or the directory holding one",
     )
     flags.add_argument(
+        "--chat-template",
+        metavar="TEMPLATE|PATH",
+        help="a Jinja chat template, or a file holding one, in place of the model's (default: "
+        "the model's; ChatML for a model without one)",
+    )
+    flags.add_argument(
         "--max-num-seqs",
         type=int,
         default=default_max_num_seqs(),
@@ -120,6 +126,7 @@ def model_config(args: argparse.Namespace) -> ModelConfig:
         max_model_len=args.max_model_len,
         quantization=args.quantization,
         generation_config=args.generation_config,
+        chat_template=args.chat_template,
     )
 
 

@@ -16,6 +16,7 @@ from headrace.model.placement import dtype_reason, resolve_device, resolve_dtype
 from headrace.model.source import resolve_model
 from headrace.serving.sampling_defaults import SamplingDefaults, load_sampling_defaults
 from headrace.text import Tokenizer
+from headrace.text.chat_template import read_chat_template
 from headrace.text.grammar import GrammarCompiler
 
 __all__ = ["Runtime", "load_runtime"]
@@ -75,8 +76,14 @@ def load_runtime(model_config: ModelConfig, engine_config: EngineConfig) -> Runt
         )
         return engine
 
+    chat_template = (
+        None
+        if model_config.chat_template is None
+        else read_chat_template(model_config.chat_template)
+    )
+
     def make_text() -> tuple[Tokenizer, GrammarCompiler]:
-        tokenizer = Tokenizer.from_path(source.path)
+        tokenizer = Tokenizer.from_path(source.path, chat_template)
         return tokenizer, GrammarCompiler(tokenizer)
 
     # The tokenizer and its grammar compiler (1.3 s for SmolLM2) are built while the engine's

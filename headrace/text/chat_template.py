@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -30,7 +31,9 @@ from headrace.text.tool_call_format import detect_tool_call_format
 __all__ = [
     "CHATML_TEMPLATE",
     "ChatTemplateError",
+    "check_chat_template",
     "prepare_messages",
+    "read_chat_template",
     "render_chat",
     "template_source",
 ]
@@ -45,6 +48,28 @@ CHATML_TEMPLATE = (
 
 class ChatTemplateError(ValueError):
     """The chat template refused the conversation, or could not be rendered at all."""
+
+
+def read_chat_template(value: str) -> str:
+    """A chat template given in place of the model's: the text of the file `value` names, or
+    `value` itself when it is a Jinja template (as vLLM's --chat-template); ValueError else."""
+    path = Path(value).expanduser()
+    if path.is_file():
+        try:
+            return path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise ValueError(f"cannot read the chat template {path}: {error}") from None
+    if "{{" in value or "{%" in value:
+        return value
+    raise ValueError(f"the chat template {value!r} is neither a file nor a Jinja template")
+
+
+def check_chat_template(tokenizer: PreTrainedTokenizerBase) -> None:
+    """ValueError, saying why, unless the tokenizer's chat template renders a one-message chat."""
+    try:
+        render_chat(tokenizer, [{"role": "user", "content": "Hello"}])
+    except ChatTemplateError as error:
+        raise ValueError(f"the chat template does not render a one-message chat: {error}") from None
 
 
 def render_chat(

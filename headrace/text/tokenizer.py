@@ -19,7 +19,7 @@ import tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from headrace.model.gguf_reader import read_gguf
-from headrace.text.chat_template import render_chat, template_source
+from headrace.text.chat_template import check_chat_template, render_chat, template_source
 from headrace.text.detokenizer import IncrementalDetokenizer
 from headrace.text.tool_call_format import (
     ToolCallFormat,
@@ -54,14 +54,20 @@ class Tokenizer:
     eos_token_ids: frozenset[int]
 
     @classmethod
-    def from_path(cls, path: str | Path) -> Tokenizer:
-        """Loads from a local model directory or .gguf file."""
+    def from_path(cls, path: str | Path, chat_template: str | None = None) -> Tokenizer:
+        """Loads from a local model directory or .gguf file; with `chat_template` (a Jinja
+        template) in place of the model's, ValueError unless it renders a one-message chat."""
         path = Path(path)
         if path.is_file() and path.suffix == ".gguf":
-            return _from_gguf(path)
-        if path.is_dir():
-            return _from_hf_dir(path)
-        raise FileNotFoundError(f"no model directory or .gguf file at {path}")
+            tokenizer = _from_gguf(path)
+        elif path.is_dir():
+            tokenizer = _from_hf_dir(path)
+        else:
+            raise FileNotFoundError(f"no model directory or .gguf file at {path}")
+        if chat_template is not None:
+            tokenizer.hf.chat_template = chat_template
+            check_chat_template(tokenizer.hf)
+        return tokenizer
 
     @property
     def vocab_size(self) -> int:

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from headrace.text import ChatTemplateError, Tokenizer
-from headrace.text.chat_template import CHATML_TEMPLATE
+from headrace.text.chat_template import CHATML_TEMPLATE, read_chat_template
 from tests.text.factories import (
     BOS_ID,
     ENDOFTEXT_ID,
@@ -173,3 +173,38 @@ def test_detokenizer_skips_eos_text(tiny_tokenizer: Tokenizer) -> None:
     det = tiny_tokenizer.detokenizer()
     assert det.push([*tiny_tokenizer.encode("done"), IM_END_ID]) == "done"
     assert det.flush() == ""
+
+
+BRACKETS = "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}[assistant] "
+
+
+def test_a_chat_template_in_place_of_the_models(tmp_path: Path) -> None:
+    directory = make_tokenizer_dir(tmp_path, chat_template=ALTERNATING)
+    tok = Tokenizer.from_path(directory, chat_template=BRACKETS)
+    assert rendered(tok, [{"role": "user", "content": "hi"}]) == "[user] hi\n[assistant] "
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{% for m in messages %}{{ m.content }",  # syntax error
+        "{{ raise_exception('needs a system message') }}",  # refuses a lone user message
+    ],
+)
+def test_a_chat_template_that_cannot_render_a_chat_is_refused(
+    tmp_path: Path, template: str
+) -> None:
+    with pytest.raises(ValueError, match="does not render a one-message chat"):
+        Tokenizer.from_path(make_tokenizer_dir(tmp_path), chat_template=template)
+
+
+def test_a_chat_template_is_a_file_or_jinja(tmp_path: Path) -> None:
+    (tmp_path / "template.jinja").write_text(BRACKETS)
+    assert read_chat_template(str(tmp_path / "template.jinja")) == BRACKETS
+    assert read_chat_template(BRACKETS) == BRACKETS
+    assert read_chat_template("{{ messages }}") == "{{ messages }}"
+    with pytest.raises(ValueError, match="neither a file nor a Jinja template"):
+        read_chat_template(str(tmp_path / "missing.jinja"))
+    (tmp_path / "binary.jinja").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ValueError, match="cannot read the chat template"):
+        read_chat_template(str(tmp_path / "binary.jinja"))
