@@ -242,6 +242,15 @@ class ChatService:
 def _check_supported(request: ChatCompletionRequest) -> None:
     if request.top_logprobs is not None and not request.logprobs:
         raise InvalidRequestError("top_logprobs needs logprobs to be true.", param="top_logprobs")
+    if request.modalities is not None and "audio" in request.modalities:
+        raise InvalidRequestError(
+            "Audio output is not supported; 'modalities' may only be [\"text\"].",
+            param="modalities",
+        )
+    if request.store:
+        raise InvalidRequestError(
+            "Stored completions are not supported; leave 'store' unset or false.", param="store"
+        )
 
 
 def _whole_choice(chat: PreparedChat, index: int, choice: _Choice) -> Choice:

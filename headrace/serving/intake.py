@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from headrace.engine.client import EngineClient
 from headrace.engine.outputs import Priority
 from headrace.errors import EngineOverloadedError, InvalidRequestError
@@ -12,7 +10,6 @@ from headrace.serving.protocol import ChatCompletionRequest, CompletionRequest
 
 __all__ = ["Intake"]
 
-logger = logging.getLogger("headrace.serving")
 
 # Seconds an overloaded server asks its clients to wait before they retry.
 _RETRY_AFTER_SECONDS = 1.0
@@ -48,5 +45,11 @@ class Intake:
                 "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
                 param="stream_options",
             )
-        if request.model_extra:
-            logger.warning("ignoring unknown request fields: %s", ", ".join(request.model_extra))
+        for name, value in (request.model_extra or {}).items():
+            reason = request.UNSUPPORTED.get(name)
+            if reason is None:
+                raise InvalidRequestError(
+                    f"Unrecognized request argument supplied: {name}", param=name
+                )
+            if value is not None:
+                raise InvalidRequestError(f"'{name}' is not supported: {reason}.", param=name)

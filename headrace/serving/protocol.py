@@ -1,13 +1,16 @@
 """The OpenAI wire format of requests, as pydantic models.
 
-Requests: unknown top-level fields are accepted and ignored (the service logs their names), as
-vLLM does, so SDK extras and newer OpenAI parameters never turn into errors. Nested objects
-ignore unknown fields too. Parameters we accept but do not act on say so in their comment.
+Requests: an unknown top-level field is refused as OpenAI refuses it ("Unrecognized request
+argument supplied: NAME", a 400), where vLLM ignores it: a parameter that cannot act is never
+silently dropped. OpenAI's own parameters that headrace cannot honour are refused with the
+reason (`UNSUPPORTED`), unless null. Nested objects ignore unknown fields (a message's other
+keys reach the chat template). Parameters accepted without effect say why in their comment.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypeVar
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -209,8 +212,23 @@ class _SamplingRequest(_Request):
     # End-user id; accepted and ignored.
     user: str | None = None
 
+    # OpenAI's parameters of the endpoint that headrace cannot honour, and why: one given a
+    # value other than null is refused with that reason; any other unknown field is refused
+    # as OpenAI refuses it ("Unrecognized request argument supplied").
+    UNSUPPORTED: ClassVar[Mapping[str, str]] = {}
+
 
 class ChatCompletionRequest(_SamplingRequest):
+    UNSUPPORTED: ClassVar[Mapping[str, str]] = {
+        "audio": "audio output is not supported",
+        "prediction": "predicted outputs are not supported",
+        "reasoning_effort": "the models served here do not reason apart from their answer",
+        "verbosity": "the models served here take no verbosity setting",
+        "web_search_options": "web search is not supported",
+        "moderation": "moderation is not supported",
+        "prompt_cache_options": "the prompt cache takes no options",
+    }
+
     # The conversation so far; at most 2048 messages, as OpenAI allows.
     messages: list[ChatMessage] = Field(min_length=1, max_length=2048)
     # Most tokens to generate; wins over max_tokens (which OpenAI deprecated for it).
@@ -232,6 +250,24 @@ class ChatCompletionRequest(_SamplingRequest):
     logprobs: bool | None = None
     # With logprobs: how many of the likeliest tokens each position lists too (0-20).
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    # What the reply may hold: text only ("audio" is refused).
+    modalities: list[Literal["text", "audio"]] | None = None
+    # Stored completions: none are kept here, so only false or null.
+    store: bool | None = None
+    # Tags for a stored completion: of no use without `store`, as at OpenAI; at most 16 pairs.
+    metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(
+        default=None, max_length=16
+    )
+    # A hint grouping requests for the prompt cache; the prefix cache finds shared prefixes by
+    # their content for every request, so it has nothing to add.
+    prompt_cache_key: str | None = None
+    # How long cached prompts are kept: only "in_memory" (the prefix cache's blocks, while free
+    # memory lasts).
+    prompt_cache_retention: Literal["in_memory"] | None = None
+    # An end-user id for abuse detection, as `user`: accepted and ignored.
+    safety_identifier: str | None = None
+    # Processing tier: one here, "auto" or "default".
+    service_tier: Literal["auto", "default"] | None = None
 
 
 # A prompt of text completions: a text, texts, token ids, or lists of token ids.

@@ -27,8 +27,8 @@ MiB = 2**20
 
 
 def padded(size: int) -> bytes:
-    """A valid request of exactly `size` bytes (an ignored field holds the padding)."""
-    start = orjson.dumps(chat_body(pad=""))
+    """A valid request of exactly `size` bytes (`user`, an id ignored, holds the padding)."""
+    start = orjson.dumps(chat_body(user=""))
     return start[:-2] + b"x" * (size - len(start)) + b'"}'
 
 

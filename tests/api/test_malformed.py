@@ -176,6 +176,27 @@ CASES = [
                  id="response_format string"),
     pytest.param(body(response_format={"type": "json_schema"}), 400, MISSING,
                  "response_format.json_schema", id="json_schema missing"),
+    # Fields headrace does not know, and OpenAI's it cannot honour.
+    pytest.param(body(foo={"bar": [1, 2]}), 400, None, "foo", id="unknown field"),
+    pytest.param(body(chat_template_kwargs={}), 400, None, "chat_template_kwargs",
+                 id="vLLM field unknown here"),
+    pytest.param(body(reasoning_effort="low"), 400, None, "reasoning_effort",
+                 id="reasoning_effort"),
+    pytest.param(body(audio={"voice": "alloy", "format": "wav"}), 400, None, "audio", id="audio"),
+    pytest.param(body(prediction={"type": "content", "content": "x"}), 400, None, "prediction",
+                 id="prediction"),
+    pytest.param(body(web_search_options={}), 400, None, "web_search_options",
+                 id="web_search_options"),
+    pytest.param(body(verbosity="low"), 400, None, "verbosity", id="verbosity"),
+    pytest.param(body(modalities=["text", "audio"]), 400, None, "modalities",
+                 id="audio modality"),
+    pytest.param(body(modalities=["video"]), 400, VALUE, "modalities.0", id="video modality"),
+    pytest.param(body(store=True), 400, None, "store", id="store"),
+    pytest.param(body(service_tier="flex"), 400, VALUE, "service_tier", id="service_tier flex"),
+    pytest.param(body(prompt_cache_retention="24h"), 400, VALUE, "prompt_cache_retention",
+                 id="prompt_cache_retention 24h"),
+    pytest.param(body(metadata={f"k{i}": "v" for i in range(17)}), 400,
+                 "array_above_max_length", "metadata", id="metadata of 17 pairs"),
 ]  # fmt: skip
 
 
@@ -192,12 +213,28 @@ async def test_malformed_request(
     [
         pytest.param(body(model="nope")[:-1] + b', "model": "test-model"}', id="duplicate key"),
         pytest.param(body(stream_options=None, response_format=None, tools=None), id="nulls"),
-        pytest.param(body(foo={"bar": [1, 2]}), id="unknown field"),
         pytest.param(body(seed=-(2**63)), id="lowest seed"),
+        pytest.param(
+            body(reasoning_effort=None, audio=None, prediction=None, verbosity=None),
+            id="OpenAI fields headrace cannot honour, null",
+        ),
+        pytest.param(
+            body(
+                store=False,
+                metadata={"team": "search"},
+                modalities=["text"],
+                service_tier="auto",
+                prompt_cache_key="user-42",
+                prompt_cache_retention="in_memory",
+                safety_identifier="user-42",
+            ),
+            id="OpenAI fields that change nothing here",
+        ),
     ],
 )
 async def test_accepted_oddities(client: httpx.AsyncClient, content: bytes) -> None:
-    """Duplicate keys (the last wins, as in Python's json), nulls for optional objects, extras."""
+    """Duplicate keys (the last wins, as in Python's json), nulls for optional objects, and
+    OpenAI's parameters at values headrace honours by doing nothing."""
     response = await client.post(CHAT, content=content)
     assert response.status_code == 200, response.text
 
