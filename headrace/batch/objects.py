@@ -8,15 +8,9 @@ types them as non-null when present (`Batch.dump`).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SerializerFunctionWrapHandler,
-    model_serializer,
-)
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "BATCH_ENDPOINTS",
@@ -61,14 +55,7 @@ class FileObject(BaseModel):
     # Deprecated by OpenAI, still required by its schema: a stored file is always "processed".
     status: Literal["processed"] = "processed"
     # Unix seconds when it is gone; None: kept until deleted (left off the wire).
-    expires_at: int | None = None
-
-    @model_serializer(mode="wrap")
-    def _without_unset_expiry(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        fields: dict[str, Any] = handler(self)
-        if fields.get("expires_at") is None:
-            fields.pop("expires_at", None)
-        return fields
+    expires_at: int | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 class ExpiresAfter(BaseModel):
