@@ -86,8 +86,8 @@ class FakeTokenizer:
     eos_token_ids = frozenset({EOS})
     vocab_size = EOS + 1
 
-    def encode(self, text: str) -> list[int]:
-        return list(text.encode())
+    def encode_prompt(self, text: str) -> list[int]:
+        return list(text.encode())  # no BOS
 
     def decode(self, token_ids: Sequence[int]) -> str:
         return bytes(t for t in token_ids if t < EOS).decode(errors="replace")
@@ -109,7 +109,7 @@ class FakeTokenizer:
         text = "".join(f"<{m['role']}>{_text(m.get('content'))}\n" for m in messages)
         if tools:
             text = f"<tools>{json.dumps(list(tools))}\n" + text
-        return self.encode(text + "<assistant>")
+        return self.encode_prompt(text + "<assistant>")
 
     def detokenizer(
         self,

@@ -210,7 +210,7 @@ class CompletionService:
         for number, item in enumerate(items):
             param = f"prompt.{number}" if many else "prompt"
             if isinstance(item, str):
-                text, tokens = item, self._tokenizer.encode(item)
+                text, tokens = item, self._tokenizer.encode_prompt(item)
             else:
                 tokens = [self._sampling.token_id(t, param, t) for t in item]
                 text = self._tokenizer.decode(tokens)

@@ -49,8 +49,9 @@ class TokenizerLike(Protocol):
         """Prompt token ids, ending with the assistant's header; ValueError if it cannot."""
         ...
 
-    def encode(self, text: str) -> list[int]:
-        """Token ids of `text`, without BOS or EOS."""
+    def encode_prompt(self, text: str) -> list[int]:
+        """Token ids of a text prompt, framed as the model's tokenizer frames one (BOS first,
+        where it adds one)."""
         ...
 
     def decode(self, token_ids: Sequence[int]) -> str:

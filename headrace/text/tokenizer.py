@@ -78,6 +78,11 @@ class Tokenizer:
         """Token ids of `text`, without BOS/EOS; special-token text maps to its special token."""
         return self._backend.encode(text, add_special_tokens=False).ids
 
+    def encode_prompt(self, text: str) -> list[int]:
+        """Token ids of a text prompt as the tokenizer frames one: with the special tokens its
+        post-processor adds (Llama 3's BOS, none for SmolLM2's), as vLLM's completions do."""
+        return self._backend.encode(text, add_special_tokens=True).ids
+
     def decode(self, token_ids: Sequence[int]) -> str:
         """The text of `token_ids`, special tokens (and EOS tokens) skipped."""
         ids = [token for token in token_ids if token not in self.eos_token_ids]

@@ -6,10 +6,17 @@ from pathlib import Path
 
 import orjson
 import pytest
+from tokenizers.processors import TemplateProcessing
 
-from headrace.serving import ChatService, parse_chat_request
+from headrace.serving import (
+    ChatService,
+    CompletionService,
+    ModelCatalog,
+    parse_chat_request,
+    parse_completion_request,
+)
 from headrace.text import Tokenizer
-from tests.fakes import FakeEngine, chat_body, make_chat_service
+from tests.fakes import MODEL_NAMES, FakeEngine, chat_body, make_chat_service, make_sampling
 from tests.text.factories import BOS_ID, IM_END_ID, make_tokenizer_dir
 
 REPLY = "Hello world! Hello there, how are you today?"
@@ -80,3 +87,28 @@ async def test_messages_render_in_openai_shape(tokenizer: Tokenizer) -> None:
         "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\na\nb<|im_end|>\n"
         "<|im_start|>assistant\n"
     )
+
+
+async def test_a_text_prompt_is_framed_as_the_tokenizer_frames_one(tmp_path: Path) -> None:
+    """A tokenizer whose post-processor puts BOS first (Llama 3's) gets it on a text prompt,
+    as vLLM's completions do; the echoed text is the prompt as given."""
+    bos_first = Tokenizer.from_path(make_tokenizer_dir(tmp_path))
+    bos_first.hf.backend_tokenizer.post_processor = TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", BOS_ID)]
+    )
+    engine = FakeEngine([*bos_first.encode(" there"), IM_END_ID])
+    service = CompletionService(
+        engine, bos_first, ModelCatalog(MODEL_NAMES), make_sampling(engine, bos_first)
+    )
+    request = parse_completion_request(
+        orjson.dumps({"model": MODEL_NAMES[0], "prompt": "Hello", "echo": True})
+    )
+    prepared = service.prepare(request)
+    assert prepared.generation.prompts[0] == [BOS_ID, *bos_first.encode("Hello")]
+    completion = await service.complete(prepared)
+    assert completion.choices[0].text == "Hello there"
+    # Token ids are the prompt as given: nothing is added to them.
+    ids = parse_completion_request(
+        orjson.dumps({"model": MODEL_NAMES[0], "prompt": bos_first.encode("Hello")})
+    )
+    assert service.prepare(ids).generation.prompts[0] == bos_first.encode("Hello")
