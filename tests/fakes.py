@@ -86,8 +86,8 @@ class FakeTokenizer:
     eos_token_ids = frozenset({EOS})
     vocab_size = EOS + 1
 
-    def encode_prompt(self, text: str) -> list[int]:
-        return list(text.encode())  # no BOS
+    def encode_prompt(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
+        return list(text.encode())  # no BOS either way
 
     def decode(self, token_ids: Sequence[int]) -> str:
         return bytes(t for t in token_ids if t < EOS).decode(errors="replace")
@@ -103,13 +103,14 @@ class FakeTokenizer:
         messages: Sequence[Mapping[str, Any]],
         *,
         tools: Sequence[Mapping[str, Any]] | None = None,
+        add_generation_prompt: bool = True,
     ) -> list[int]:
         if messages[-1]["role"] == "assistant":
             raise ValueError("the conversation must end with a user turn")
         text = "".join(f"<{m['role']}>{_text(m.get('content'))}\n" for m in messages)
         if tools:
             text = f"<tools>{json.dumps(list(tools))}\n" + text
-        return self.encode_prompt(text + "<assistant>")
+        return self.encode_prompt(text + ("<assistant>" if add_generation_prompt else ""))
 
     def detokenizer(
         self,

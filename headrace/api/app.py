@@ -22,7 +22,7 @@ from headrace.api.openapi import install_openapi
 from headrace.api.playground import playground_router
 from headrace.api.request_context import REQUEST_ID_HEADER
 from headrace.api.request_log import RequestLog, observer
-from headrace.api.routes import health_router, metrics_router, v1_router
+from headrace.api.routes import health_router, metrics_router, tokenizer_router, v1_router
 from headrace.auth import Access
 from headrace.batch import BatchStore, FileStore
 from headrace.batch.endpoints import Endpoints
@@ -127,6 +127,7 @@ def create_app(
     app.include_router(metrics_router(metrics))
     app.include_router(playground_router())
     app.include_router(v1_router(chat, completions, models, access))
+    app.include_router(tokenizer_router(services.tokens, models.names[0]))
     if files is not None:
         app.include_router(files_router(files, max_file_bytes))
     if batches is not None and runner is not None:

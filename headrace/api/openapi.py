@@ -31,8 +31,12 @@ from headrace.serving import (
     ChatCompletionRequest,
     Completion,
     CompletionRequest,
+    DetokenizeRequest,
+    DetokenizeResponse,
     ModelCard,
     ModelList,
+    TokenizeRequest,
+    TokenizeResponse,
 )
 
 __all__ = [
@@ -74,6 +78,10 @@ _MODELS: tuple[tuple[type[BaseModel], JsonSchemaMode], ...] = (
     (Completion, "serialization"),
     (ModelList, "serialization"),
     (ModelCard, "serialization"),
+    (TokenizeRequest, "validation"),
+    (TokenizeResponse, "serialization"),
+    (DetokenizeRequest, "validation"),
+    (DetokenizeResponse, "serialization"),
     (FileObject, "serialization"),
     (FileList, "serialization"),
     (DeletedFile, "serialization"),

@@ -27,17 +27,24 @@ from headrace.serving import (
     Completion,
     CompletionRequest,
     CompletionService,
+    DetokenizeRequest,
+    DetokenizeResponse,
     ModelCard,
     ModelCatalog,
     ModelList,
     PreparedChat,
     PreparedCompletion,
+    TokenizeRequest,
+    TokenizeResponse,
+    TokenizeService,
     dump,
     parse_chat_request,
     parse_completion_request,
+    parse_detokenize_request,
+    parse_tokenize_request,
 )
 
-__all__ = ["health_router", "metrics_router", "v1_router"]
+__all__ = ["health_router", "metrics_router", "tokenizer_router", "v1_router"]
 
 # nginx's "client closed request": what a whole response gets once its client has gone.
 _CLIENT_CLOSED = 499
@@ -106,6 +113,52 @@ def v1_router(
     async def retrieve_model(request: Request, model_id: str) -> Response:
         grant_of(request).require_model(model_id)
         return _json(models.card(model_id))
+
+    return router
+
+
+def tokenizer_router(tokens: TokenizeService, model: str) -> APIRouter:
+    """vLLM's POST /tokenize and /detokenize, at the root as vLLM serves them; `model`: a
+    served name, for the examples."""
+    router = APIRouter()
+    examples = {
+        "prompt": {"model": model, "prompt": "Hello!"},
+        "messages": {"model": model, "messages": [{"role": "user", "content": "Hello!"}]},
+    }
+
+    @router.post(
+        "/tokenize",
+        openapi_extra=request_body(TokenizeRequest, examples),
+        responses=responses(TokenizeResponse, errors=(400, 401, 404, 413, 415)),
+    )
+    async def tokenize(request: Request) -> Response:
+        _require_json(request)
+        body, grant = await request.body(), grant_of(request)
+
+        def answer() -> TokenizeResponse:  # a long prompt takes a while: off the loop
+            parsed = parse_tokenize_request(body)
+            if parsed.model is not None:
+                grant.require_model(parsed.model)
+            return tokens.tokenize(parsed)
+
+        return _json(await run_in_threadpool(answer))
+
+    @router.post(
+        "/detokenize",
+        openapi_extra=request_body(DetokenizeRequest, {"tokens": {"model": model, "tokens": [1]}}),
+        responses=responses(DetokenizeResponse, errors=(400, 401, 404, 413, 415)),
+    )
+    async def detokenize(request: Request) -> Response:
+        _require_json(request)
+        body, grant = await request.body(), grant_of(request)
+
+        def answer() -> DetokenizeResponse:
+            parsed = parse_detokenize_request(body)
+            if parsed.model is not None:
+                grant.require_model(parsed.model)
+            return tokens.detokenize(parsed)
+
+        return _json(await run_in_threadpool(answer))
 
     return router
 

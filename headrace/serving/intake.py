@@ -6,7 +6,11 @@ from headrace.engine.client import EngineClient
 from headrace.engine.outputs import Priority
 from headrace.errors import EngineOverloadedError, InvalidRequestError
 from headrace.serving.models import ModelCatalog
-from headrace.serving.protocol import ChatCompletionRequest, CompletionRequest
+from headrace.serving.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    check_known_fields,
+)
 
 __all__ = ["Intake"]
 
@@ -45,11 +49,4 @@ class Intake:
                 "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
                 param="stream_options",
             )
-        for name, value in (request.model_extra or {}).items():
-            reason = request.UNSUPPORTED.get(name)
-            if reason is None:
-                raise InvalidRequestError(
-                    f"Unrecognized request argument supplied: {name}", param=name
-                )
-            if value is not None:
-                raise InvalidRequestError(f"'{name}' is not supported: {reason}.", param=name)
+        check_known_fields(request.model_extra, request.UNSUPPORTED)

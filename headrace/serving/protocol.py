@@ -14,6 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from headrace.errors import InvalidRequestError
 from headrace.serving.validation import invalid_request_from_validation
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "ChatMessage",
     "CompletionRequest",
     "ContentPart",
+    "DetokenizeRequest",
     "FunctionCall",
     "FunctionDefinition",
     "FunctionName",
@@ -29,11 +31,15 @@ __all__ = [
     "JsonSchemaFormat",
     "ResponseFormat",
     "StreamOptions",
+    "TokenizeRequest",
     "Tool",
     "ToolCall",
     "ToolChoice",
+    "check_known_fields",
     "parse_chat_request",
     "parse_completion_request",
+    "parse_detokenize_request",
+    "parse_tokenize_request",
 ]
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
@@ -288,6 +294,60 @@ class CompletionRequest(_SamplingRequest):
     suffix: str | None = None
     # Sample this many and return the n best; only best_of equal to n is accepted.
     best_of: int | None = Field(default=None, ge=1, le=128)
+
+
+class TokenizeRequest(_Request):
+    """vLLM's /tokenize: a text prompt, or a conversation as the chat template renders it."""
+
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="allow")
+
+    # A served model's name; optional, as the one model is meant.
+    model: str | None = None
+    # A text, tokenized as /v1/completions tokenizes it; or else `messages`.
+    prompt: str | None = None
+    # A conversation, rendered as /v1/chat/completions renders it (without tools).
+    messages: list[ChatMessage] | None = Field(default=None, min_length=1, max_length=2048)
+    # With `prompt`: frame it with the special tokens the tokenizer adds (BOS, for some).
+    # Default true, as vLLM's; a chat's special tokens come from its template.
+    add_special_tokens: bool | None = None
+    # With `messages`: end with the header of the assistant's reply. Default true.
+    add_generation_prompt: bool | None = None
+
+
+class DetokenizeRequest(_Request):
+    """vLLM's /detokenize: token ids back to text."""
+
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="allow")
+
+    # A served model's name; optional.
+    model: str | None = None
+    # Ids of the model's vocabulary.
+    tokens: list[int] = Field(max_length=1_000_000)
+
+
+def check_known_fields(extra: Mapping[str, Any] | None, unsupported: Mapping[str, str]) -> None:
+    """Refuses a request's unknown fields (`extra`), as OpenAI does; a field of `unsupported`,
+    one headrace knows it cannot honour, is refused with its reason unless it is null."""
+    for name, value in (extra or {}).items():
+        reason = unsupported.get(name)
+        if reason is None:
+            raise InvalidRequestError(f"Unrecognized request argument supplied: {name}", param=name)
+        if value is not None:
+            raise InvalidRequestError(f"'{name}' is not supported: {reason}.", param=name)
+
+
+def parse_tokenize_request(body: bytes) -> TokenizeRequest:
+    """The request in `body`; raises InvalidRequestError for bad JSON or bad parameters."""
+    request = _parse(TokenizeRequest, body)
+    check_known_fields(request.model_extra, {})
+    return request
+
+
+def parse_detokenize_request(body: bytes) -> DetokenizeRequest:
+    """The request in `body`; raises InvalidRequestError for bad JSON or bad parameters."""
+    request = _parse(DetokenizeRequest, body)
+    check_known_fields(request.model_extra, {})
+    return request
 
 
 def parse_chat_request(body: bytes) -> ChatCompletionRequest:

@@ -22,6 +22,7 @@ __all__ = [
     "CompletionChoice",
     "CompletionLogprobs",
     "Delta",
+    "DetokenizeResponse",
     "FinishReason",
     "FunctionCall",
     "FunctionCallDelta",
@@ -29,6 +30,7 @@ __all__ = [
     "ModelList",
     "PromptTokensDetails",
     "TokenLogprob",
+    "TokenizeResponse",
     "ToolCall",
     "ToolCallDelta",
     "TopLogprob",
@@ -249,3 +251,21 @@ class ModelList(BaseModel):
     object: Literal["list"]
     # One card per served name.
     data: list[ModelCard]
+
+
+class TokenizeResponse(BaseModel):
+    """vLLM's /tokenize answer."""
+
+    # How many tokens.
+    count: int
+    # The most tokens a prompt and its completion may hold together.
+    max_model_len: int
+    # The token ids.
+    tokens: list[int]
+
+
+class DetokenizeResponse(BaseModel):
+    """vLLM's /detokenize answer."""
+
+    # The text of the tokens, special tokens skipped.
+    prompt: str

@@ -14,6 +14,7 @@ from headrace.serving.models import ModelCatalog
 from headrace.serving.sampling import ModelLimits, Sampling
 from headrace.serving.sampling_defaults import SamplingDefaults
 from headrace.serving.tally import Observer
+from headrace.serving.tokenize import TokenizeService
 from headrace.serving.tokenizer import TokenizerLike
 from headrace.text import ToolCallFormat
 from headrace.text.grammar import GrammarCompiler
@@ -54,6 +55,8 @@ class Services:
     chat: ChatService
     # /v1/completions.
     completions: CompletionService
+    # /tokenize and /detokenize.
+    tokens: TokenizeService
 
     @classmethod
     def of(
@@ -94,4 +97,5 @@ class Services:
             observe=observe,
             keep_text=keep_text,
         )
-        return cls(models=models, chat=chat, completions=completions)
+        tokens = TokenizeService(tokenizer, models, sampling, engine.max_model_len)
+        return cls(models=models, chat=chat, completions=completions, tokens=tokens)

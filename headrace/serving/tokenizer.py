@@ -45,13 +45,15 @@ class TokenizerLike(Protocol):
         messages: Sequence[Mapping[str, Any]],
         *,
         tools: Sequence[Mapping[str, Any]] | None = None,
+        add_generation_prompt: bool = True,
     ) -> list[int]:
-        """Prompt token ids, ending with the assistant's header; ValueError if it cannot."""
+        """Prompt token ids, ending with the assistant's header (unless not
+        `add_generation_prompt`); ValueError if it cannot."""
         ...
 
-    def encode_prompt(self, text: str) -> list[int]:
+    def encode_prompt(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
         """Token ids of a text prompt, framed as the model's tokenizer frames one (BOS first,
-        where it adds one)."""
+        where it adds one), unless not `add_special_tokens`."""
         ...
 
     def decode(self, token_ids: Sequence[int]) -> str:

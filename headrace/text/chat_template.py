@@ -76,8 +76,11 @@ def render_chat(
     tokenizer: PreTrainedTokenizerBase,
     messages: Sequence[Mapping[str, Any]],
     tools: Sequence[Mapping[str, Any]] | None = None,
+    *,
+    add_generation_prompt: bool = True,
 ) -> str:
-    """The prompt text for `messages`, ending with the header of the assistant's reply."""
+    """The prompt text for `messages`, ending with the header of the assistant's reply (unless
+    not `add_generation_prompt`)."""
     template = None if tokenizer.chat_template is not None else CHATML_TEMPLATE
     prepared = prepare_messages(messages)
     teach = detect_tool_call_format(template_source(tokenizer)).teach
@@ -88,7 +91,7 @@ def render_chat(
             prepared,
             tools=[dict(tool) for tool in tools] if tools else None,
             chat_template=template,
-            add_generation_prompt=True,
+            add_generation_prompt=add_generation_prompt,
             tokenize=False,
         )
     except jinja2.TemplateError as error:

@@ -78,10 +78,11 @@ class Tokenizer:
         """Token ids of `text`, without BOS/EOS; special-token text maps to its special token."""
         return self._backend.encode(text, add_special_tokens=False).ids
 
-    def encode_prompt(self, text: str) -> list[int]:
+    def encode_prompt(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
         """Token ids of a text prompt as the tokenizer frames one: with the special tokens its
-        post-processor adds (Llama 3's BOS, none for SmolLM2's), as vLLM's completions do."""
-        return self._backend.encode(text, add_special_tokens=True).ids
+        post-processor adds (Llama 3's BOS, none for SmolLM2's), as vLLM's completions do;
+        without them if not `add_special_tokens`."""
+        return self._backend.encode(text, add_special_tokens=add_special_tokens).ids
 
     def decode(self, token_ids: Sequence[int]) -> str:
         """The text of `token_ids`, special tokens (and EOS tokens) skipped."""
@@ -93,13 +94,18 @@ class Tokenizer:
         messages: Sequence[Mapping[str, Any]],
         *,
         tools: Sequence[Mapping[str, Any]] | None = None,
+        add_generation_prompt: bool = True,
     ) -> list[int]:
-        """Prompt token ids for a conversation, ending with the assistant's header.
+        """Prompt token ids for a conversation, ending with the assistant's header (unless not
+        `add_generation_prompt`).
 
         The template adds BOS itself if the model wants one; encoding adds nothing more.
         Raises ChatTemplateError when the template refuses the conversation.
         """
-        return self.encode(render_chat(self.hf, messages, tools))
+        rendered = render_chat(
+            self.hf, messages, tools, add_generation_prompt=add_generation_prompt
+        )
+        return self.encode(rendered)
 
     @property
     def supports_tools(self) -> bool:

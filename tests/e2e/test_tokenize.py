@@ -1,0 +1,39 @@
+"""/tokenize and /detokenize on the real server: counts that match the completions' usage."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import MODEL_NAMES, Server
+
+pytestmark = pytest.mark.e2e
+
+MESSAGES = [{"role": "user", "content": "Name three rivers of Europe."}]
+
+
+def post(server: Server, path: str, body: dict[str, object]) -> dict[str, object]:
+    response = httpx.post(
+        f"{server.url}{path}",
+        json=body,
+        headers={"authorization": f"Bearer {server.api_key}"},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    answer: dict[str, object] = response.json()
+    return answer
+
+
+def test_counts_are_the_completions_usage(server: Server) -> None:
+    client = server.sdk()
+    chat = client.chat.completions.create(
+        model=MODEL_NAMES[0],
+        messages=MESSAGES,
+        max_tokens=1,  # type: ignore[arg-type]
+    )
+    tokenized = post(server, "/tokenize", {"model": MODEL_NAMES[0], "messages": MESSAGES})
+    assert chat.usage is not None and chat.usage.prompt_tokens == tokenized["count"]
+    completion = client.completions.create(model=MODEL_NAMES[0], prompt="The sky is", max_tokens=1)
+    prompt = post(server, "/tokenize", {"prompt": "The sky is"})
+    assert completion.usage is not None and completion.usage.prompt_tokens == prompt["count"]
+    assert post(server, "/detokenize", {"tokens": prompt["tokens"]}) == {"prompt": "The sky is"}
