@@ -103,11 +103,13 @@ def _built_in_background() -> Future[None]:
     def build() -> None:
         started = time.perf_counter()
         logger.info("building headrace's C++ kernels for this machine in the background (once)")
-        with every_while(say):
-            for library in libraries:
-                _built(*library)
-        logger.info("C++ kernels built in %.1f s", time.perf_counter() - started)
-        done.set_result(None)
+        try:
+            with every_while(say):
+                for library in libraries:
+                    _built(*library)
+            logger.info("C++ kernels built in %.1f s", time.perf_counter() - started)
+        finally:  # whatever happened, the next call loads what was built, or runs on torch's
+            done.set_result(None)
 
     threading.Thread(target=build, name="headrace-kernels", daemon=True).start()
     return done
