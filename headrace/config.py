@@ -143,9 +143,17 @@ class ServerConfig:
     data_dir: Path = field(default_factory=default_data_dir)
     # Largest file accepted by POST /v1/files, in bytes; a larger one is refused with 413.
     max_file_bytes: int = 200 * 2**20
+    # HTTPS: the server's private key and its certificate chain (PEM files); both or neither.
+    ssl_keyfile: Path | None = None
+    ssl_certfile: Path | None = None
     # Origins whose pages may call the API from a browser (CORS); "*" for any. None by default,
     # unlike vLLM's "*": a page on any site could otherwise read the Files API's files.
     allowed_origins: tuple[str, ...] = ()
+
+    @property
+    def scheme(self) -> str:
+        """ "https" with a key and certificate, else "http"."""
+        return "https" if self.ssl_certfile is not None else "http"
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -160,6 +168,11 @@ class ServerConfig:
             raise ValueError(f"max_body_bytes must be at least 1024, not {self.max_body_bytes}")
         if self.max_file_bytes < 1:
             raise ValueError(f"max_file_bytes must be positive, not {self.max_file_bytes}")
+        if (self.ssl_keyfile is None) != (self.ssl_certfile is None):
+            raise ValueError("HTTPS needs both ssl_keyfile and ssl_certfile")
+        for pem in (self.ssl_keyfile, self.ssl_certfile):
+            if pem is not None and not pem.is_file():
+                raise ValueError(f"no such file: {pem}")
         for origin in self.allowed_origins:
             if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
                 raise ValueError(

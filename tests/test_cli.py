@@ -63,6 +63,8 @@ def serve(*args: str) -> subprocess.CompletedProcess[str]:
         (["--generation-config", ""], "generation_config must be auto, none or a path"),
         (["--allowed-origins", "app.example.com"], "scheme://host[:port]"),
         (["--chat-template", "/no/such.jinja"], "is neither a file nor a Jinja template"),
+        (["--ssl-keyfile", "/no/key.pem"], "HTTPS needs both ssl_keyfile and ssl_certfile"),
+        (["--ssl-keyfile", "/no/k.pem", "--ssl-certfile", "/no/c.pem"], "no such file: /no/k.pem"),
         (["--chat-template", ""], "chat_template must be a Jinja template or a path"),
         (["--chat-template", "{{ raise_exception('no') }}"], "does not render a one-message"),
         (["--allowed-origins", "https://app.example.com/"], "no path"),

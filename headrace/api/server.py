@@ -19,6 +19,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from headrace.api.drain import Drain
+from headrace.config import ServerConfig
 
 __all__ = ["serve"]
 
@@ -29,27 +30,28 @@ _CLOSE_TIMEOUT_S = 5
 def serve(
     app: FastAPI,
     drain: Drain,
+    server: ServerConfig,
     *,
-    host: str,
-    port: int,
     log_level: str,
-    drain_timeout: float,
     ready: Callable[[], None] = lambda: None,
 ) -> None:
-    """Serve `app` until SIGTERM has drained it (`drain_timeout` seconds at most) or SIGINT;
-    `ready` is called once it listens."""
+    """Serve `app` where `server` says (over HTTPS with its key and certificate) until SIGTERM
+    has drained it (`server.drain_timeout` seconds at most) or SIGINT; `ready` is called once
+    it listens."""
     # uvicorn's records go to the root logger's handler, in the server's format; its access log
     # is off, as the app logs one line per request itself.
     config = uvicorn.Config(
         app,
-        host=host,
-        port=port,
+        host=server.host,
+        port=server.port,
+        ssl_keyfile=server.ssl_keyfile,
+        ssl_certfile=server.ssl_certfile,
         log_level=log_level,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=_CLOSE_TIMEOUT_S,
     )
-    _DrainingServer(config, drain, drain_timeout, ready).run()
+    _DrainingServer(config, drain, server.drain_timeout, ready).run()
 
 
 class _DrainingServer(uvicorn.Server):

@@ -31,6 +31,12 @@ def add_parser(
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument(
+        "--ssl-keyfile", type=Path, metavar="PEM", help="serve HTTPS with this private key"
+    )
+    serve.add_argument(
+        "--ssl-certfile", type=Path, metavar="PEM", help="and this certificate (chain)"
+    )
+    serve.add_argument(
         "--api-key",
         action="append",
         default=[],
@@ -106,6 +112,8 @@ def run(args: argparse.Namespace) -> None:
     models, engine = model_config(args), engine_config(args)
     server_config = ServerConfig(
         host=args.host,
+        ssl_keyfile=args.ssl_keyfile,
+        ssl_certfile=args.ssl_certfile,
         port=args.port,
         api_keys=_api_keys(args.api_key),
         key_store=_serving_key_store(args.key_store),
@@ -135,21 +143,13 @@ def run(args: argparse.Namespace) -> None:
         allowed_origins=server_config.allowed_origins,
         log_requests=args.log_requests,
     )
-    url = f"http://{server_config.host}:{server_config.port}"
+    url = f"{server_config.scheme}://{server_config.host}:{server_config.port}"
 
     def ready() -> None:  # the last lines of a start, once the server listens
         logger.info("serving %s on %s/v1", ", ".join(runtime.model_names), url)
         logger.info("try it: %s", _curl(url, runtime.model_names[0], keys=access.required))
 
-    serve(
-        app,
-        drain,
-        host=server_config.host,
-        port=server_config.port,
-        log_level=args.log_level,
-        drain_timeout=server_config.drain_timeout,
-        ready=ready,
-    )
+    serve(app, drain, server_config, log_level=args.log_level, ready=ready)
     _exit_past_background_threads()
 
 

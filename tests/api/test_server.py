@@ -7,8 +7,10 @@ requests get a 503.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -17,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import openai
 import orjson
 import pytest
 
@@ -53,24 +56,26 @@ def server(model_dir: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[b
 
 @contextmanager
 def serving(
-    model_dir: Path, tmp_path: Path, **env: str
+    model_dir: Path, tmp_path: Path, *flags: str, cert: Path | None = None, **env: str
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """`headrace serve` on the tiny model, with `env` added to its environment; killed after."""
+    """`headrace serve` on the tiny model with `flags` (HTTPS, checked against `cert`, when
+    given) and `env` added to its environment; killed after."""
     port = free_port()
     command = [sys.executable, "-m", "headrace", "serve", "--model", str(model_dir),
                "--port", str(port), "--device", "cpu", "--served-model-name", "tiny",
                "--drain-timeout", str(DRAIN_TIMEOUT_S),
-               "--data-dir", str(tmp_path / "data")]  # fmt: skip
+               "--data-dir", str(tmp_path / "data"), *flags]  # fmt: skip
     log = tmp_path / "server.log"
     with log.open("w") as out:
         # One torch thread: a tiny model gains nothing from more, and a busy machine's cores
         # would only slow their rendezvous down.
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **env}
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if cert else 'http'}://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
-        while not is_up(url):
+        trust = ssl.create_default_context(cafile=cert) if cert else True
+        while not is_up(url, trust):
             assert process.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)
@@ -80,9 +85,9 @@ def serving(
         process.wait()
 
 
-def is_up(url: str) -> bool:
+def is_up(url: str, verify: ssl.SSLContext | bool = True) -> bool:
     try:
-        return httpx.get(f"{url}/health").status_code == 200
+        return httpx.get(f"{url}/health", verify=verify).status_code == 200
     except httpx.TransportError:
         return False
 
@@ -145,3 +150,30 @@ def test_a_start_ends_with_a_curl_command_that_works(
     done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert orjson.loads(done.stdout)["object"] == "chat.completion"
+
+
+def test_https_with_a_key_and_certificate(model_dir: Path, tmp_path: Path) -> None:
+    """--ssl-keyfile and --ssl-certfile: the API over TLS, as the OpenAI SDK reaches it."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    flags = ("--ssl-keyfile", str(key), "--ssl-certfile", str(cert))
+    with serving(model_dir, tmp_path, *flags, cert=cert) as (_, url):
+        client = openai.OpenAI(
+            base_url=f"{url}/v1",
+            api_key="unused",
+            http_client=httpx.Client(verify=ssl.create_default_context(cafile=cert)),
+        )
+        reply = client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "Hi"}], max_tokens=2
+        )
+        assert reply.choices[0].finish_reason in ("stop", "length")
+        with pytest.raises(httpx.HTTPError):  # plain HTTP gets no answer there
+            httpx.get(url.replace("https://", "http://") + "/health")
+    assert f"serving tiny on {url}/v1" in (tmp_path / "server.log").read_text()
