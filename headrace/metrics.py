@@ -209,6 +209,8 @@ class _EngineCollector:
         for name, doc, value in gauges:
             for prefix in (_PREFIX, "vllm:"):
                 yield self._gauge(prefix + name, doc, value)
+        for prefix in (_PREFIX, "vllm:"):
+            yield self._cache_config(prefix + "cache_config_info")
         yield self._gauge(
             _PREFIX + "num_batch_requests_queued",
             "Requests of in-progress Batch API batches without a result yet.",
@@ -221,6 +223,18 @@ class _EngineCollector:
         )
         preemptions.add_metric([self._model_name], stats.num_preemptions)
         yield preemptions
+
+    def _cache_config(self, name: str) -> GaugeMetricFamily:
+        """The KV cache's shape as labels of a gauge of 1 (vLLM's form, which the endpoint
+        picker reads the block size from)."""
+        info = GaugeMetricFamily(
+            name,
+            "The KV cache's configuration, in its labels.",
+            labels=["model_name", "block_size", "num_gpu_blocks"],
+        )
+        shape = (str(self._engine.block_size), str(self._engine.kv_cache_blocks))
+        info.add_metric([self._model_name, *shape], 1)
+        return info
 
     def _gauge(self, name: str, doc: str, value: float) -> GaugeMetricFamily:
         gauge = GaugeMetricFamily(name, doc, labels=["model_name"])

@@ -160,6 +160,8 @@ class FakeEngine:
         self.reply = list(reply) if reply is not None else [*REPLY.encode(), EOS]
         self.max_model_len = max_model_len
         self.vocab_size = vocab_size
+        self.block_size = 16
+        self.kv_cache_blocks = 1024
         # Seconds before each token.
         self.step_delay = step_delay
         # Raise RuntimeError after this many tokens.

@@ -65,6 +65,8 @@ class AsyncEngine:
         """Use `build`: it makes the engine on the thread that will step it."""
         self.max_model_len = engine.max_model_len
         self.vocab_size = engine.vocab_size
+        self.block_size = engine.kv_cache.block_size
+        self.kv_cache_blocks = engine.kv_cache.num_blocks - 1  # the null block apart
         self._engine = engine
         self._thread = thread
         self._commands: queue.SimpleQueue[_Command] = queue.SimpleQueue()

@@ -15,6 +15,10 @@ class EngineClient(Protocol):
     max_model_len: int
     # Token ids the model scores: 0 to vocab_size - 1.
     vocab_size: int
+    # Token positions per KV-cache block.
+    block_size: int
+    # Blocks of the KV cache requests may hold (the null block apart).
+    kv_cache_blocks: int
 
     def start(self) -> None:
         """Begin stepping; called from the event loop that will consume the outputs."""

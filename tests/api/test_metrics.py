@@ -188,6 +188,8 @@ async def test_the_gauges_read_the_engine_under_both_names() -> None:
         assert after(f"{prefix}num_requests_running", **MODEL) == 3
         assert after(f"{prefix}num_requests_waiting", **MODEL) == 5
         assert after(f"{prefix}kv_cache_usage_perc", **MODEL) == 0.25
+        shape = {"block_size": "16", "num_gpu_blocks": "1024"}
+        assert after(f"{prefix}cache_config_info", **MODEL, **shape) == 1
     assert after("headrace:num_preemptions_total", **MODEL) == 7
 
 

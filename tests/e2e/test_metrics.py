@@ -51,6 +51,12 @@ def test_a_chat_moves_the_metrics_and_logs_its_id(server: Server) -> None:
     assert moved("headrace:request_success_total", (("finished_reason", reason), *MODEL)) == 1
     for name in ("num_requests_running", "num_requests_waiting", "kv_cache_usage_perc"):
         assert (f"vllm:{name}", MODEL) in after
+    # The KV cache's shape, as the server's start logged it ("5824 blocks of 16 tokens").
+    (cache_info,) = [labels for name, labels in after if name == "vllm:cache_config_info"]
+    shape = dict(cache_info)
+    assert f"{shape['num_gpu_blocks']} blocks of {shape['block_size']} tokens" in (
+        server.log.read_text()
+    )
     request_id = completion._request_id
     assert request_id is not None and request_id.startswith("req_")
     deadline = time.monotonic() + 10
