@@ -132,16 +132,12 @@ def tokenizer_router(tokens: TokenizeService, model: str) -> APIRouter:
         responses=responses(TokenizeResponse, errors=(400, 401, 404, 413, 415)),
     )
     async def tokenize(request: Request) -> Response:
-        _require_json(request)
-        body, grant = await request.body(), grant_of(request)
-
-        def answer() -> TokenizeResponse:  # a long prompt takes a while: off the loop
+        def answer(body: bytes, grant: Grant) -> TokenizeResponse:
             parsed = parse_tokenize_request(body)
-            if parsed.model is not None:
-                grant.require_model(parsed.model)
+            _require_model(grant, parsed.model)
             return tokens.tokenize(parsed)
 
-        return _json(await run_in_threadpool(answer))
+        return await _answered(request, answer)
 
     @router.post(
         "/detokenize",
@@ -149,16 +145,12 @@ def tokenizer_router(tokens: TokenizeService, model: str) -> APIRouter:
         responses=responses(DetokenizeResponse, errors=(400, 401, 404, 413, 415)),
     )
     async def detokenize(request: Request) -> Response:
-        _require_json(request)
-        body, grant = await request.body(), grant_of(request)
-
-        def answer() -> DetokenizeResponse:
+        def answer(body: bytes, grant: Grant) -> DetokenizeResponse:
             parsed = parse_detokenize_request(body)
-            if parsed.model is not None:
-                grant.require_model(parsed.model)
+            _require_model(grant, parsed.model)
             return tokens.detokenize(parsed)
 
-        return _json(await run_in_threadpool(answer))
+        return await _answered(request, answer)
 
     return router
 
@@ -269,6 +261,20 @@ async def _answer(
     if response is None:
         return Response(status_code=_CLIENT_CLOSED)
     return _json(response)
+
+
+async def _answered(request: Request, answer: Callable[[bytes, Grant], BaseModel]) -> Response:
+    """A JSON route's answer to its body and the key's grant, made on a worker thread (a long
+    prompt takes a while to tokenize)."""
+    _require_json(request)
+    body, grant = await request.body(), grant_of(request)
+    return _json(await run_in_threadpool(answer, body, grant))
+
+
+def _require_model(grant: Grant, model: str | None) -> None:
+    """The key's check of the model a request names, if it names one."""
+    if model is not None:
+        grant.require_model(model)
 
 
 def _require_json(request: Request) -> None:

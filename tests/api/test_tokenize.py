@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -11,17 +10,6 @@ import pytest
 from tests.fakes import MODEL_NAMES, FakeEngine, chat_body, make_app, make_client
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
-
-
-@pytest.fixture
-def engine() -> FakeEngine:
-    return FakeEngine()
-
-
-@pytest.fixture
-async def client(engine: FakeEngine) -> AsyncIterator[httpx.AsyncClient]:
-    async with make_client(make_app(engine)) as client:
-        yield client
 
 
 def error_of(response: httpx.Response, param: str | None) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -140,6 +142,21 @@ def running_server(
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def node_check(server: Server, script: str, **env: str) -> Any:
+    """Runs tests/e2e/node/checks/`script` with Node on `server` (and `env`); the JSON it
+    prints."""
+    done = subprocess.run(
+        ["node", f"checks/{script}"],
+        cwd=Path(__file__).parent / "node",
+        env={**server.env(), **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
 
 
 @pytest.fixture(scope="session")

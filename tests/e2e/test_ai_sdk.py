@@ -3,30 +3,15 @@ streams in pieces with its usage, and a forced tool call arrives with its argume
 
 from __future__ import annotations
 
-import json
-import subprocess
-from pathlib import Path
-
 import pytest
 
-from tests.e2e.conftest import Server
+from tests.e2e.conftest import Server, node_check
 
 pytestmark = pytest.mark.e2e
 
-NODE = Path(__file__).parent / "node"
-
 
 def test_the_ai_sdk_streams_text_and_calls_a_tool(server: Server) -> None:
-    done = subprocess.run(
-        ["node", "checks/ai_sdk.mjs"],
-        cwd=NODE,
-        env=server.env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+    result = node_check(server, "ai_sdk.mjs")
     assert len(result["deltas"]) > 1 and "".join(result["deltas"]).strip()
     assert result["finishReason"] == "length"
     usage = result["usage"]

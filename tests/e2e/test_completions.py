@@ -9,17 +9,14 @@ biases of +-100.
 
 from __future__ import annotations
 
-import json
-import subprocess
 import time
-from pathlib import Path
 
 import openai
 import pytest
 
 from headrace.model.source import resolve_model
 from headrace.text import Tokenizer
-from tests.e2e.conftest import MODEL_NAMES, Server
+from tests.e2e.conftest import MODEL_NAMES, Server, node_check
 
 pytestmark = pytest.mark.e2e
 PROMPT = "The three primary colours are"
@@ -195,16 +192,7 @@ def test_the_default_models_sampling_defaults_are_in_force(server: Server) -> No
 def test_the_node_sdk_reads_completions_scores_logprobs_and_the_request_id(
     server: Server,
 ) -> None:
-    done = subprocess.run(
-        ["node", "checks/completions.mjs"],
-        cwd=Path(__file__).parent / "node",
-        env=server.env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+    result = node_check(server, "completions.mjs")
     assert result["whole"] and result["streamed"] == result["whole"]
     assert result["streamed_tokens"] == 8
     scored = result["scored"]

@@ -13,7 +13,7 @@ import openai
 import pydantic
 import pytest
 
-from tests.e2e.conftest import Server
+from tests.e2e.conftest import Server, node_check
 from tests.guide import WEATHER_TOOL
 from tests.schema import validate
 
@@ -195,12 +195,7 @@ def test_json_object_streams_valid_json(client: openai.OpenAI) -> None:
 
 
 def test_node_sdk_accumulates_the_same_call(server: Server, client: openai.OpenAI) -> None:
-    done = subprocess.run(
-        ["node", "checks/stream_tool_calls.mjs"], cwd=HERE / "node",
-        env={**server.env(), "SEED": "7"}, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+    result = node_check(server, "stream_tool_calls.mjs", SEED="7")
     assert result["finish_reason"] == "tool_calls"
     (call,) = result["tool_calls"]
     assert call["id"].startswith("call_") and call["type"] == "function"
