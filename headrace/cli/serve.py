@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import os
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -150,23 +149,6 @@ def run(args: argparse.Namespace) -> None:
         logger.info("try it: %s", _curl(url, runtime.model_names[0], keys=access.required))
 
     serve(app, drain, server_config, log_level=args.log_level, ready=ready)
-    _exit_past_background_threads()
-
-
-def _exit_past_background_threads() -> None:
-    """Ends the process at once if a daemon thread of headrace's is still at work: compiling
-    the decode step, or building the C++ kernels. Neither can be stopped, and the interpreter's
-    exit can abort (status 134) in torch's C++ under such a thread. Everything the server had to
-    write is committed by now."""
-    working = [
-        thread.name
-        for thread in threading.enumerate()
-        if thread.daemon and thread.name.startswith("headrace-") and thread.is_alive()
-    ]
-    if working:
-        logger.info("exiting without waiting for %s", ", ".join(working))
-        logging.shutdown()
-        os._exit(0)
 
 
 def _curl(url: str, model: str, *, keys: bool) -> str:

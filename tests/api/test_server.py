@@ -126,7 +126,8 @@ def test_sigterm_while_the_decode_step_compiles_exits_cleanly(
     (status 134): the server exits at once, with 0, once it has stopped serving."""
     # An empty compile cache: the compile takes many seconds more than the test.
     inductor = str(tmp_path / "inductor")
-    with serving(model_dir, tmp_path, TORCHINDUCTOR_CACHE_DIR=inductor) as (process, url):
+    flags = ("--log-level", "debug")  # the exit's line is a debug one
+    with serving(model_dir, tmp_path, *flags, TORCHINDUCTOR_CACHE_DIR=inductor) as (process, url):
         assert httpx.get(f"{url}/health").json()["compiling"]
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
