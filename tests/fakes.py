@@ -89,8 +89,13 @@ class FakeTokenizer:
     def encode_prompt(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
         return list(text.encode())  # no BOS either way
 
-    def decode(self, token_ids: Sequence[int]) -> str:
-        return bytes(t for t in token_ids if t < EOS).decode(errors="replace")
+    def decode(self, token_ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
+        text = bytes(t for t in token_ids if t < EOS).decode(errors="replace")
+        eos = "<eos>" * (not skip_special_tokens) * token_ids.count(EOS)
+        return text + eos
+
+    def token_strings(self, token_ids: Sequence[int]) -> list[str]:
+        return [self.token_bytes(token).decode(errors="replace") for token in token_ids]
 
     def token_bytes(self, token_id: int) -> bytes:
         return bytes([token_id]) if token_id < EOS else b"<eos>"

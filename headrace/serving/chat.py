@@ -124,7 +124,7 @@ class ChatService:
         messages = template_messages(request.messages)
         try:
             prompt = self._tokenizer.apply_chat_template(
-                messages, tools=template_tools(tools) if tools else None
+                messages, tools=template_tools(tools.tools) if tools else None
             )
         except ValueError as error:  # ChatTemplateError: the template refused the conversation
             raise InvalidRequestError(str(error), param="messages") from error

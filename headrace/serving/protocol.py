@@ -305,13 +305,17 @@ class TokenizeRequest(_Request):
     model: str | None = None
     # A text, tokenized as /v1/completions tokenizes it; or else `messages`.
     prompt: str | None = None
-    # A conversation, rendered as /v1/chat/completions renders it (without tools).
+    # A conversation, rendered as /v1/chat/completions renders it.
     messages: list[ChatMessage] | None = Field(default=None, min_length=1, max_length=2048)
     # With `prompt`: frame it with the special tokens the tokenizer adds (BOS, for some).
     # Default true, as vLLM's; a chat's special tokens come from its template.
     add_special_tokens: bool | None = None
     # With `messages`: end with the header of the assistant's reply. Default true.
     add_generation_prompt: bool | None = None
+    # With `messages`: the tools offered, rendered into the prompt as a chat's are.
+    tools: list[Tool] | None = Field(default=None, max_length=128)
+    # Also answer each token's string in the vocabulary (`token_strs`). Default false.
+    return_token_strs: bool | None = None
 
 
 class DetokenizeRequest(_Request):

@@ -262,10 +262,13 @@ class TokenizeResponse(BaseModel):
     max_model_len: int
     # The token ids.
     tokens: list[int]
+    # Each token's string in the vocabulary (byte-level BPE's "Ġ" for a space included), when
+    # `return_token_strs` asked for them; else null, as vLLM's.
+    token_strs: list[str] | None = None
 
 
 class DetokenizeResponse(BaseModel):
     """vLLM's /detokenize answer."""
 
-    # The text of the tokens, special tokens skipped.
+    # The text of the tokens, special tokens included, as vLLM's.
     prompt: str

@@ -10,6 +10,7 @@ from headrace.serving.protocol import DetokenizeRequest, TokenizeRequest
 from headrace.serving.responses import DetokenizeResponse, TokenizeResponse
 from headrace.serving.sampling import Sampling
 from headrace.serving.tokenizer import TokenizerLike
+from headrace.serving.tools import function_tools, template_tools
 
 __all__ = ["TokenizeService"]
 
@@ -34,22 +35,28 @@ class TokenizeService:
         if (request.prompt is None) == (request.messages is None):
             raise InvalidRequestError("Give either 'prompt' or 'messages'.", param="messages")
         if request.prompt is not None:
-            if request.add_generation_prompt is not None:
-                raise _only_with("add_generation_prompt", "messages")
+            for param in ("add_generation_prompt", "tools"):
+                if getattr(request, param) is not None:
+                    raise _only_with(param, "messages")
             framed = request.add_special_tokens is not False
             tokens = self._tokenizer.encode_prompt(request.prompt, add_special_tokens=framed)
         else:
             assert request.messages is not None
             if request.add_special_tokens is not None:
                 raise _only_with("add_special_tokens", "prompt")
+            tools = function_tools(request.tools) if request.tools else None
             try:
                 tokens = self._tokenizer.apply_chat_template(
                     template_messages(request.messages),
+                    tools=template_tools(tools) if tools else None,
                     add_generation_prompt=request.add_generation_prompt is not False,
                 )
             except ValueError as error:  # the template refused the conversation
                 raise InvalidRequestError(str(error), param="messages") from error
-        return TokenizeResponse(count=len(tokens), max_model_len=self._max_model_len, tokens=tokens)
+        strings = self._tokenizer.token_strings(tokens) if request.return_token_strs else None
+        return TokenizeResponse(
+            count=len(tokens), max_model_len=self._max_model_len, tokens=tokens, token_strs=strings
+        )
 
     def detokenize(self, request: DetokenizeRequest) -> DetokenizeResponse:
         """The text of the request's tokens; raises HeadraceError for an id outside the
@@ -60,7 +67,7 @@ class TokenizeService:
             self._sampling.token_id(token, f"tokens.{index}", token)
             for index, token in enumerate(request.tokens)
         ]
-        return DetokenizeResponse(prompt=self._tokenizer.decode(tokens))
+        return DetokenizeResponse(prompt=self._tokenizer.decode(tokens, skip_special_tokens=False))
 
 
 def _only_with(param: str, other: str) -> InvalidRequestError:

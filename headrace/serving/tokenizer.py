@@ -56,8 +56,12 @@ class TokenizerLike(Protocol):
         where it adds one), unless not `add_special_tokens`."""
         ...
 
-    def decode(self, token_ids: Sequence[int]) -> str:
-        """The text of `token_ids`, special tokens skipped."""
+    def decode(self, token_ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
+        """The text of `token_ids`, special tokens skipped (unless not `skip_special_tokens`)."""
+        ...
+
+    def token_strings(self, token_ids: Sequence[int]) -> list[str]:
+        """Each token's string in the vocabulary."""
         ...
 
     def token_bytes(self, token_id: int) -> bytes:

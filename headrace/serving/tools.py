@@ -21,7 +21,7 @@ Where OpenAI is silent or we differ, we follow vLLM:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -40,6 +40,7 @@ __all__ = [
     "OutputConstraint",
     "ToolChoiceMode",
     "ToolRequest",
+    "function_tools",
     "prepare_response_format",
     "prepare_tools",
     "template_tools",
@@ -143,12 +144,7 @@ def prepare_tools(request: ChatCompletionRequest) -> ToolRequest | None:
                 "tool_choice", "'tool_choice' is only allowed when 'tools' are specified"
             )
         return None
-    tools = tuple(_function_tool(index, tool) for index, tool in enumerate(request.tools))
-    seen: set[str] = set()
-    for tool in tools:
-        if tool.name in seen:
-            raise invalid_value("tools", f"the function name '{tool.name}' is used more than once")
-        seen.add(tool.name)
+    tools = function_tools(request.tools)
     parallel = True if request.parallel_tool_calls is None else request.parallel_tool_calls
     prepared = _with_choice(tools, request.tool_choice, parallel)
     return prepared if tools else None
@@ -187,10 +183,23 @@ def prepare_response_format(
     return constraint
 
 
-def template_tools(tools: ToolRequest) -> list[dict[str, Any]]:
+def function_tools(tools: Sequence[Tool]) -> tuple[FunctionTool, ...]:
+    """A request's `tools`, checked: each a valid function, no name twice."""
+    functions = tuple(_function_tool(index, tool) for index, tool in enumerate(tools))
+    seen: set[str] = set()
+    for function in functions:
+        if function.name in seen:
+            raise invalid_value(
+                "tools", f"the function name '{function.name}' is used more than once"
+            )
+        seen.add(function.name)
+    return functions
+
+
+def template_tools(tools: Sequence[FunctionTool]) -> list[dict[str, Any]]:
     """The tools as chat templates take them: OpenAI's `tools`, fields not given left out."""
     rendered = []
-    for tool in tools.tools:
+    for tool in tools:
         function: dict[str, Any] = {"name": tool.name}
         if tool.description is not None:
             function["description"] = tool.description

@@ -84,10 +84,24 @@ class Tokenizer:
         without them if not `add_special_tokens`."""
         return self._backend.encode(text, add_special_tokens=add_special_tokens).ids
 
-    def decode(self, token_ids: Sequence[int]) -> str:
-        """The text of `token_ids`, special tokens (and EOS tokens) skipped."""
+    def decode(self, token_ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
+        """The text of `token_ids`, special tokens (and EOS tokens) skipped, unless not
+        `skip_special_tokens`."""
+        if not skip_special_tokens:
+            return self._backend.decode(list(token_ids), skip_special_tokens=False)
         ids = [token for token in token_ids if token not in self.eos_token_ids]
         return self._backend.decode(ids, skip_special_tokens=True)
+
+    def token_strings(self, token_ids: Sequence[int]) -> list[str]:
+        """Each token's string in the vocabulary, as stored (byte-level BPE's "Ġ" for a
+        space): Hugging Face's convert_ids_to_tokens. ValueError for an id outside it."""
+        strings = []
+        for token in token_ids:
+            string = self._backend.id_to_token(token)
+            if string is None:
+                raise ValueError(f"no token {token} in the vocabulary")
+            strings.append(string)
+        return strings
 
     def apply_chat_template(
         self,

@@ -7,9 +7,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fakes import MODEL_NAMES, FakeEngine, chat_body, make_app, make_client
+from tests.fakes import EOS, MODEL_NAMES, FakeEngine, chat_body, make_app, make_client
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+TOOL = {"type": "function", "function": {"name": "f"}}
 
 
 def error_of(response: httpx.Response, param: str | None) -> dict[str, Any]:
@@ -27,6 +28,7 @@ async def test_a_prompt_is_the_tokens_a_completion_gets(
         "count": 6,
         "max_model_len": engine.max_model_len,
         "tokens": tokenized["tokens"],
+        "token_strs": None,
     }
     body = {"model": MODEL_NAMES[0], "prompt": "Hello!", "max_tokens": 1}
     assert (await client.post("/v1/completions", json=body)).status_code == 200
@@ -47,11 +49,37 @@ async def test_messages_are_the_tokens_a_chat_gets(
     assert bare["count"] < tokenized["count"]
 
 
+async def test_tools_are_the_tokens_a_chat_with_them_gets(
+    client: httpx.AsyncClient, engine: FakeEngine
+) -> None:
+    tools = [{"type": "function", "function": {"name": "get_time"}}]
+    body = {"messages": MESSAGES, "tools": tools}
+    tokenized = (await client.post("/tokenize", json=body)).json()
+    chat = chat_body(messages=MESSAGES, tools=tools)
+    assert (await client.post("/v1/chat/completions", json=chat)).status_code == 200
+    assert list(engine.prompts.values())[-1] == tokenized["tokens"]
+    without = (await client.post("/tokenize", json={"messages": MESSAGES})).json()
+    assert without["count"] < tokenized["count"]
+    assert (await client.post("/tokenize", json={**body, "tools": []})).json() == without
+
+
+async def test_return_token_strs_gives_each_tokens_string(client: httpx.AsyncClient) -> None:
+    for body in ({"prompt": "Hi!"}, {"messages": MESSAGES}):
+        answer = (await client.post("/tokenize", json={**body, "return_token_strs": True})).json()
+        assert len(answer["token_strs"]) == answer["count"] > 0
+        assert "".join(answer["token_strs"]).endswith("Hi!" if "prompt" in body else "<assistant>")
+    plain = await client.post("/tokenize", json={"prompt": "Hi!", "return_token_strs": False})
+    assert plain.json()["token_strs"] is None
+
+
 async def test_detokenize_gives_the_text_back(client: httpx.AsyncClient) -> None:
     tokens = (await client.post("/tokenize", json={"prompt": "héllo"})).json()["tokens"]
     answer = await client.post("/detokenize", json={"model": MODEL_NAMES[0], "tokens": tokens})
     assert answer.json() == {"prompt": "héllo"}
     assert (await client.post("/detokenize", json={"tokens": []})).json() == {"prompt": ""}
+    # Special tokens are kept, as vLLM's /detokenize keeps them.
+    eos = (await client.post("/detokenize", json={"tokens": [*tokens, EOS]})).json()
+    assert eos == {"prompt": "héllo<eos>"}
 
 
 @pytest.mark.parametrize(
@@ -61,7 +89,16 @@ async def test_detokenize_gives_the_text_back(client: httpx.AsyncClient) -> None
         ("/tokenize", {"prompt": "a", "messages": MESSAGES}, "messages"),
         ("/tokenize", {"prompt": "a", "add_generation_prompt": False}, "add_generation_prompt"),
         ("/tokenize", {"messages": MESSAGES, "add_special_tokens": True}, "add_special_tokens"),
-        ("/tokenize", {"prompt": "a", "return_token_strs": True}, "return_token_strs"),
+        ("/tokenize", {"prompt": "a", "return_token_strs": 1}, "return_token_strs"),
+        ("/tokenize", {"prompt": "a", "tools": []}, "tools"),
+        ("/tokenize", {"messages": MESSAGES, "tools": [{"type": "function"}]}, "tools.0.function"),
+        ("/tokenize", {"messages": MESSAGES, "tools": [TOOL, TOOL]}, "tools"),
+        ("/tokenize", {"messages": MESSAGES, "tools": "x"}, "tools"),
+        (
+            "/tokenize",
+            {"messages": MESSAGES, "continue_final_message": True},
+            "continue_final_message",
+        ),
         ("/tokenize", {"prompt": 5}, "prompt"),
         ("/tokenize", {"messages": []}, "messages"),
         ("/tokenize", {"messages": [{"role": "assistant", "content": "x"}]}, "messages"),

@@ -37,3 +37,31 @@ def test_counts_are_the_completions_usage(server: Server) -> None:
     prompt = post(server, "/tokenize", {"prompt": "The sky is"})
     assert completion.usage is not None and completion.usage.prompt_tokens == prompt["count"]
     assert post(server, "/detokenize", {"tokens": prompt["tokens"]}) == {"prompt": "The sky is"}
+
+
+def test_tools_token_strs_and_special_tokens_on_the_real_tokenizer(server: Server) -> None:
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
+    chat = server.sdk().chat.completions.create(
+        model=MODEL_NAMES[0],
+        messages=MESSAGES,  # type: ignore[arg-type]
+        tools=tools,  # type: ignore[arg-type]
+        max_tokens=1,
+    )
+    body = {"messages": MESSAGES, "tools": tools, "return_token_strs": True}
+    tokenized = post(server, "/tokenize", body)
+    assert chat.usage is not None and chat.usage.prompt_tokens == tokenized["count"]
+    strings = tokenized["token_strs"]
+    assert isinstance(strings, list) and strings[0] == "<|im_start|>"
+    assert "get_weather" in "".join(strings)
+    # The template's special tokens come back as text.
+    text = post(server, "/detokenize", {"tokens": tokenized["tokens"]})["prompt"]
+    assert isinstance(text, str) and text.startswith("<|im_start|>system\n")
+    assert text.endswith("<|im_end|>\n<|im_start|>assistant\n")

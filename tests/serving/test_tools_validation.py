@@ -99,7 +99,7 @@ def test_tool_request_helpers() -> None:
     assert request.callable_tools == (TIME_TOOL,)
     assert TIME_TOOL.arguments_schema == {"type": "object", "properties": {}}
     assert WEATHER_TOOL.arguments_schema == WEATHER_PARAMETERS
-    assert template_tools(request) == [WEATHER, TIME]
+    assert template_tools(request.tools) == [WEATHER, TIME]
     for choice in ("auto", "none"):
         request = prepare_tools(parsed(tools=[WEATHER], tool_choice=choice))
         assert request is not None and not request.forced

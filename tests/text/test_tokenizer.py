@@ -78,6 +78,20 @@ def test_decode_skips_special_and_eos_tokens(tiny_tokenizer: Tokenizer) -> None:
     assert tiny_tokenizer.decode([BOS_ID, *ids, IM_END_ID, ENDOFTEXT_ID]) == "ok"
 
 
+def test_decode_can_keep_special_tokens(tiny_tokenizer: Tokenizer) -> None:
+    ids = tiny_tokenizer.encode("<|im_start|>user\nhi<|im_end|>")
+    assert tiny_tokenizer.decode(ids, skip_special_tokens=False) == "<|im_start|>user\nhi<|im_end|>"
+
+
+def test_token_strings_are_the_vocabularys(tiny_tokenizer: Tokenizer) -> None:
+    ids = tiny_tokenizer.encode("<|im_start|>hi there")
+    strings = tiny_tokenizer.token_strings(ids)
+    assert strings[0] == "<|im_start|>" and len(strings) == len(ids)
+    assert "".join(strings[1:]).replace("Ġ", " ") == "hi there"  # byte-level: Ġ is a space
+    with pytest.raises(ValueError, match="no token 1000000"):
+        tiny_tokenizer.token_strings([1_000_000])
+
+
 def test_chat_prompt_has_exactly_one_bos(tiny_tokenizer: Tokenizer) -> None:
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]
     ids = tiny_tokenizer.apply_chat_template(messages)
