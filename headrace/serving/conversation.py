@@ -3,12 +3,38 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NamedTuple
 
 from headrace.errors import InvalidRequestError, invalid_value, missing_parameter
 from headrace.serving.protocol import ChatMessage
 
-__all__ = ["template_messages"]
+__all__ = ["PromptEnding", "prompt_ending", "template_messages"]
+
+
+class PromptEnding(NamedTuple):
+    """How a conversation's prompt ends (vLLM's extensions of chat requests)."""
+
+    # With the header of the assistant's reply: the model answers in a turn of its own.
+    add_generation_prompt: bool
+    # Inside the final message, its end-of-turn left out: the model goes on writing it
+    # (an assistant's reply begun by the client).
+    continue_final_message: bool
+
+
+def prompt_ending(
+    add_generation_prompt: bool | None, continue_final_message: bool | None
+) -> PromptEnding:
+    """The request's ending: by default a new assistant turn; continuing the final message
+    leaves out that turn's header unless asked for too, which is InvalidRequestError."""
+    if continue_final_message:
+        if add_generation_prompt:
+            raise InvalidRequestError(
+                "'continue_final_message' and 'add_generation_prompt' cannot both be true: the "
+                "prompt either goes on with the final message or opens a new turn.",
+                param="continue_final_message",
+            )
+        return PromptEnding(add_generation_prompt=False, continue_final_message=True)
+    return PromptEnding(add_generation_prompt is not False, continue_final_message=False)
 
 
 def template_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:

@@ -274,6 +274,12 @@ class ChatCompletionRequest(_SamplingRequest):
     safety_identifier: str | None = None
     # Processing tier: one here, "auto" or "default".
     service_tier: Literal["auto", "default"] | None = None
+    # vLLM's extension: end the prompt with the header of the assistant's reply. Default true,
+    # false when continue_final_message.
+    add_generation_prompt: bool | None = None
+    # vLLM's extension: the model goes on writing the final message (a reply the client
+    # began), its end-of-turn left out. Default false.
+    continue_final_message: bool | None = None
 
 
 # A prompt of text completions: a text, texts, token ids, or lists of token ids.
@@ -310,8 +316,10 @@ class TokenizeRequest(_Request):
     # With `prompt`: frame it with the special tokens the tokenizer adds (BOS, for some).
     # Default true, as vLLM's; a chat's special tokens come from its template.
     add_special_tokens: bool | None = None
-    # With `messages`: end with the header of the assistant's reply. Default true.
+    # With `messages`: end with the header of the assistant's reply, or inside the final
+    # message; as a chat's.
     add_generation_prompt: bool | None = None
+    continue_final_message: bool | None = None
     # With `messages`: the tools offered, rendered into the prompt as a chat's are.
     tools: list[Tool] | None = Field(default=None, max_length=128)
     # Also answer each token's string in the vocabulary (`token_strs`). Default false.

@@ -78,9 +78,11 @@ def render_chat(
     tools: Sequence[Mapping[str, Any]] | None = None,
     *,
     add_generation_prompt: bool = True,
+    continue_final_message: bool = False,
 ) -> str:
     """The prompt text for `messages`, ending with the header of the assistant's reply (unless
-    not `add_generation_prompt`)."""
+    not `add_generation_prompt`), or inside the final message if `continue_final_message`:
+    the text ends where its content does, what the template writes after it left out."""
     template = None if tokenizer.chat_template is not None else CHATML_TEMPLATE
     prepared = prepare_messages(messages)
     teach = detect_tool_call_format(template_source(tokenizer)).teach
@@ -92,6 +94,7 @@ def render_chat(
             tools=[dict(tool) for tool in tools] if tools else None,
             chat_template=template,
             add_generation_prompt=add_generation_prompt,
+            continue_final_message=continue_final_message,
             tokenize=False,
         )
     except jinja2.TemplateError as error:

@@ -109,15 +109,20 @@ class Tokenizer:
         *,
         tools: Sequence[Mapping[str, Any]] | None = None,
         add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
     ) -> list[int]:
         """Prompt token ids for a conversation, ending with the assistant's header (unless not
-        `add_generation_prompt`).
+        `add_generation_prompt`), or inside the final message (if `continue_final_message`).
 
         The template adds BOS itself if the model wants one; encoding adds nothing more.
         Raises ChatTemplateError when the template refuses the conversation.
         """
         rendered = render_chat(
-            self.hf, messages, tools, add_generation_prompt=add_generation_prompt
+            self.hf,
+            messages,
+            tools,
+            add_generation_prompt=add_generation_prompt,
+            continue_final_message=continue_final_message,
         )
         return self.encode(rendered)
 

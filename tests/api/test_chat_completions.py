@@ -130,3 +130,27 @@ async def test_engine_failure_in_a_whole_response(
     assert response.status_code == status
     validate(response.json(), "ErrorResponse")
     assert "exploded" not in response.text and "Traceback" not in response.text
+
+
+@pytest.mark.parametrize(
+    ("overrides", "param"),
+    [
+        ({"continue_final_message": True, "add_generation_prompt": True}, "continue_final_message"),
+        ({"continue_final_message": "yes"}, "continue_final_message"),
+        ({"add_generation_prompt": 1}, "add_generation_prompt"),
+    ],
+)
+async def test_bad_prompt_endings_are_400(
+    client: httpx.AsyncClient, overrides: dict[str, Any], param: str
+) -> None:
+    response = await client.post("/v1/chat/completions", json=chat_body(**overrides))
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+
+
+async def test_without_the_generation_prompt_the_prompt_ends_after_the_last_turn(
+    client: httpx.AsyncClient, engine: FakeEngine
+) -> None:
+    body = chat_body(add_generation_prompt=False)
+    assert (await client.post("/v1/chat/completions", json=body)).status_code == 200
+    assert not bytes(list(engine.prompts.values())[-1]).endswith(b"<assistant>")

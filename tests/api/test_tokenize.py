@@ -63,6 +63,18 @@ async def test_tools_are_the_tokens_a_chat_with_them_gets(
     assert (await client.post("/tokenize", json={**body, "tools": []})).json() == without
 
 
+async def test_continue_final_message_is_the_tokens_a_chat_continuing_it_gets(
+    client: httpx.AsyncClient, engine: FakeEngine
+) -> None:
+    begun = [*MESSAGES, {"role": "assistant", "content": "Hello the"}]
+    body = {"messages": begun, "continue_final_message": True}
+    tokenized = (await client.post("/tokenize", json=body)).json()
+    assert bytes(tokenized["tokens"]).endswith(b"<assistant>Hello the")
+    chat = chat_body(messages=begun, continue_final_message=True, add_generation_prompt=False)
+    assert (await client.post("/v1/chat/completions", json=chat)).status_code == 200
+    assert list(engine.prompts.values())[-1] == tokenized["tokens"]
+
+
 async def test_return_token_strs_gives_each_tokens_string(client: httpx.AsyncClient) -> None:
     for body in ({"prompt": "Hi!"}, {"messages": MESSAGES}):
         answer = (await client.post("/tokenize", json={**body, "return_token_strs": True})).json()
@@ -94,9 +106,10 @@ async def test_detokenize_gives_the_text_back(client: httpx.AsyncClient) -> None
         ("/tokenize", {"messages": MESSAGES, "tools": [{"type": "function"}]}, "tools.0.function"),
         ("/tokenize", {"messages": MESSAGES, "tools": [TOOL, TOOL]}, "tools"),
         ("/tokenize", {"messages": MESSAGES, "tools": "x"}, "tools"),
+        ("/tokenize", {"prompt": "a", "continue_final_message": True}, "continue_final_message"),
         (
             "/tokenize",
-            {"messages": MESSAGES, "continue_final_message": True},
+            {"messages": MESSAGES, "continue_final_message": True, "add_generation_prompt": True},
             "continue_final_message",
         ),
         ("/tokenize", {"prompt": 5}, "prompt"),

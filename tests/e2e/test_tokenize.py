@@ -65,3 +65,23 @@ def test_tools_token_strs_and_special_tokens_on_the_real_tokenizer(server: Serve
     text = post(server, "/detokenize", {"tokens": tokenized["tokens"]})["prompt"]
     assert isinstance(text, str) and text.startswith("<|im_start|>system\n")
     assert text.endswith("<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_a_reply_begun_by_the_client_is_continued(server: Server) -> None:
+    begun = [
+        {"role": "user", "content": "What is the capital of France?"},
+        {"role": "assistant", "content": "The capital of France is"},
+    ]
+    chat = server.sdk().chat.completions.create(
+        model=MODEL_NAMES[0],
+        messages=begun,  # type: ignore[arg-type]
+        max_tokens=8,
+        temperature=0,
+        extra_body={"continue_final_message": True, "add_generation_prompt": False},
+    )
+    tokenized = post(server, "/tokenize", {"messages": begun, "continue_final_message": True})
+    assert chat.usage is not None and chat.usage.prompt_tokens == tokenized["count"]
+    text = post(server, "/detokenize", {"tokens": tokenized["tokens"]})["prompt"]
+    assert isinstance(text, str) and text.endswith("assistant\nThe capital of France is")
+    # Greedy, the model goes on with the sentence rather than opening a reply of its own.
+    assert "Paris" in (chat.choices[0].message.content or "")

@@ -92,6 +92,18 @@ def test_token_strings_are_the_vocabularys(tiny_tokenizer: Tokenizer) -> None:
         tiny_tokenizer.token_strings([1_000_000])
 
 
+def test_continue_final_message_ends_inside_it(tiny_tokenizer: Tokenizer) -> None:
+    messages = [
+        {"role": "user", "content": "Name a city."},
+        {"role": "assistant", "content": "The city is"},
+    ]
+    ids = tiny_tokenizer.apply_chat_template(
+        messages, add_generation_prompt=False, continue_final_message=True
+    )
+    text = tiny_tokenizer.decode(ids, skip_special_tokens=False)
+    assert text.endswith("<|im_end|>\n<|im_start|>assistant\nThe city is")
+
+
 def test_chat_prompt_has_exactly_one_bos(tiny_tokenizer: Tokenizer) -> None:
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]
     ids = tiny_tokenizer.apply_chat_template(messages)
