@@ -1,11 +1,14 @@
-"""headrace against llama.cpp's llama-server on the same weights, one server after the other.
+"""headrace against llama.cpp's llama-server, or vLLM's CPU wheel, on the same weights, one
+server after the other.
 
     python benchmarks/bench_compare.py [--quick] [--llama-server PATH] [--dtype bfloat16]
-                                       [--peer-types F16 stored] [--avx2]
+                                       [--peer-types F16 stored vllm] [--avx2]
 
 Pairs of servers load the same weights of the default model (SmolLM2-135M-Instruct, GGUF
 Q4_1), one table each: for a --peer-types type, both serve the file requantized to that type by
-llama-quantize; for `stored`, both serve the file's own quantized weights. headrace runs with
+llama-quantize; for `stored`, both serve the file's own quantized weights; for `vllm`, vLLM's
+CPU wheel and headrace both serve the file dequantized into a Hugging Face directory of
+bfloat16 weights (benchmarks/vllm_cpu.py installs vLLM apart). headrace runs with
 `--quantization auto` and activations in --dtype: it keeps the weights as stored where it has
 kernels for them (the quantized types; F16 and BF16 under float32 activations), else converts
 them to --dtype at load (F16 under bfloat16, for oneDNN). Each server is started on loopback,
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import itertools
 import math
 import os
@@ -33,13 +37,12 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from contention import ForeignCpu
-from gguf import GGUFReader
 from http_runs import Chat, HttpRunner, random_words
 from llama_cpp import LlamaCpp, peers_dir
 from machine import cpu_model
@@ -54,8 +57,10 @@ from timing import (
     tpot_ms,
     ttfts_ms,
 )
+from vllm_cpu import VllmCpu
 
 from headrace.model.gguf_file import gguf_config
+from headrace.model.gguf_reader import read_gguf
 from headrace.model.source import resolve_model
 from headrace.text import Tokenizer
 
@@ -74,6 +79,8 @@ _SLOT_MARGIN = 64
 _WEIGHT_BYTES = 2.0
 # The --peer-types name of the file's own weights, served as stored by both servers.
 STORED = "stored"
+# The --peer-types name of vLLM's CPU wheel beside headrace, on a Hugging Face directory.
+VLLM = "vllm"
 # --avx2: headrace's kernels, torch's own, oneDNN's and MKL's (torch's float32 GEMMs) held to
 # AVX2 (llama-server gets an AVX2 build). Without MKL's cap a float32 prefill ran AVX-512 GEMMs
 # at 260-325 GFLOP/s on 2 Sapphire Rapids cores, against 166-188 capped.
@@ -131,10 +138,10 @@ class ModelShape:
     @classmethod
     def from_gguf(cls, path: Path) -> ModelShape:
         """The shape recorded in a GGUF file."""
-        reader = GGUFReader(path)
-        config = gguf_config(reader)
-        sizes = {tensor.name: int(tensor.n_elements) for tensor in reader.tensors}
-        stored = {tensor.name: int(tensor.n_bytes) for tensor in reader.tensors}
+        contents = read_gguf(path)
+        config = gguf_config(contents)
+        sizes = {tensor.name: math.prod(tensor.shape) for tensor in contents.tensors}
+        stored = {tensor.name: tensor.data.nbytes for tensor in contents.tensors}
         # The embedding is a lookup; the head is a matmul of the same size, tied or not.
         embedding_and_head = sizes["token_embd.weight"] + sizes.get("output.weight", 0)
         body_params = sum(sizes.values()) - embedding_and_head
@@ -295,18 +302,45 @@ class Side:
     argv: Callable[[int], list[str]]
     # Request fields for this server beyond the OpenAI API's.
     extra_body: dict[str, object] = field(default_factory=dict)
+    # The server's environment; None: this process's.
+    env: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
 class Pair:
-    """headrace and llama-server on weights of one precision: one table."""
+    """headrace and a peer server on weights of one precision: one table."""
 
     # What the weights are, for the table's heading.
     title: str
     headrace: Side
-    llama: Side
+    peer: Side
     # Bytes per weight a decode step reads, for the bounds.
     weight_bytes: float
+
+
+class Peers:
+    """The peers' programs, each found, built or installed when a pair first needs it."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self._args = args
+
+    @functools.cached_property
+    def llama(self) -> LlamaCpp:
+        isa = "avx2" if self._args.avx2 else "native"
+        return LlamaCpp.find_or_build(self._args.llama_server, _log, isa)
+
+    @functools.cached_property
+    def vllm(self) -> VllmCpu:
+        return VllmCpu.find_or_install(_log)
+
+    def versions(self) -> str:
+        """The versions of the peers used, for the report."""
+        versions = []
+        if "llama" in self.__dict__:
+            versions.append(f"llama.cpp {self.llama.version()}")
+        if "vllm" in self.__dict__:
+            versions.append(f"vLLM {self.vllm.version()} ({self.vllm.venv})")
+        return "; ".join(versions)
 
 
 def main() -> None:
@@ -317,15 +351,15 @@ def main() -> None:
     prompts = Prompts(Tokenizer.from_path(model), args.seed)
     if args.avx2:
         os.environ.update(_AVX2_ENVIRONMENT)  # headrace's servers inherit it
-    llama = LlamaCpp.find_or_build(args.llama_server, _log, "avx2" if args.avx2 else "native")
-    pairs = [_pair(args, llama, model, shape, workloads, peer) for peer in args.peer_types]
+    peers = Peers(args)
+    pairs = [_pair(args, peers, model, shape, workloads, peer) for peer in args.peer_types]
     measured = {}
     for pair in pairs:
-        for side in (pair.headrace, pair.llama):
+        for side in (pair.headrace, pair.peer):
             measured[side.name] = _measure(side, workloads, prompts)
     first = pairs[0].headrace
     measured[first.name].prefix_uncached = _measure_uncached(first, workloads, prompts)
-    print(_report(args, model, shape, llama, pairs, workloads, measured))
+    print(_report(args, model, shape, peers, pairs, workloads, measured))
 
 
 def _parse_args() -> argparse.Namespace:
@@ -338,7 +372,8 @@ def _parse_args() -> argparse.Namespace:
         nargs="+",
         default=["F16", STORED],
         help="weights of each pair: a llama-quantize type for llama-server beside headrace in "
-        f"--dtype, or {STORED!r}: the file's own, on both (default: F16 {STORED})",
+        f"--dtype, {STORED!r}: the file's own, on both, or {VLLM!r}: vLLM's CPU wheel beside "
+        f"headrace, both in --dtype on a bfloat16 directory (default: F16 {STORED})",
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run: tiny sizes")
     parser.add_argument(
@@ -358,12 +393,16 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--slot-context", type=int, help="llama-server context per slot")
     parser.add_argument("--headrace-args", default="", help="more `headrace serve` flags")
     parser.add_argument("--llama-args", default="", help="more llama-server flags")
+    parser.add_argument("--vllm-args", default="", help="more `vllm serve` flags")
     parser.add_argument("--bandwidth-gbs", type=float, default=25.0, help="memory bandwidth")
     parser.add_argument("--peak-gflops", type=float, default=210.0, help="peak bf16 GFLOP/s")
     parser.add_argument(
         "--seed", type=int, default=time.time_ns() % 1_000_000, help="prompts' words and nonces"
     )
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.avx2 and VLLM in args.peer_types:
+        parser.error("--avx2: vLLM's wheel picks its kernels by the CPU's own instruction sets")
+    return args
 
 
 def _workloads(args: argparse.Namespace) -> Workloads:
@@ -381,7 +420,7 @@ def _workloads(args: argparse.Namespace) -> Workloads:
 
 def _pair(
     args: argparse.Namespace,
-    llama: LlamaCpp,
+    peers: Peers,
     model: Path,
     shape: ModelShape,
     workloads: Workloads,
@@ -391,18 +430,25 @@ def _pair(
         quant = _file_type(model)
         headrace = _headrace_side(args, model, workloads, f"headrace {quant}")
         title = f"the file's own weights ({quant}, {shape.stored_weight_bytes:.2f} bytes/weight)"
-        llama_side = _llama_side(args, llama, model, workloads, quant)
+        llama_side = _llama_side(args, peers.llama, model, workloads, quant)
         return Pair(title, headrace, llama_side, shape.stored_weight_bytes)
-    weights = llama.weights(model, peer_type, _log)
+    if peer_type == VLLM:
+        weights = peers.vllm.weights(model, _log)
+        # The directory's name beside headrace's: the two tables of a run stay apart.
+        headrace = _headrace_side(args, weights, workloads, f"headrace {args.dtype} (HF)")
+        vllm_side = _vllm_side(args, peers.vllm, weights, workloads)
+        title = f"bfloat16 weights in a Hugging Face directory ({args.dtype} activations on both)"
+        return Pair(title, headrace, vllm_side, _WEIGHT_BYTES)
+    weights = peers.llama.weights(model, peer_type, _log)
     headrace = _headrace_side(args, weights, workloads, f"headrace {args.dtype}")
-    llama_side = _llama_side(args, llama, weights, workloads, peer_type)
+    llama_side = _llama_side(args, peers.llama, weights, workloads, peer_type)
     title = f"{peer_type} weights (headrace with {args.dtype} activations)"
     return Pair(title, headrace, llama_side, _WEIGHT_BYTES)
 
 
 def _file_type(model: Path) -> str:
     # The quantization most of the file's matrices use, by name (Q4_1 for the default model).
-    kinds = [t.tensor_type.name for t in GGUFReader(model).tensors if len(t.shape) == 2]
+    kinds = [t.tensor_type.name for t in read_gguf(model).tensors if len(t.shape) == 2]
     return max(set(kinds), key=kinds.count)
 
 
@@ -436,6 +482,16 @@ def _llama_side(
     return Side(f"llama-server {type_name}", argv, {"cache_prompt": True})
 
 
+def _vllm_side(
+    args: argparse.Namespace, vllm: VllmCpu, weights: Path, workloads: Workloads
+) -> Side:
+    def argv(port: int) -> list[str]:
+        flags = vllm.serve_argv(weights, port, args.dtype, workloads.slots)
+        return [*flags, *shlex.split(args.vllm_args)]
+
+    return Side("vLLM", argv, env=vllm.environment())
+
+
 def _measure(side: Side, workloads: Workloads, prompts: Prompts) -> Measured:
     measured = Measured()
     with _started(side) as server, ForeignCpu(own_pids=[server.pid]) as cpu:
@@ -467,7 +523,7 @@ def _started(side: Side) -> ServerProcess:
     port = free_port()
     log_path = peers_dir() / "logs" / f"{side.name.replace(' ', '_')}.log"
     _log(f"starting {side.name} on port {port} (log: {log_path})")
-    return ServerProcess(side.name, side.argv(port), port, log_path, _READY_TIMEOUT_S)
+    return ServerProcess(side.name, side.argv(port), port, log_path, _READY_TIMEOUT_S, side.env)
 
 
 def _warmed_up_client(side: Side, url: str, workloads: Workloads, prompts: Prompts) -> HttpRunner:
@@ -599,23 +655,23 @@ def _report(
     args: argparse.Namespace,
     model: Path,
     shape: ModelShape,
-    llama: LlamaCpp,
+    peers: Peers,
     pairs: list[Pair],
     workloads: Workloads,
     measured: dict[str, Measured],
 ) -> str:
     w = workloads
     command = shlex.join(["python", "benchmarks/bench_compare.py", *sys.argv[1:]])
-    sides = [side for pair in pairs for side in (pair.headrace, pair.llama)]
+    sides = [side for pair in pairs for side in (pair.headrace, pair.peer)]
     lines = [
         f"Command: `{command}`",
         f"Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
         f"Machine: {cpu_model()}, {os.cpu_count()} cores"
         f"{' held to AVX2 (' + _avx2_note() + ')' if args.avx2 else ''}; "
         f"Python {platform.python_version()}, "
-        f"torch {torch.__version__}, headrace {_headrace_commit()}; llama.cpp {llama.version()}",
+        f"torch {torch.__version__}, headrace {_headrace_commit()}; {peers.versions()}",
         f"Model: {model.name}; one table per pair of servers on weights of one precision.",
-        *(f"{side.name}: `{shlex.join(side.argv(0))}` (port 0: a free port)" for side in sides),
+        *(f"{side.name}: `{_command(side)}` (port 0: a free port)" for side in sides),
         f"Workloads: prompts of {w.prompt_len} tokens after the chat template, fresh for every "
         f"request (seed {args.seed}), {w.output_len} tokens out (temperature 0, ignore_eos); "
         f"levels {', '.join(map(str, w.levels))} send that many requests at once; /health is "
@@ -631,7 +687,7 @@ def _report(
     ]
     for pair in pairs:
         bounds = Bounds.of(shape, w, args.bandwidth_gbs, args.peak_gflops, pair.weight_bytes)
-        names = [pair.headrace.name, pair.llama.name]
+        names = [pair.headrace.name, pair.peer.name]
         lines += [
             "",
             f"**{pair.title}**",
@@ -643,6 +699,12 @@ def _report(
         lines += [_table_row(metric, [measured[name] for name in names]) for metric in metrics]
     lines += ["", *_stream_notes(measured)]
     return "\n".join(lines)
+
+
+def _command(side: Side) -> str:
+    # The side's command line, after the variables its environment sets apart from this one's.
+    own = {k: v for k, v in (side.env or {}).items() if os.environ.get(k) != v}
+    return shlex.join([*(f"{k}={v}" for k, v in own.items()), *side.argv(0)])
 
 
 def _table_row(metric: Metric, measured: list[Measured]) -> str:

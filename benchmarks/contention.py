@@ -25,7 +25,8 @@ class ForeignCpu:
     """The share of the machine's CPU time that other processes (or the host) took during a block.
 
     Reads 0 where /proc/stat does not exist. `own_pids` are other processes whose CPU time is
-    not foreign: a server under test, say.
+    not foreign, their children's included: a server under test (and the engine processes it
+    started, as vLLM's), say.
     """
 
     def __init__(self, own_pids: Sequence[int] = ()) -> None:
@@ -58,19 +59,32 @@ def _cpu_ticks(own_pids: Sequence[int]) -> tuple[float, float, float]:
     busy = user + nice + system + irq + softirq + steal
     times = os.times()
     own = (times.user + times.system) * os.sysconf("SC_CLK_TCK")
-    own += sum(_process_ticks(pid) for pid in own_pids)
+    own += sum(_ticks(fields) for fields in _process_tree(own_pids))
     return busy, busy + idle + iowait, own
 
 
-def _process_ticks(pid: int) -> int:
-    # A live process's user + system clock ticks, all its threads included (0 once it is gone).
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0
-    # Fields after the parenthesized command name start at field 3 (state); 14 and 15 are
-    # utime and stime.
-    fields = stat.rsplit(")", 1)[1].split()
+def _process_tree(pids: Sequence[int]) -> list[list[str]]:
+    # The /proc stat fields of the live processes among `pids` and their descendants.
+    processes = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:  # it ended meanwhile
+                continue
+            # Fields after the parenthesized command name, from field 3 (state) on.
+            processes[int(entry.name)] = stat.rsplit(")", 1)[1].split()
+    tree = set(pids) & processes.keys()
+    grown = True
+    while grown:
+        children = {pid for pid, fields in processes.items() if int(fields[1]) in tree}
+        grown = not children <= tree
+        tree |= children
+    return [processes[pid] for pid in tree]
+
+
+def _ticks(fields: list[str]) -> int:
+    # A process's user + system clock ticks, all its threads included: fields 14 and 15.
     return int(fields[11]) + int(fields[12])
 
 

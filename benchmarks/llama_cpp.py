@@ -16,7 +16,7 @@ from pathlib import Path
 
 from headrace.model.source import cache_dir
 
-__all__ = ["LlamaCpp", "peers_dir"]
+__all__ = ["LlamaCpp", "check_call", "peers_dir"]
 
 # The sdist that vendors llama.cpp.
 _SDIST = "llama-cpp-python"
@@ -88,7 +88,7 @@ class LlamaCpp:
         log(f"making {target.name} with llama-quantize")
         part = target.with_name(target.name + ".part")
         target.parent.mkdir(parents=True, exist_ok=True)
-        _check_call([self.quantize, "--allow-requantize", source, part, type_name])
+        check_call([self.quantize, "--allow-requantize", source, part, type_name])
         os.replace(part, target)
         return target
 
@@ -100,9 +100,7 @@ def _build(peers: Path, isa: str, log: Callable[[str], None]) -> Path:
     if not sdists:
         log(f"fetching the {_SDIST} sdist into {peers}")
         pip = [sys.executable, "-m", "pip"]
-        _check_call(
-            [*pip, "download", "--no-deps", "--no-binary", ":all:", "--dest", peers, _SDIST]
-        )
+        check_call([*pip, "download", "--no-deps", "--no-binary", ":all:", "--dest", peers, _SDIST])
         sdists = sorted(peers.glob("llama_cpp_python-*.tar.gz"))
     source = peers / sdists[-1].name.removesuffix(".tar.gz") / "vendor" / "llama.cpp"
     if not source.is_dir():
@@ -110,14 +108,14 @@ def _build(peers: Path, isa: str, log: Callable[[str], None]) -> Path:
             archive.extractall(peers, filter="data")
     build = source / _BUILD_DIRS[isa]
     log(f"building llama-server and llama-quantize in {build} (about 10 minutes on 2 cores)")
-    _check_call(["cmake", "-S", source, "-B", build, *_CMAKE_OPTIONS, *_ISA_OPTIONS[isa]])
+    check_call(["cmake", "-S", source, "-B", build, *_CMAKE_OPTIONS, *_ISA_OPTIONS[isa]])
     jobs = str(os.cpu_count() or 1)
-    _check_call(["cmake", "--build", build, "--target", *_TARGETS, "-j", jobs])
+    check_call(["cmake", "--build", build, "--target", *_TARGETS, "-j", jobs])
     return build / "bin" / "llama-server"
 
 
-def _check_call(argv: Sequence[str | Path]) -> None:
-    # Runs a tool quietly; its output is shown only when it fails.
+def check_call(argv: Sequence[str | Path]) -> None:
+    """Runs a tool quietly; its output is shown only when it fails."""
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         tail = (done.stdout + done.stderr).strip().splitlines()[-20:]
