@@ -110,10 +110,13 @@ class FakeTokenizer:
         tools: Sequence[Mapping[str, Any]] | None = None,
         add_generation_prompt: bool = True,
         continue_final_message: bool = False,
+        variables: Mapping[str, Any] | None = None,
     ) -> list[int]:
         if messages[-1]["role"] == "assistant" and not continue_final_message:
             raise ValueError("the conversation must end with a user turn")
         text = "".join(f"<{m['role']}>{_text(m.get('content'))}\n" for m in messages)
+        if variables:
+            text = f"<variables>{json.dumps(dict(variables))}\n" + text
         if tools:
             text = f"<tools>{json.dumps(list(tools))}\n" + text
         if continue_final_message:  # the final message's end-of-turn left out

@@ -16,7 +16,7 @@ from headrace.config import ServerConfig
 from headrace.engine.client import EngineClient
 from headrace.engine.outputs import Priority
 from headrace.errors import InvalidRequestError
-from headrace.serving.conversation import prompt_ending, template_messages
+from headrace.serving.conversation import prompt_ending, template_messages, template_variables
 from headrace.serving.generation import Generation, Step, StreamUsage, run_sequences
 from headrace.serving.intake import Intake
 from headrace.serving.logprobs import LogprobWriter
@@ -123,12 +123,14 @@ class ChatService:
         constraint = prepare_response_format(request, tools)
         messages = template_messages(request.messages)
         ending = prompt_ending(request.add_generation_prompt, request.continue_final_message)
+        variables = template_variables(request.chat_template_kwargs)
         try:
             prompt = self._tokenizer.apply_chat_template(
                 messages,
                 tools=template_tools(tools.tools) if tools else None,
                 add_generation_prompt=ending.add_generation_prompt,
                 continue_final_message=ending.continue_final_message,
+                variables=variables,
             )
         except ValueError as error:  # ChatTemplateError: the template refused the conversation
             raise InvalidRequestError(str(error), param="messages") from error

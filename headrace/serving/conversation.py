@@ -7,8 +7,9 @@ from typing import Any, NamedTuple
 
 from headrace.errors import InvalidRequestError, invalid_value, missing_parameter
 from headrace.serving.protocol import ChatMessage
+from headrace.text import RESERVED_TEMPLATE_VARIABLES
 
-__all__ = ["PromptEnding", "prompt_ending", "template_messages"]
+__all__ = ["PromptEnding", "prompt_ending", "template_messages", "template_variables"]
 
 
 class PromptEnding(NamedTuple):
@@ -35,6 +36,23 @@ def prompt_ending(
             )
         return PromptEnding(add_generation_prompt=False, continue_final_message=True)
     return PromptEnding(add_generation_prompt is not False, continue_final_message=False)
+
+
+def template_variables(chat_template_kwargs: dict[str, Any] | None) -> dict[str, Any] | None:
+    """vLLM's `chat_template_kwargs`: variables the chat template may read, as given; a name the
+    renderer keeps for itself is InvalidRequestError."""
+    for name in chat_template_kwargs or ():
+        if name in RESERVED_TEMPLATE_VARIABLES:
+            raise invalid_value(
+                f"chat_template_kwargs.{name}",
+                f"'{name}' is set by the server, not by a template variable"
+                + (", and has a request parameter of its own" if name in _PARAMETERS else ""),
+            )
+    return chat_template_kwargs
+
+
+# Reserved names that requests set as parameters of their own.
+_PARAMETERS = frozenset({"messages", "tools", "add_generation_prompt", "continue_final_message"})
 
 
 def template_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:

@@ -280,6 +280,8 @@ class ChatCompletionRequest(_SamplingRequest):
     # vLLM's extension: the model goes on writing the final message (a reply the client
     # began), its end-of-turn left out. Default false.
     continue_final_message: bool | None = None
+    # vLLM's extension: more variables for the chat template (Qwen3's enable_thinking, say).
+    chat_template_kwargs: dict[str, Any] | None = Field(default=None, max_length=64)
 
 
 # A prompt of text completions: a text, texts, token ids, or lists of token ids.
@@ -317,9 +319,10 @@ class TokenizeRequest(_Request):
     # Default true, as vLLM's; a chat's special tokens come from its template.
     add_special_tokens: bool | None = None
     # With `messages`: end with the header of the assistant's reply, or inside the final
-    # message; as a chat's.
+    # message, and more variables for the template; as a chat's.
     add_generation_prompt: bool | None = None
     continue_final_message: bool | None = None
+    chat_template_kwargs: dict[str, Any] | None = Field(default=None, max_length=64)
     # With `messages`: the tools offered, rendered into the prompt as a chat's are.
     tools: list[Tool] | None = Field(default=None, max_length=128)
     # Also answer each token's string in the vocabulary (`token_strs`). Default false.

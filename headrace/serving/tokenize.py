@@ -4,7 +4,7 @@ the completion routes would make them, and token ids back to text."""
 from __future__ import annotations
 
 from headrace.errors import InvalidRequestError
-from headrace.serving.conversation import prompt_ending, template_messages
+from headrace.serving.conversation import prompt_ending, template_messages, template_variables
 from headrace.serving.models import ModelCatalog
 from headrace.serving.protocol import DetokenizeRequest, TokenizeRequest
 from headrace.serving.responses import DetokenizeResponse, TokenizeResponse
@@ -35,7 +35,8 @@ class TokenizeService:
         if (request.prompt is None) == (request.messages is None):
             raise InvalidRequestError("Give either 'prompt' or 'messages'.", param="messages")
         if request.prompt is not None:
-            for param in ("add_generation_prompt", "continue_final_message", "tools"):
+            chat_only = ("add_generation_prompt", "continue_final_message", "chat_template_kwargs")
+            for param in (*chat_only, "tools"):
                 if getattr(request, param) is not None:
                     raise _only_with(param, "messages")
             framed = request.add_special_tokens is not False
@@ -46,12 +47,14 @@ class TokenizeService:
                 raise _only_with("add_special_tokens", "prompt")
             tools = function_tools(request.tools) if request.tools else None
             ending = prompt_ending(request.add_generation_prompt, request.continue_final_message)
+            variables = template_variables(request.chat_template_kwargs)
             try:
                 tokens = self._tokenizer.apply_chat_template(
                     template_messages(request.messages),
                     tools=template_tools(tools) if tools else None,
                     add_generation_prompt=ending.add_generation_prompt,
                     continue_final_message=ending.continue_final_message,
+                    variables=variables,
                 )
             except ValueError as error:  # the template refused the conversation
                 raise InvalidRequestError(str(error), param="messages") from error

@@ -47,10 +47,12 @@ class TokenizerLike(Protocol):
         tools: Sequence[Mapping[str, Any]] | None = None,
         add_generation_prompt: bool = True,
         continue_final_message: bool = False,
+        variables: Mapping[str, Any] | None = None,
     ) -> list[int]:
         """Prompt token ids, ending with the assistant's header (unless not
         `add_generation_prompt`), or inside the final message, its end-of-turn left out (if
-        `continue_final_message`); ValueError if it cannot."""
+        `continue_final_message`); `variables`: more for the template to read. ValueError if
+        it cannot."""
         ...
 
     def encode_prompt(self, text: str, *, add_special_tokens: bool = True) -> list[int]:

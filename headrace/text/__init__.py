@@ -1,6 +1,6 @@
 """Text: tokenizer, chat templates, streaming detokenization with stop strings, tool calls."""
 
-from headrace.text.chat_template import ChatTemplateError
+from headrace.text.chat_template import RESERVED_TEMPLATE_VARIABLES, ChatTemplateError
 from headrace.text.detokenizer import IncrementalDetokenizer
 from headrace.text.function_spec import FunctionSpec
 from headrace.text.tokenizer import Tokenizer
@@ -21,6 +21,7 @@ from headrace.text.tool_call_format import (
 from headrace.text.tool_call_parser import ToolCallParser
 
 __all__ = [
+    "RESERVED_TEMPLATE_VARIABLES",
     "TOOL_CALL_FORMATS",
     "ChatTemplateError",
     "ContentDelta",

@@ -14,10 +14,14 @@ Tools: a template that reads a `tools` variable gets `tools` and the history as 
 shapes: assistant `tool_calls`, `tool` messages with `tool_call_id`), as transformers passes them.
 A template that knows no tools (ChatML included) gets the conversation rewritten in headrace's
 generic format instead: see `headrace.text.tool_prompt`.
+
+A request may set more variables for the template (vLLM's `chat_template_kwargs`, such as
+Qwen3's `enable_thinking`), any but `RESERVED_TEMPLATE_VARIABLES`.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,6 +34,7 @@ from headrace.text.tool_call_format import detect_tool_call_format
 
 __all__ = [
     "CHATML_TEMPLATE",
+    "RESERVED_TEMPLATE_VARIABLES",
     "ChatTemplateError",
     "check_chat_template",
     "prepare_messages",
@@ -43,6 +48,13 @@ CHATML_TEMPLATE = (
     "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' -}}"
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+)
+
+# Names a request's own template variables cannot take: the arguments of transformers' renderer
+# (`tokenize` would make it return ids) and the conversation it sets itself.
+RESERVED_TEMPLATE_VARIABLES = frozenset(
+    {*inspect.signature(PreTrainedTokenizerBase.apply_chat_template).parameters, "messages"}
+    - {"self", "kwargs"}
 )
 
 
@@ -79,10 +91,12 @@ def render_chat(
     *,
     add_generation_prompt: bool = True,
     continue_final_message: bool = False,
+    variables: Mapping[str, Any] | None = None,
 ) -> str:
     """The prompt text for `messages`, ending with the header of the assistant's reply (unless
     not `add_generation_prompt`), or inside the final message if `continue_final_message`:
-    the text ends where its content does, what the template writes after it left out."""
+    the text ends where its content does, what the template writes after it left out.
+    `variables`: more for the template to read, none of RESERVED_TEMPLATE_VARIABLES."""
     template = None if tokenizer.chat_template is not None else CHATML_TEMPLATE
     prepared = prepare_messages(messages)
     teach = detect_tool_call_format(template_source(tokenizer)).teach
@@ -96,6 +110,7 @@ def render_chat(
             add_generation_prompt=add_generation_prompt,
             continue_final_message=continue_final_message,
             tokenize=False,
+            **(variables or {}),
         )
     except jinja2.TemplateError as error:
         if type(error) is jinja2.TemplateError:  # the template's own raise_exception(message)

@@ -110,9 +110,11 @@ class Tokenizer:
         tools: Sequence[Mapping[str, Any]] | None = None,
         add_generation_prompt: bool = True,
         continue_final_message: bool = False,
+        variables: Mapping[str, Any] | None = None,
     ) -> list[int]:
         """Prompt token ids for a conversation, ending with the assistant's header (unless not
-        `add_generation_prompt`), or inside the final message (if `continue_final_message`).
+        `add_generation_prompt`), or inside the final message (if `continue_final_message`);
+        `variables`: more for the template to read (chat_template.render_chat).
 
         The template adds BOS itself if the model wants one; encoding adds nothing more.
         Raises ChatTemplateError when the template refuses the conversation.
@@ -123,6 +125,7 @@ class Tokenizer:
             tools,
             add_generation_prompt=add_generation_prompt,
             continue_final_message=continue_final_message,
+            variables=variables,
         )
         return self.encode(rendered)
 

@@ -138,6 +138,10 @@ async def test_engine_failure_in_a_whole_response(
         ({"continue_final_message": True, "add_generation_prompt": True}, "continue_final_message"),
         ({"continue_final_message": "yes"}, "continue_final_message"),
         ({"add_generation_prompt": 1}, "add_generation_prompt"),
+        ({"chat_template_kwargs": {"tokenize": True}}, "chat_template_kwargs.tokenize"),
+        ({"chat_template_kwargs": {"messages": []}}, "chat_template_kwargs.messages"),
+        ({"chat_template_kwargs": {"chat_template": "x"}}, "chat_template_kwargs.chat_template"),
+        ({"chat_template_kwargs": ["enable_thinking"]}, "chat_template_kwargs"),
     ],
 )
 async def test_bad_prompt_endings_are_400(
@@ -154,3 +158,14 @@ async def test_without_the_generation_prompt_the_prompt_ends_after_the_last_turn
     body = chat_body(add_generation_prompt=False)
     assert (await client.post("/v1/chat/completions", json=body)).status_code == 200
     assert not bytes(list(engine.prompts.values())[-1]).endswith(b"<assistant>")
+
+
+async def test_chat_template_kwargs_reach_the_template(
+    client: httpx.AsyncClient, engine: FakeEngine
+) -> None:
+    variables = {"enable_thinking": False, "bos_token": "<s>"}
+    body = chat_body(chat_template_kwargs=variables)
+    assert (await client.post("/v1/chat/completions", json=body)).status_code == 200
+    assert bytes(list(engine.prompts.values())[-1]).startswith(
+        b'<variables>{"enable_thinking": false, "bos_token": "<s>"}\n'
+    )

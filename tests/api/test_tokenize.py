@@ -75,6 +75,17 @@ async def test_continue_final_message_is_the_tokens_a_chat_continuing_it_gets(
     assert list(engine.prompts.values())[-1] == tokenized["tokens"]
 
 
+async def test_chat_template_kwargs_are_the_tokens_a_chat_with_them_gets(
+    client: httpx.AsyncClient, engine: FakeEngine
+) -> None:
+    body = {"messages": MESSAGES, "chat_template_kwargs": {"enable_thinking": True}}
+    tokenized = (await client.post("/tokenize", json=body)).json()
+    chat = chat_body(messages=MESSAGES, chat_template_kwargs={"enable_thinking": True})
+    assert (await client.post("/v1/chat/completions", json=chat)).status_code == 200
+    assert list(engine.prompts.values())[-1] == tokenized["tokens"]
+    assert bytes(tokenized["tokens"]).startswith(b"<variables>")
+
+
 async def test_return_token_strs_gives_each_tokens_string(client: httpx.AsyncClient) -> None:
     for body in ({"prompt": "Hi!"}, {"messages": MESSAGES}):
         answer = (await client.post("/tokenize", json={**body, "return_token_strs": True})).json()
@@ -107,6 +118,12 @@ async def test_detokenize_gives_the_text_back(client: httpx.AsyncClient) -> None
         ("/tokenize", {"messages": MESSAGES, "tools": [TOOL, TOOL]}, "tools"),
         ("/tokenize", {"messages": MESSAGES, "tools": "x"}, "tools"),
         ("/tokenize", {"prompt": "a", "continue_final_message": True}, "continue_final_message"),
+        ("/tokenize", {"prompt": "a", "chat_template_kwargs": {}}, "chat_template_kwargs"),
+        (
+            "/tokenize",
+            {"messages": MESSAGES, "chat_template_kwargs": {"tokenize": True}},
+            "chat_template_kwargs.tokenize",
+        ),
         (
             "/tokenize",
             {"messages": MESSAGES, "continue_final_message": True, "add_generation_prompt": True},

@@ -6,7 +6,11 @@ from typing import Any
 import pytest
 
 from headrace.text import ChatTemplateError, Tokenizer
-from headrace.text.chat_template import CHATML_TEMPLATE, read_chat_template
+from headrace.text.chat_template import (
+    CHATML_TEMPLATE,
+    RESERVED_TEMPLATE_VARIABLES,
+    read_chat_template,
+)
 from tests.text.factories import (
     BOS_ID,
     ENDOFTEXT_ID,
@@ -102,6 +106,24 @@ def test_continue_final_message_ends_inside_it(tiny_tokenizer: Tokenizer) -> Non
     )
     text = tiny_tokenizer.decode(ids, skip_special_tokens=False)
     assert text.endswith("<|im_end|>\n<|im_start|>assistant\nThe city is")
+
+
+def test_template_variables_reach_the_template(tmp_path: Path) -> None:
+    template = (
+        "{% for m in messages %}{{ m.content }}{% endfor %}"
+        "{% if enable_thinking is defined and not enable_thinking %}/no_think{% endif %}"
+    )
+    tok = with_template(tmp_path, template)
+    messages = [{"role": "user", "content": "Hi"}]
+    assert rendered(tok, messages) == "Hi"
+    assert rendered(tok, messages, variables={"enable_thinking": False}) == "Hi/no_think"
+
+
+def test_reserved_template_variables_are_the_renderers_own() -> None:
+    assert {"tokenize", "chat_template", "messages", "tools"} <= RESERVED_TEMPLATE_VARIABLES
+    assert {"enable_thinking", "bos_token", "self", "kwargs"}.isdisjoint(
+        RESERVED_TEMPLATE_VARIABLES
+    )
 
 
 def test_chat_prompt_has_exactly_one_bos(tiny_tokenizer: Tokenizer) -> None:
