@@ -302,8 +302,8 @@ class Side:
     argv: Callable[[int], list[str]]
     # Request fields for this server beyond the OpenAI API's.
     extra_body: dict[str, object] = field(default_factory=dict)
-    # The server's environment; None: this process's.
-    env: Mapping[str, str] | None = None
+    # Variables set for the server, over this process's environment.
+    settings: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -489,7 +489,7 @@ def _vllm_side(
         flags = vllm.serve_argv(weights, port, args.dtype, workloads.slots)
         return [*flags, *shlex.split(args.vllm_args)]
 
-    return Side("vLLM", argv, env=vllm.environment())
+    return Side("vLLM", argv, settings=vllm.settings())
 
 
 def _measure(side: Side, workloads: Workloads, prompts: Prompts) -> Measured:
@@ -523,7 +523,8 @@ def _started(side: Side) -> ServerProcess:
     port = free_port()
     log_path = peers_dir() / "logs" / f"{side.name.replace(' ', '_')}.log"
     _log(f"starting {side.name} on port {port} (log: {log_path})")
-    return ServerProcess(side.name, side.argv(port), port, log_path, _READY_TIMEOUT_S, side.env)
+    env = {**os.environ, **side.settings}
+    return ServerProcess(side.name, side.argv(port), port, log_path, _READY_TIMEOUT_S, env)
 
 
 def _warmed_up_client(side: Side, url: str, workloads: Workloads, prompts: Prompts) -> HttpRunner:
@@ -702,9 +703,8 @@ def _report(
 
 
 def _command(side: Side) -> str:
-    # The side's command line, after the variables its environment sets apart from this one's.
-    own = {k: v for k, v in (side.env or {}).items() if os.environ.get(k) != v}
-    return shlex.join([*(f"{k}={v}" for k, v in own.items()), *side.argv(0)])
+    # The side's command line, after the variables set for it.
+    return shlex.join([*(f"{k}={v}" for k, v in side.settings.items()), *side.argv(0)])
 
 
 def _table_row(metric: Metric, measured: list[Measured]) -> str:

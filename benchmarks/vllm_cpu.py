@@ -93,9 +93,9 @@ class VllmCpu:
         ]
 
     @staticmethod
-    def environment() -> Mapping[str, str]:
-        """The server's environment: this one's, with vLLM's settings it does not make."""
-        return {**_SETTINGS, **os.environ}
+    def settings() -> Mapping[str, str]:
+        """vLLM's variables for the server: the environment's, else ours."""
+        return {name: os.environ.get(name, value) for name, value in _SETTINGS.items()}
 
     def weights(self, model: Path, log: Callable[[str], None]) -> Path:
         """The GGUF file `model` as a Hugging Face directory of bfloat16 weights, made once
