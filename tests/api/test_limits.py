@@ -121,13 +121,10 @@ class SlowTokenizer(FakeTokenizer):
     """Takes a second over every prompt, as a real tokenizer does over megabytes."""
 
     def apply_chat_template(
-        self,
-        messages: Sequence[Mapping[str, Any]],
-        *,
-        tools: Sequence[Mapping[str, Any]] | None = None,
+        self, messages: Sequence[Mapping[str, Any]], **options: Any
     ) -> list[int]:
         time.sleep(1.0)
-        return super().apply_chat_template(messages, tools=tools)
+        return super().apply_chat_template(messages, **options)
 
 
 async def test_tokenizing_a_prompt_leaves_the_loop_free() -> None:

@@ -178,7 +178,7 @@ CASES = [
                  "response_format.json_schema", id="json_schema missing"),
     # Fields headrace does not know, and OpenAI's it cannot honour.
     pytest.param(body(foo={"bar": [1, 2]}), 400, None, "foo", id="unknown field"),
-    pytest.param(body(chat_template_kwargs={}), 400, None, "chat_template_kwargs",
+    pytest.param(body(mm_processor_kwargs={}), 400, None, "mm_processor_kwargs",
                  id="vLLM field unknown here"),
     pytest.param(body(reasoning_effort="low"), 400, None, "reasoning_effort",
                  id="reasoning_effort"),
