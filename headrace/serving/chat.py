@@ -141,7 +141,10 @@ class ChatService:
             tool_call_format = self._tool_call_format.for_forced_calls
             grammar = self._tool_call_grammar(tools, tool_call_format)
         elif constraint is not None:
-            grammar = self._output_grammar(constraint)
+            param = (
+                "response_format" if request.structured_outputs is None else "structured_outputs"
+            )
+            grammar = self._output_grammar(constraint, param)
         logprobs = (request.top_logprobs or 0) if request.logprobs else None
         params = self._sampling.params(request, len(prompt), grammar=grammar, logprobs=logprobs)
         request_id = f"chatcmpl-{uuid.uuid4().hex}"
@@ -223,13 +226,19 @@ class ChatService:
             param="tools",
         )
 
-    def _output_grammar(self, constraint: OutputConstraint) -> CompiledGrammar:
+    def _output_grammar(self, constraint: OutputConstraint, param: str) -> CompiledGrammar:
+        kind, text = constraint.kind, constraint.text or ""
+        if kind == "regex":
+            return self._compile(lambda grammars: grammars.regex(text), param)
+        if kind == "grammar":
+            return self._compile(lambda grammars: grammars.lark(text), param)
+        if kind == "choice":
+            return self._compile(lambda grammars: grammars.choice(constraint.choices), param)
         if constraint.schema is None:
-            return self._compile(lambda grammars: grammars.json_object(), "response_format")
+            return self._compile(lambda grammars: grammars.json_object(), param)
         schema = dict(constraint.schema)
         return self._compile(
-            lambda grammars: grammars.json_schema(schema, strict=constraint.strict),
-            param="response_format",
+            lambda grammars: grammars.json_schema(schema, strict=constraint.strict), param
         )
 
     def _compile(

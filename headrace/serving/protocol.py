@@ -156,6 +156,22 @@ class JsonSchemaFormat(_Request):
     strict: bool | None = None
 
 
+class StructuredOutputs(_Request):
+    """vLLM's structured_outputs: the answer follows exactly one of these."""
+
+    # vLLM's other options (json_object, structural_tag, whitespace_pattern, ...) are refused.
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="forbid")
+
+    # JSON valid against this JSON Schema. ("json" on the wire.)
+    json_: dict[str, Any] | None = Field(default=None, alias="json")
+    # A regular expression the whole answer matches.
+    regex: str | None = None
+    # One of these strings, exactly.
+    choice: list[str] | None = Field(default=None, min_length=1, max_length=1024)
+    # A grammar in Lark's syntax, llguidance's dialect (vLLM's guidance backend takes it too).
+    grammar: str | None = None
+
+
 class ResponseFormat(_Request):
     # "text", "json_object" or "json_schema".
     type: Literal["text", "json_object", "json_schema"]
@@ -282,6 +298,8 @@ class ChatCompletionRequest(_SamplingRequest):
     continue_final_message: bool | None = None
     # vLLM's extension: more variables for the chat template (Qwen3's enable_thinking, say).
     chat_template_kwargs: dict[str, Any] | None = Field(default=None, max_length=64)
+    # vLLM's extension: the answer follows a JSON schema, a regex, a choice or a grammar.
+    structured_outputs: StructuredOutputs | None = None
 
 
 # A prompt of text completions: a text, texts, token ids, or lists of token ids.

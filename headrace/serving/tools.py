@@ -32,7 +32,12 @@ from headrace.errors import InvalidRequestError, invalid_value, missing_paramete
 from headrace.text import FunctionSpec
 
 if TYPE_CHECKING:
-    from headrace.serving.protocol import ChatCompletionRequest, Tool, ToolChoice
+    from headrace.serving.protocol import (
+        ChatCompletionRequest,
+        StructuredOutputs,
+        Tool,
+        ToolChoice,
+    )
 
 __all__ = [
     "FunctionTool",
@@ -117,8 +122,10 @@ class ToolRequest:
 
 @dataclass(frozen=True)
 class OutputConstraint:
-    # "json_object": any JSON object; "json_schema": JSON that matches `schema`.
-    kind: Literal["json_object", "json_schema"]
+    # "json_object": any JSON object; "json_schema": JSON that matches `schema`; vLLM's
+    # structured outputs: "regex" (a match of `text`), "choice" (one of `choices`) and
+    # "grammar" (a sentence of the Lark grammar `text`).
+    kind: Literal["json_object", "json_schema", "regex", "choice", "grammar"]
     # The json_schema format's name; None for json_object.
     name: str | None
     # What the format is for, for the model; None when not given.
@@ -127,6 +134,10 @@ class OutputConstraint:
     schema: Mapping[str, Any] | None
     # The client asked for an answer that follows `schema` exactly.
     strict: bool
+    # The regex or the grammar; None for the other kinds.
+    text: str | None = None
+    # The strings the answer is one of ("choice"); empty for the other kinds.
+    choices: tuple[str, ...] = ()
 
 
 def prepare_tools(request: ChatCompletionRequest) -> ToolRequest | None:
@@ -159,9 +170,16 @@ def prepare_response_format(
     that is not valid JSON Schema, and for a JSON format together with forced tool calls.
     """
     format_ = request.response_format
-    if format_ is None or format_.type == "text":
+    if request.structured_outputs is not None:
+        if format_ is not None and format_.type != "text":
+            raise InvalidRequestError(
+                "Give either 'response_format' or 'structured_outputs', not both.",
+                param="structured_outputs",
+            )
+        constraint = _structured_output(request.structured_outputs)
+    elif format_ is None or format_.type == "text":
         return None
-    if format_.type == "json_object":
+    elif format_.type == "json_object":
         constraint = OutputConstraint("json_object", None, None, None, strict=False)
     else:
         spec = format_.json_schema
@@ -173,14 +191,39 @@ def prepare_response_format(
             "json_schema", spec.name, spec.description, spec.schema_, strict=bool(spec.strict)
         )
     if tools is not None and tools.forced:
+        param = "response_format" if request.structured_outputs is None else "structured_outputs"
         raise InvalidRequestError(
-            f"'response_format' of type '{format_.type}' cannot be combined with a "
-            "'tool_choice' that forces tool calls ('required', as a mode of 'allowed_tools' too, "
-            "or a named function): the answer would have to be tool calls and a JSON document at "
-            "once. Use 'tool_choice': 'auto' or drop 'response_format'.",
-            param="response_format",
+            f"'{param}' ({constraint.kind}) cannot be combined with a 'tool_choice' that forces "
+            "tool calls ('required', as a mode of 'allowed_tools' too, or a named function): the "
+            f"answer would have to be tool calls and follow '{param}' at once. Use "
+            f"'tool_choice': 'auto' or drop '{param}'.",
+            param=param,
         )
     return constraint
+
+
+def _structured_output(outputs: StructuredOutputs) -> OutputConstraint:
+    """The one constraint of vLLM's `structured_outputs`; InvalidRequestError for none or more."""
+    given = [name for name in ("json", "regex", "choice", "grammar") if _given(outputs, name)]
+    if len(given) != 1:
+        raise InvalidRequestError(
+            "'structured_outputs' takes exactly one of 'json', 'regex', 'choice' and 'grammar'"
+            + (f", not {len(given)}" if given else "")
+            + ".",
+            param="structured_outputs",
+        )
+    if outputs.json_ is not None:
+        _check_schema(outputs.json_, "structured_outputs.json", "structured_outputs.json")
+        return OutputConstraint("json_schema", None, None, outputs.json_, strict=False)
+    if outputs.choice is not None:
+        return OutputConstraint("choice", None, None, None, False, choices=tuple(outputs.choice))
+    if outputs.regex is not None:
+        return OutputConstraint("regex", None, None, None, False, text=outputs.regex)
+    return OutputConstraint("grammar", None, None, None, False, text=outputs.grammar)
+
+
+def _given(outputs: StructuredOutputs, name: str) -> bool:
+    return getattr(outputs, "json_" if name == "json" else name) is not None
 
 
 def function_tools(tools: Sequence[Tool]) -> tuple[FunctionTool, ...]:

@@ -88,6 +88,24 @@ class GrammarCompiler:
         build = partial(_json_grammar, _closed(schema), strict=strict)
         return self._cached(key, "JSON schema", build)
 
+    def regex(self, pattern: str) -> CompiledGrammar:
+        """Text the regular expression `pattern` matches whole (llguidance's regex syntax)."""
+        build = partial(_grammar, llguidance.LLMatcher.grammar_from_regex, pattern, "regex")
+        return self._cached(f"regex:{pattern}", "regex", build)
+
+    def choice(self, options: Sequence[str]) -> CompiledGrammar:
+        """Exactly one of `options`."""
+        if not options:
+            raise GrammarError("A choice needs at least one option.")
+        rule = "start: " + " | ".join(_lark_literal(option) for option in options) + "\n"
+        build = partial(_grammar, llguidance.LLMatcher.grammar_from_lark, rule, "choice")
+        return self._cached(f"choice:{_canonical(list(options))}", "choice", build)
+
+    def lark(self, grammar: str) -> CompiledGrammar:
+        """A sentence of `grammar`, in Lark's syntax as llguidance reads it."""
+        build = partial(_grammar, llguidance.LLMatcher.grammar_from_lark, grammar, "grammar")
+        return self._cached(f"lark:{grammar}", "grammar", build)
+
     def tool_calls(
         self,
         functions: Sequence[FunctionSpec],
@@ -176,6 +194,14 @@ def _json_grammar(schema: Mapping[str, Any], *, strict: bool | None = None) -> s
         return llguidance.LLMatcher.grammar_from_json_schema(dict(schema), overrides=overrides)
     except (ValueError, TypeError, RecursionError) as exc:
         raise GrammarError(f"Invalid JSON schema: {exc}") from None
+
+
+def _grammar(make: Callable[[str], str], source: str, what: str) -> str:
+    """llguidance's grammar of `source` (a regex, a Lark grammar), made by `make`."""
+    try:
+        return make(source)
+    except (ValueError, TypeError) as exc:
+        raise GrammarError(f"Invalid {what}: {_one_line(str(exc))}") from None
 
 
 def _call_schema(function: FunctionSpec) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -192,6 +193,37 @@ def test_json_object_streams_valid_json(client: openai.OpenAI) -> None:
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert chunks[-1].choices[0].finish_reason == "stop"
     assert isinstance(json.loads(text), dict)
+
+
+def test_vllms_structured_outputs_hold_the_answer_to_them(client: openai.OpenAI) -> None:
+    question = [{"role": "user", "content": "Is this review positive? 'I loved every minute.'"}]
+    choices = ["positive", "negative", "not sure"]
+    pattern = "[A-Z][a-z]+ [0-9]{2}"
+    answers = ("Answer: yes", "Answer: no")
+    cases = (
+        ({"choice": choices}, lambda text: text in choices),
+        ({"regex": pattern}, lambda text: re.fullmatch(pattern, text)),
+        ({"grammar": 'start: "Answer: " ("yes" | "no")'}, lambda text: text in answers),
+    )
+    for outputs, holds in cases:
+        for stream in (False, True):
+            reply = client.chat.completions.create(
+                model="gpt-4.1", messages=question, max_tokens=40, temperature=1.0, seed=3,
+                stream=stream, extra_body={"structured_outputs": outputs},
+            )  # fmt: skip
+            if stream:
+                chunks = list(reply)
+                text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+                finish = chunks[-1].choices[0].finish_reason
+            else:
+                text, finish = reply.choices[0].message.content, reply.choices[0].finish_reason
+            assert holds(text) and finish == "stop", (outputs, text)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model="gpt-4.1", messages=question,
+            extra_body={"structured_outputs": {"grammar": "start: ("}},
+        )  # fmt: skip
+    assert caught.value.body["param"] == "structured_outputs"  # type: ignore[index]
 
 
 def test_node_sdk_accumulates_the_same_call(server: Server, client: openai.OpenAI) -> None:

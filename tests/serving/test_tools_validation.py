@@ -274,6 +274,48 @@ def test_response_format_error_messages() -> None:
     assert "cannot be combined" in conflict.message and "'tool_choice'" in conflict.message
 
 
+# ---- structured_outputs (vLLM's) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("outputs", "expected"),
+    [
+        ({"json": PERSON}, OutputConstraint("json_schema", None, None, PERSON, strict=False)),
+        ({"regex": "[0-9]+"}, OutputConstraint("regex", None, None, None, False, text="[0-9]+")),
+        ({"regex": ""}, OutputConstraint("regex", None, None, None, False, text="")),
+        ({"choice": ["yes", "no"]},
+         OutputConstraint("choice", None, None, None, False, choices=("yes", "no"))),
+        ({"grammar": 'start: "a"+'},
+         OutputConstraint("grammar", None, None, None, False, text='start: "a"+')),
+        ({"json": None, "regex": "a"},
+         OutputConstraint("regex", None, None, None, False, text="a")),
+    ],
+)  # fmt: skip
+def test_structured_outputs(outputs: dict[str, Any], expected: OutputConstraint) -> None:
+    request = parsed(structured_outputs=outputs, response_format={"type": "text"})
+    assert prepare_response_format(request, prepare_tools(request)) == expected
+
+
+@pytest.mark.parametrize(
+    ("overrides", "param"),
+    [
+        ({"structured_outputs": {}}, "structured_outputs"),
+        ({"structured_outputs": {"regex": "a", "choice": ["a"]}}, "structured_outputs"),
+        ({"structured_outputs": {"choice": []}}, "structured_outputs.choice"),
+        ({"structured_outputs": {"choice": [1]}}, "structured_outputs.choice.0"),
+        ({"structured_outputs": {"json_object": True}}, "structured_outputs.json_object"),
+        ({"structured_outputs": {"json": {"type": "person"}}}, "structured_outputs.json"),
+        ({"structured_outputs": "a"}, "structured_outputs"),
+        ({"structured_outputs": {"regex": "a"}, "response_format": {"type": "json_object"}},
+         "structured_outputs"),
+        ({"structured_outputs": {"choice": ["a"]}, "tools": [WEATHER], "tool_choice": "required"},
+         "structured_outputs"),
+    ],
+)  # fmt: skip
+def test_bad_structured_outputs_name_the_param(overrides: dict[str, Any], param: str) -> None:
+    assert refusal(**overrides).param == param
+
+
 # ---- history: assistant tool calls and tool results --------------------------------------
 
 USER = {"role": "user", "content": "What's the weather in Berlin?"}

@@ -74,6 +74,38 @@ def test_json_is_written_in_the_layout_of_json_dumps(
     assert not accepts(grammar, tiny_tokenizer, '{"location":"Paris"}')
 
 
+def test_a_regex_matches_the_whole_text(
+    compiler: GrammarCompiler, tiny_tokenizer: Tokenizer
+) -> None:
+    grammar = compiler.regex(r"[0-9]{3}-[a-z]+")
+    assert accepts(grammar, tiny_tokenizer, "123-abc")
+    assert not accepts(grammar, tiny_tokenizer, "12-abc")
+    assert not accepts(grammar, tiny_tokenizer, "123-abc!")
+
+
+def test_a_choice_is_one_of_its_options(
+    compiler: GrammarCompiler, tiny_tokenizer: Tokenizer
+) -> None:
+    grammar = compiler.choice(["positive", "negative", 'say "maybe"'])
+    for option in ("positive", "negative", 'say "maybe"'):
+        assert accepts(grammar, tiny_tokenizer, option)
+    assert not accepts(grammar, tiny_tokenizer, "neutral")
+    assert not accepts(grammar, tiny_tokenizer, "positivenegative")
+    with pytest.raises(GrammarError, match="at least one option"):
+        compiler.choice([])
+
+
+def test_a_lark_grammar_is_followed(compiler: GrammarCompiler, tiny_tokenizer: Tokenizer) -> None:
+    grammar = compiler.lark('start: "(" item ("," item)* ")"\nitem: /[a-z]+/\n')
+    assert accepts(grammar, tiny_tokenizer, "(ab,cd)")
+    assert not accepts(grammar, tiny_tokenizer, "(ab,)")
+    for bad in ("start: missing_rule", "start: ("):
+        with pytest.raises(GrammarError, match="Invalid grammar"):
+            compiler.lark(bad)
+    with pytest.raises(GrammarError, match="Invalid regex"):
+        compiler.regex("(unclosed")
+
+
 def test_a_completed_grammar_allows_only_the_end(
     compiler: GrammarCompiler, tiny_tokenizer: Tokenizer
 ) -> None:
