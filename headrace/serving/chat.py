@@ -141,10 +141,7 @@ class ChatService:
             tool_call_format = self._tool_call_format.for_forced_calls
             grammar = self._tool_call_grammar(tools, tool_call_format)
         elif constraint is not None:
-            param = (
-                "response_format" if request.structured_outputs is None else "structured_outputs"
-            )
-            grammar = self._output_grammar(constraint, param)
+            grammar = self._output_grammar(constraint)
         logprobs = (request.top_logprobs or 0) if request.logprobs else None
         params = self._sampling.params(request, len(prompt), grammar=grammar, logprobs=logprobs)
         request_id = f"chatcmpl-{uuid.uuid4().hex}"
@@ -226,8 +223,8 @@ class ChatService:
             param="tools",
         )
 
-    def _output_grammar(self, constraint: OutputConstraint, param: str) -> CompiledGrammar:
-        kind, text = constraint.kind, constraint.text or ""
+    def _output_grammar(self, constraint: OutputConstraint) -> CompiledGrammar:
+        kind, text, param = constraint.kind, constraint.text or "", constraint.param
         if kind == "regex":
             return self._compile(lambda grammars: grammars.regex(text), param)
         if kind == "grammar":

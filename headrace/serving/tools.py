@@ -1,8 +1,9 @@
 """The request side of function calling and structured outputs: the checks, and what they ask for.
 
 `prepare_tools` and `prepare_response_format` check a parsed request's `tools`, `tool_choice`,
-`parallel_tool_calls` and `response_format` together, as OpenAI does, and turn them into frozen
-dataclasses that prompt rendering, constrained sampling and tool-call parsing work from. Both raise
+`parallel_tool_calls` and `response_format` (or vLLM's `structured_outputs`) together, as OpenAI
+does, and turn them into frozen dataclasses that prompt rendering, constrained sampling and
+tool-call parsing work from. Both raise
 InvalidRequestError naming the parameter at fault (dotted paths, as every 400 of ours does), and
 both are cheap and repeatable: `parse_chat_request` runs them to refuse a bad request before any
 work starts; the chat service runs them again for the values.
@@ -138,6 +139,8 @@ class OutputConstraint:
     text: str | None = None
     # The strings the answer is one of ("choice"); empty for the other kinds.
     choices: tuple[str, ...] = ()
+    # The request parameter it comes from, for errors: "response_format" or "structured_outputs".
+    param: str = "response_format"
 
 
 def prepare_tools(request: ChatCompletionRequest) -> ToolRequest | None:
@@ -164,10 +167,12 @@ def prepare_tools(request: ChatCompletionRequest) -> ToolRequest | None:
 def prepare_response_format(
     request: ChatCompletionRequest, tools: ToolRequest | None
 ) -> OutputConstraint | None:
-    """What the answer must be as JSON; None for text. `tools` is `prepare_tools(request)`.
+    """What the answer must be (`response_format`, or vLLM's `structured_outputs`); None for
+    text. `tools` is `prepare_tools(request)`.
 
     Raises InvalidRequestError for a json_schema format without `json_schema` or with a schema
-    that is not valid JSON Schema, and for a JSON format together with forced tool calls.
+    that is not valid JSON Schema, for structured outputs that give other than one constraint
+    or come with a JSON format, and for either together with forced tool calls.
     """
     format_ = request.response_format
     if request.structured_outputs is not None:
@@ -191,7 +196,7 @@ def prepare_response_format(
             "json_schema", spec.name, spec.description, spec.schema_, strict=bool(spec.strict)
         )
     if tools is not None and tools.forced:
-        param = "response_format" if request.structured_outputs is None else "structured_outputs"
+        param = constraint.param
         raise InvalidRequestError(
             f"'{param}' ({constraint.kind}) cannot be combined with a 'tool_choice' that forces "
             "tool calls ('required', as a mode of 'allowed_tools' too, or a named function): the "
@@ -212,14 +217,16 @@ def _structured_output(outputs: StructuredOutputs) -> OutputConstraint:
             + ".",
             param="structured_outputs",
         )
+    param = "structured_outputs"
     if outputs.json_ is not None:
-        _check_schema(outputs.json_, "structured_outputs.json", "structured_outputs.json")
-        return OutputConstraint("json_schema", None, None, outputs.json_, strict=False)
+        _check_schema(outputs.json_, f"{param}.json", f"{param}.json")
+        return OutputConstraint("json_schema", None, None, outputs.json_, False, param=param)
     if outputs.choice is not None:
-        return OutputConstraint("choice", None, None, None, False, choices=tuple(outputs.choice))
+        choices = tuple(outputs.choice)
+        return OutputConstraint("choice", None, None, None, False, choices=choices, param=param)
     if outputs.regex is not None:
-        return OutputConstraint("regex", None, None, None, False, text=outputs.regex)
-    return OutputConstraint("grammar", None, None, None, False, text=outputs.grammar)
+        return OutputConstraint("regex", None, None, None, False, text=outputs.regex, param=param)
+    return OutputConstraint("grammar", None, None, None, False, text=outputs.grammar, param=param)
 
 
 def _given(outputs: StructuredOutputs, name: str) -> bool:

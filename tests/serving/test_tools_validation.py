@@ -276,19 +276,22 @@ def test_response_format_error_messages() -> None:
 
 # ---- structured_outputs (vLLM's) ------------------------------------------------------------
 
+SO = "structured_outputs"
+
 
 @pytest.mark.parametrize(
     ("outputs", "expected"),
     [
-        ({"json": PERSON}, OutputConstraint("json_schema", None, None, PERSON, strict=False)),
-        ({"regex": "[0-9]+"}, OutputConstraint("regex", None, None, None, False, text="[0-9]+")),
-        ({"regex": ""}, OutputConstraint("regex", None, None, None, False, text="")),
+        ({"json": PERSON}, OutputConstraint("json_schema", None, None, PERSON, False, param=SO)),
+        ({"regex": "[0-9]+"},
+         OutputConstraint("regex", None, None, None, False, text="[0-9]+", param=SO)),
+        ({"regex": ""}, OutputConstraint("regex", None, None, None, False, text="", param=SO)),
         ({"choice": ["yes", "no"]},
-         OutputConstraint("choice", None, None, None, False, choices=("yes", "no"))),
+         OutputConstraint("choice", None, None, None, False, choices=("yes", "no"), param=SO)),
         ({"grammar": 'start: "a"+'},
-         OutputConstraint("grammar", None, None, None, False, text='start: "a"+')),
+         OutputConstraint("grammar", None, None, None, False, text='start: "a"+', param=SO)),
         ({"json": None, "regex": "a"},
-         OutputConstraint("regex", None, None, None, False, text="a")),
+         OutputConstraint("regex", None, None, None, False, text="a", param=SO)),
     ],
 )  # fmt: skip
 def test_structured_outputs(outputs: dict[str, Any], expected: OutputConstraint) -> None:
