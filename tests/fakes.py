@@ -90,9 +90,8 @@ class FakeTokenizer:
         return list(text.encode())  # no BOS either way
 
     def decode(self, token_ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
-        text = bytes(t for t in token_ids if t < EOS).decode(errors="replace")
-        eos = "<eos>" * (not skip_special_tokens) * token_ids.count(EOS)
-        return text + eos
+        kept = [t for t in token_ids if t < EOS or not skip_special_tokens]
+        return b"".join(self.token_bytes(t) for t in kept).decode(errors="replace")
 
     def token_strings(self, token_ids: Sequence[int]) -> list[str]:
         return [self.token_bytes(token).decode(errors="replace") for token in token_ids]

@@ -35,8 +35,12 @@ class TokenizeService:
         if (request.prompt is None) == (request.messages is None):
             raise InvalidRequestError("Give either 'prompt' or 'messages'.", param="messages")
         if request.prompt is not None:
-            chat_only = ("add_generation_prompt", "continue_final_message", "chat_template_kwargs")
-            for param in (*chat_only, "tools"):
+            for param in (
+                "add_generation_prompt",
+                "continue_final_message",
+                "chat_template_kwargs",
+                "tools",
+            ):
                 if getattr(request, param) is not None:
                     raise _only_with(param, "messages")
             framed = request.add_special_tokens is not False

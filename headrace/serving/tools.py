@@ -209,11 +209,14 @@ def prepare_response_format(
 
 def _structured_output(outputs: StructuredOutputs) -> OutputConstraint:
     """The one constraint of vLLM's `structured_outputs`; InvalidRequestError for none or more."""
-    given = [name for name in ("json", "regex", "choice", "grammar") if _given(outputs, name)]
-    if len(given) != 1:
+    given = sum(
+        value is not None
+        for value in (outputs.json_, outputs.regex, outputs.choice, outputs.grammar)
+    )
+    if given != 1:
         raise InvalidRequestError(
             "'structured_outputs' takes exactly one of 'json', 'regex', 'choice' and 'grammar'"
-            + (f", not {len(given)}" if given else "")
+            + (f", not {given}" if given else "")
             + ".",
             param="structured_outputs",
         )
@@ -227,10 +230,6 @@ def _structured_output(outputs: StructuredOutputs) -> OutputConstraint:
     if outputs.regex is not None:
         return OutputConstraint("regex", None, None, None, False, text=outputs.regex, param=param)
     return OutputConstraint("grammar", None, None, None, False, text=outputs.grammar, param=param)
-
-
-def _given(outputs: StructuredOutputs, name: str) -> bool:
-    return getattr(outputs, "json_" if name == "json" else name) is not None
 
 
 def function_tools(tools: Sequence[Tool]) -> tuple[FunctionTool, ...]:
